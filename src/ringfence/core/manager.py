@@ -1,0 +1,423 @@
+"""The cluster manager: one leader, elected by a store key attached to its host lease.
+
+Every agent runs a `Manager`; only the one holding `manager` acts. Each cycle it reads an
+immutable `ClusterSnapshot`, decides for each host whether it is online, suspect, proven fenced
+or cleanly offline, fences suspects that have a fence agent, and moves the VMs of proven-fenced
+hosts by compare-and-set on the previous owner.
+
+Failure semantics:
+- Every write is a transaction guarded by the leader key being attached to this host's current
+  lease: a manager that lost leadership (or its lease) can not write, so it can not move a VM or
+  record a fence, whatever it believes.
+- A fence agent is started only after such a guarded write succeeded (so a manager cut off from
+  the store never shoots anyone: no "fence death match").
+- Store unreachable: the cycle ends; nothing is decided on stale data.
+- A failed fence agent falls back to the watchdog rule, loudly (event and alert).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ringfence.config import VM, ClusterConfig
+from ringfence.core import leases
+from ringfence.core.placement import HostRoom, plan
+from ringfence.fence.base import FenceHandle
+from ringfence.store.base import Compare, Delete, KeyValue, Op, Put, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ringfence.core.agent import Agent, AgentParts
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """What the store says about one host."""
+
+    lease: KeyValue | None
+    info: KeyValue | None
+    fenced: KeyValue | None
+    offline: KeyValue | None
+
+    @property
+    def incarnation(self) -> int:
+        return int(self.info.value.get("incarnation", 0)) if self.info else 0
+
+    @property
+    def info_revision(self) -> int:
+        return self.info.mod_revision if self.info else 0
+
+    def marks(self, record: KeyValue | None) -> bool:
+        """Does a fenced/offline record speak of the host's current incarnation?"""
+        return record is not None and record.value.get("incarnation") == self.incarnation
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """The store's state at one revision: the input of one manager cycle."""
+
+    revision: int
+    leader: KeyValue | None
+    hosts: Mapping[str, HostRecord]
+    owners: Mapping[str, KeyValue]  # vm -> its owner key
+
+    def owner_of(self, vm: str) -> str | None:
+        kv = self.owners.get(vm)
+        return kv.value.get("host") if kv else None
+
+
+@dataclass
+class FenceJob:
+    handle: FenceHandle
+    started: float
+    info_revision: int
+    incarnation: int
+
+
+@dataclass
+class Suspicion:
+    since: float
+    ttl_at_start: float | None
+
+
+def read_snapshot(store_hosts: Mapping[str, KeyValue], store_vms: Mapping[str, KeyValue],
+                  leader: KeyValue | None, revision: int, host_names: list[str]
+                  ) -> ClusterSnapshot:
+    hosts = {
+        h: HostRecord(
+            store_hosts.get(leases.host_lease_key(h)),
+            store_hosts.get(leases.host_info_key(h)),
+            store_hosts.get(leases.host_fenced_key(h)),
+            store_hosts.get(leases.host_offline_key(h)),
+        )
+        for h in host_names
+    }
+    owners = {kv.key.split("/")[1]: kv for kv in store_vms.values() if kv.key.endswith("/owner")}
+    return ClusterSnapshot(revision, leader, hosts, owners)
+
+
+def fast_fence_allowed(
+    *, suspect_for: float, renewed_since: bool, others_heard: int, renewal_interval: float,
+    heartbeat_interval: float,
+) -> bool:
+    """May the leader power-fence a host that no heartbeat reaches, before its lease expires?
+
+    Not if the host renewed its lease since we lost it (it is alive and reaches the store: a
+    heartbeat-network fault, not a host fault). Otherwise at once when we still hear other
+    hosts (and none of them hears the suspect), or, when we hear nobody (two-node cluster, or
+    our own links are down), only once the suspect has missed a renewal it would have made.
+    """
+    if renewed_since:
+        return False
+    if others_heard > 0:
+        return True
+    return suspect_for >= renewal_interval + 2 * heartbeat_interval
+
+
+class Manager:
+    def __init__(self, config: ClusterConfig, host: str, parts: AgentParts, agent: Agent
+                 ) -> None:
+        self.config = config
+        self.host = host
+        self.parts = parts
+        self.agent = agent
+        self.timing = config.timing
+        self.host_names = [h.name for h in config.hosts]
+        self.vm_specs: dict[str, VM] = {v.name: v for v in config.vms}
+        self.is_leader = False
+        self.snapshot: ClusterSnapshot | None = None
+        self.gone_since: dict[str, tuple[int, float]] = {}
+        self.suspects: dict[str, Suspicion] = {}
+        self.fencing: dict[str, FenceJob] = {}
+        self.fence_failed: dict[str, int] = {}  # host -> info revision whose fencing failed
+        self.pending: dict[str, str] = {}  # vm -> why it could not be placed
+        self.view: dict[str, str] = {}
+        self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
+
+    def step_down(self) -> None:
+        self.is_leader = False
+        self.view = {}
+        self.view_version += 1
+
+    def _set_view(self, host: str, state: str) -> None:
+        if self.view.get(host) != state:
+            self.view[host] = state
+            self.view_version += 1
+
+    # ----------------------------------------------------------------- cycle
+    def tick(self, now: float) -> None:
+        try:
+            snapshot = self._read()
+            if not self._lead(snapshot):
+                return
+            snapshot = self._read()
+            for host in self.host_names:
+                if host != self.host:
+                    self._set_view(host, self._assess(now, host, snapshot))
+            self._set_view(self.host, self.agent.local_state())
+            self._poll_fencing(now, snapshot)
+            self._recover(snapshot)
+        except StoreUnavailable:
+            return
+
+    def _read(self) -> ClusterSnapshot:
+        store = self.parts.store
+        revision = store.revision()
+        if self.snapshot is not None and self.snapshot.revision == revision:
+            return self.snapshot
+        hosts = store.get_prefix(leases.HOSTS_PREFIX)
+        vms = store.get_prefix(leases.VMS_PREFIX)
+        leader = store.get(leases.MANAGER_KEY)
+        self.snapshot = read_snapshot(hosts.by_key, vms.by_key, leader,
+                                      max(hosts.revision, vms.revision), self.host_names)
+        return self.snapshot
+
+    def _guard(self) -> Compare:
+        """The condition every manager write carries: we still lead, in this incarnation."""
+        return Compare(leases.MANAGER_KEY, "lease", self.agent.lease_id)
+
+    def _write(self, compare: list[Compare], ops: list[Op]) -> bool:
+        result = self.parts.store.txn([self._guard(), *compare], ops)
+        if result.succeeded:
+            self.snapshot = None
+        return result.succeeded
+
+    def _lead(self, snapshot: ClusterSnapshot) -> bool:
+        leader, lease = snapshot.leader, self.agent.lease_id
+        if (leader is not None and leader.value.get("host") == self.host
+                and leader.lease != lease):
+            # Our own previous incarnation led: it is dead (we are its successor on this
+            # host), so its leadership can go now instead of when its old lease expires.
+            self.parts.store.txn([Compare(leases.MANAGER_KEY, "lease", leader.lease)],
+                                 [Delete(leases.MANAGER_KEY)])
+            leader = None
+        if leader is not None:
+            was = self.is_leader
+            self.is_leader = leader.value.get("host") == self.host and leader.lease == lease
+            if was and not self.is_leader:
+                self.step_down()
+            return self.is_leader
+        assert lease is not None
+        result = self.parts.store.txn(
+            [Compare.absent(leases.MANAGER_KEY)],
+            [Put(leases.MANAGER_KEY, {"host": self.host}, lease)])
+        self.snapshot = None
+        self.is_leader = result.succeeded
+        if self.is_leader:
+            self.parts.journal.record("manager_elected", host=self.host,
+                                      text=f"{self.host} now leads the cluster")
+        return self.is_leader
+
+    # ----------------------------------------------------------------- hosts
+    def _heard(self, host: str) -> bool:
+        membership = self.agent.membership
+        return membership.hears(host) or membership.vouched_for(host)
+
+    @staticmethod
+    def _owners_in(snapshot: ClusterSnapshot) -> set[str]:
+        return {str(kv.value.get("host")) for kv in snapshot.owners.values()}
+
+    def _assess(self, now: float, host: str, snapshot: ClusterSnapshot) -> str:
+        """One host's state as the leader sees it; starts fencing where the rules say so."""
+        record = snapshot.hosts[host]
+        if record.lease is not None:
+            self.gone_since.pop(host, None)
+            if self._heard(host):
+                if self.suspects.pop(host, None) is not None:
+                    self.parts.journal.record("host_alive", host=host,
+                                              text=f"{host} is heard again")
+                return "online"
+            self._suspect_alive(now, host, record)
+            return "suspect"
+        if record.info is None and host not in self._owners_in(snapshot):
+            return "offline"  # never registered and owns nothing: nothing to prove
+        if record.marks(record.offline):
+            return "offline"
+        if record.marks(record.fenced):
+            return "fenced"
+        return self._suspect_gone(now, host, record)
+
+    def _suspect_alive(self, now: float, host: str, record: HostRecord) -> None:
+        """No heartbeat reaches `host`, but the store still holds its lease."""
+        assert record.lease is not None
+        ttl = self.parts.store.time_to_live(record.lease.lease)
+        suspicion = self.suspects.get(host)
+        if suspicion is None:
+            suspicion = self.suspects[host] = Suspicion(now, ttl)
+            self.parts.journal.record(
+                "host_suspect", host=host,
+                text=f"no heartbeat from {host} on any link; its lease has "
+                     f"{ttl if ttl is not None else 0:.1f}s left")
+        if host not in self.parts.fence_agents or host in self.fencing:
+            return
+        if self.fence_failed.get(host) == record.info_revision:
+            return
+        renewed = (ttl is not None and suspicion.ttl_at_start is not None
+                   and ttl > suspicion.ttl_at_start - (now - suspicion.since) + 0.05)
+        if fast_fence_allowed(
+            suspect_for=now - suspicion.since, renewed_since=renewed,
+            others_heard=self.agent.membership.others_heard(host),
+            renewal_interval=leases.renewal_interval(self.timing),
+            heartbeat_interval=self.timing.heartbeat_interval,
+        ):
+            self._start_fence(now, host, record, "no heartbeat on any link")
+
+    def _suspect_gone(self, now: float, host: str, record: HostRecord) -> str:
+        """The store no longer holds `host`'s lease: prove it fenced before anything moves."""
+        seen = self.gone_since.get(host)
+        if seen is None or seen[0] != record.info_revision:
+            seen = self.gone_since[host] = (record.info_revision, now)
+            if record.info is not None:
+                self.parts.journal.record(
+                    "lease_expired", host=host,
+                    text=f"the store no longer holds {host}'s lease (incarnation "
+                         f"{record.incarnation})")
+        # A host that never registered is not shot: it only waits out the watchdog rule
+        # (it may simply not have booted yet).
+        may_fence = record.info is not None and host in self.parts.fence_agents
+        if may_fence and self.fence_failed.get(host) != record.info_revision:
+            if host not in self.fencing:
+                self._start_fence(now, host, record, "lease expired")
+            return "suspect"
+        waited = now - seen[1]
+        if leases.proven_by_expiry(waited, self.timing):
+            method = ("watchdog (fence agent failed)" if host in self.parts.fence_agents
+                      else "watchdog")
+            self._mark_fenced(host, record, method,
+                              f"lease gone for {waited:.1f}s: its watchdog deadline has passed")
+            return "fenced"
+        return "suspect"
+
+    def _start_fence(self, now: float, host: str, record: HostRecord, why: str) -> None:
+        intent = Put(f"hosts/{host}/fence_intent", {"by": self.host,
+                                                    "incarnation": record.incarnation})
+        if not self._write([], [intent]):
+            return
+        action = "reboot"
+        handle = self.parts.fence_agents[host].fence(host, action)
+        self.fencing[host] = FenceJob(handle, now, record.info_revision, record.incarnation)
+        self.parts.journal.record("fence_started", host=host,
+                                  text=f"{self.host} fences {host} ({why}): power {action}")
+
+    def _poll_fencing(self, now: float, snapshot: ClusterSnapshot) -> None:
+        for host in sorted(self.fencing):
+            job = self.fencing[host]
+            result = job.handle.result()
+            if result is None and now - job.started < self.timing.fence_timeout:
+                continue
+            del self.fencing[host]
+            record = snapshot.hosts[host]
+            if result is not None and result.ok:
+                self.parts.journal.record("fence_agent_ok", host=host, text=result.detail)
+                self._mark_fenced(host, record, "fence agent", result.detail,
+                                  info_revision=job.info_revision,
+                                  incarnation=job.incarnation)
+                continue
+            detail = result.detail if result else f"no answer in {self.timing.fence_timeout:g}s"
+            self.fence_failed[host] = job.info_revision
+            self.parts.journal.record("fence_agent_failed", host=host, text=detail)
+            self.parts.alerts.send(
+                "critical", f"fencing {host} failed ({detail}); falling back to its watchdog: "
+                            f"recovery waits for its lease to expire", host=host)
+
+    def _mark_fenced(self, host: str, record: HostRecord, method: str, detail: str, *,
+                     info_revision: int | None = None, incarnation: int | None = None) -> None:
+        info_revision = record.info_revision if info_revision is None else info_revision
+        incarnation = record.incarnation if incarnation is None else incarnation
+        compare = [Compare.unchanged(leases.host_info_key(host), info_revision)]
+        if method == "fence agent":
+            ops: list[Op] = []
+        else:
+            compare.append(Compare.absent(leases.host_lease_key(host)))
+            ops = []
+        ops.append(Put(leases.host_fenced_key(host), {"incarnation": incarnation,
+                                                     "method": method, "by": self.host}))
+        if not self._write(compare, ops):
+            return
+        if method == "fence agent" and record.lease is not None:
+            # The host is off; end its lease so that nothing mistakes it for alive.
+            self.parts.store.revoke(record.lease.lease)
+        self.suspects.pop(host, None)
+        self.parts.journal.record("host_fenced", host=host, text=f"{host} fenced by {method}: "
+                                                                  f"{detail}")
+        self.parts.alerts.send("critical", f"{host} fenced by {method}", host=host)
+
+    # ----------------------------------------------------------------- VMs
+    def _recover(self, snapshot: ClusterSnapshot) -> None:
+        movable: list[VM] = []
+        for vm, kv in sorted(snapshot.owners.items()):
+            owner = kv.value.get("host")
+            if vm not in self.vm_specs:
+                continue
+            if owner is None or self._releases_vms(snapshot, owner):
+                movable.append(self.vm_specs[vm])
+        if not movable:
+            return
+        rooms = self._rooms(snapshot)
+        placement = plan(movable, rooms, self.config.groups)
+        for vm in movable:
+            target = placement.assignments[vm.name]
+            self._move(snapshot, vm.name, target, placement.reasons.get(vm.name, ""))
+
+    def _releases_vms(self, snapshot: ClusterSnapshot, owner: str) -> bool:
+        """Are the VMs of `owner` free to start elsewhere? Yes once it is proven fenced; for
+        a clean shutdown, as the shutdown policy says (`conditional`: a rebooting host keeps
+        its VMs, frozen, and restarts them; a host shut down gives them up)."""
+        state = self.view.get(owner)
+        if state == "fenced":
+            return True
+        if state != "offline":
+            return False
+        record = snapshot.hosts[owner]
+        if record.info is None:
+            return True
+        reason = record.offline.value.get("reason") if record.offline else "shutdown"
+        policy = self.config.policy.shutdown
+        return policy in ("failover", "migrate") or (policy == "conditional"
+                                                     and reason != "reboot")
+
+    def _rooms(self, snapshot: ClusterSnapshot) -> dict[str, HostRoom]:
+        rooms: dict[str, HostRoom] = {}
+        for spec in self.config.hosts:
+            if self.view.get(spec.name) not in ("online", "jeopardy"):
+                continue
+            if snapshot.hosts[spec.name].lease is None:
+                continue
+            rooms[spec.name] = HostRoom(spec.name, spec.cpus, spec.memory)
+        for vm, kv in snapshot.owners.items():
+            room = rooms.get(kv.value.get("host") or "")
+            spec = self.vm_specs.get(vm)
+            if room is not None and spec is not None:
+                room.free_cpus -= spec.cpus
+                room.free_memory -= spec.memory
+                room.vms.add(vm)
+        return rooms
+
+    def _move(self, snapshot: ClusterSnapshot, vm: str, target: str | None, reason: str) -> None:
+        kv = snapshot.owners[vm]
+        old = kv.value.get("host")
+        compare = [Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)]
+        if old is not None:
+            compare.append(Compare.unchanged(leases.host_info_key(old),
+                                             snapshot.hosts[old].info_revision))
+        if target is None:
+            if self.pending.get(vm) == reason and old is None:
+                return
+            if old is not None and not self._write(
+                    compare, [Put(leases.vm_owner_key(vm), {"host": None, "from": old})]):
+                return
+            self.pending[vm] = reason
+            self.parts.journal.record("vm_pending", vm=vm, host=old,
+                                      text=f"{vm} has no place to run: {reason}")
+            self.parts.alerts.send("critical", f"{vm} can not be restarted: {reason}", vm=vm)
+            return
+        target_lease = snapshot.hosts[target].lease
+        assert target_lease is not None
+        compare.append(Compare.unchanged(leases.host_lease_key(target), target_lease.mod_revision))
+        if not self._write(compare, [Put(leases.vm_owner_key(vm), {"host": target, "from": old})]):
+            return
+        self.pending.pop(vm, None)
+        why = f"{old} is {self.view.get(old or '', 'gone')}" if old else "it was pending"
+        self.parts.journal.record("vm_recovered", vm=vm, host=target,
+                                  text=f"{vm}: {why}; restarting on {target}")

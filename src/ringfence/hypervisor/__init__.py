@@ -1,0 +1,1 @@
+"""Hypervisors: the `Hypervisor` protocol and its drivers."""

@@ -1,0 +1,1 @@
+"""Deterministic simulation of ringfence clusters on virtual time."""

@@ -1,0 +1,191 @@
+"""A simulated etcd: one linearizable key space, reachable from a host only while that host
+reaches a majority of store members that reach each other (the world decides that).
+
+etcd semantics kept on purpose, because the safety argument leans on them:
+- every write bumps one global revision; revisions are the fencing tokens;
+- leases expire only while the store has quorum (a leader); when a quorum forms again, or the
+  leader changes, every lease's remaining time is restarted at its full TTL (etcd "promotes"
+  leases on a new leader), after an election that takes `election_time`;
+- a lease's expiry deletes its keys in one revision.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ringfence.store.base import (
+    Compare,
+    Delete,
+    KeyValue,
+    Op,
+    Put,
+    RangeResult,
+    StoreUnavailable,
+    TxnResult,
+)
+
+if TYPE_CHECKING:
+    from ringfence.sim.world import World
+
+
+@dataclass
+class _Lease:
+    ttl: float
+    expiry: float
+    keys: dict[str, None] = field(default_factory=dict)  # ordered set
+
+
+class SimStore:
+    def __init__(self, election_time: float) -> None:
+        self.kv: dict[str, KeyValue] = {}
+        self.leases: dict[int, _Lease] = {}
+        self.expiry_heap: list[tuple[float, int]] = []
+        self.rev = 1
+        self.next_lease = 1
+        self.election_time = election_time
+        self.has_quorum = True
+        self.leader: str | None = None
+        self.ready_at = 0.0
+
+    # ------------------------------------------------------------ quorum changes
+    def quorum_changed(self, now: float, leader: str | None) -> None:
+        """The world reports the store's quorum (and its leader) after a topology change."""
+        self.expire(now)
+        if leader is None:
+            self.has_quorum = False
+            self.leader = None
+            return
+        if self.has_quorum and self.leader == leader:
+            return
+        # A new leader: an election first, then every lease gets its full TTL again.
+        self.has_quorum = True
+        self.leader = leader
+        self.ready_at = now + self.election_time
+        for lease_id, lease in self.leases.items():
+            lease.expiry = max(lease.expiry, self.ready_at + lease.ttl)
+            heapq.heappush(self.expiry_heap, (lease.expiry, lease_id))
+
+    def available(self, now: float) -> bool:
+        return self.has_quorum and now >= self.ready_at
+
+    # ------------------------------------------------------------ expiry
+    def expire(self, now: float) -> None:
+        if not self.available(now):
+            return
+        heap = self.expiry_heap
+        while heap and heap[0][0] <= now:
+            expiry, lease_id = heapq.heappop(heap)
+            lease = self.leases.get(lease_id)
+            if lease is None or lease.expiry != expiry:
+                continue  # renewed or revoked since this entry was pushed
+            self._drop_lease(lease_id)
+
+    def _drop_lease(self, lease_id: int) -> None:
+        lease = self.leases.pop(lease_id)
+        doomed = [k for k in lease.keys if k in self.kv and self.kv[k].lease == lease_id]
+        if doomed:
+            self.rev += 1
+            for key in doomed:
+                del self.kv[key]
+
+    # ------------------------------------------------------------ operations
+    def get(self, key: str) -> KeyValue | None:
+        return self.kv.get(key)
+
+    def get_prefix(self, prefix: str) -> RangeResult:
+        items = tuple(kv for key, kv in sorted(self.kv.items()) if key.startswith(prefix))
+        return RangeResult(items, self.rev)
+
+    def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None
+            ) -> TxnResult:
+        ok = all(c.holds(self.kv.get(c.key)) for c in compare)
+        ops = success if ok else (failure or [])
+        if any(isinstance(op, Put) and op.lease and op.lease not in self.leases for op in ops):
+            return TxnResult(False, self.rev)
+        if ops:
+            self.rev += 1
+            for op in ops:
+                self._apply(op)
+        return TxnResult(ok, self.rev)
+
+    def _apply(self, op: Op) -> None:
+        if isinstance(op, Delete):
+            self.kv.pop(op.key, None)
+            return
+        old = self.kv.get(op.key)
+        created = old.create_revision if old else self.rev
+        self.kv[op.key] = KeyValue(op.key, op.value, created, self.rev, op.lease)
+        if op.lease:
+            self.leases[op.lease].keys[op.key] = None
+
+    def grant(self, now: float, ttl: float) -> int:
+        lease_id = self.next_lease
+        self.next_lease += 1
+        self.leases[lease_id] = _Lease(ttl, now + ttl)
+        heapq.heappush(self.expiry_heap, (now + ttl, lease_id))
+        return lease_id
+
+    def keepalive(self, now: float, lease_id: int) -> bool:
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return False
+        lease.expiry = now + lease.ttl
+        heapq.heappush(self.expiry_heap, (lease.expiry, lease_id))
+        return True
+
+    def time_to_live(self, now: float, lease_id: int) -> float | None:
+        lease = self.leases.get(lease_id)
+        return None if lease is None else max(0.0, lease.expiry - now)
+
+    def revoke(self, lease_id: int) -> None:
+        if lease_id in self.leases:
+            self._drop_lease(lease_id)
+
+
+class SimStoreClient:
+    """The `Store` as one host sees it: every call first asks the world whether this host
+    reaches a store quorum right now, and raises StoreUnavailable if not."""
+
+    def __init__(self, world: World, store: SimStore, host: str) -> None:
+        self.world = world
+        self.store = store
+        self.host = host
+
+    def _now(self) -> float:
+        now = self.world.now
+        if not self.world.store_reachable(self.host) or not self.store.available(now):
+            raise StoreUnavailable(f"{self.host} reaches no store quorum")
+        self.store.expire(now)
+        return now
+
+    def revision(self) -> int:
+        self._now()
+        return self.store.rev
+
+    def get(self, key: str) -> KeyValue | None:
+        self._now()
+        return self.store.get(key)
+
+    def get_prefix(self, prefix: str) -> RangeResult:
+        self._now()
+        return self.store.get_prefix(prefix)
+
+    def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
+            ) -> TxnResult:
+        self._now()
+        return self.store.txn(compare, success, failure)
+
+    def grant(self, ttl: float) -> int:
+        return self.store.grant(self._now(), ttl)
+
+    def keepalive(self, lease: int) -> bool:
+        return self.store.keepalive(self._now(), lease)
+
+    def time_to_live(self, lease: int) -> float | None:
+        return self.store.time_to_live(self._now(), lease)
+
+    def revoke(self, lease: int) -> None:
+        self._now()
+        self.store.revoke(lease)

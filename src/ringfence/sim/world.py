@@ -1,0 +1,577 @@
+"""The simulated world: virtual time, hosts with power and NICs, switches and partitions, a
+store whose quorum follows connectivity, hypervisors whose domains are the ground truth, and
+hardware watchdogs. The real `Agent` (with its `Manager`) runs on every simulated host.
+
+Determinism: one event heap ordered by (time, insertion number), one seeded `random.Random`
+and one seeded numpy generator per run, no iteration over unordered sets. The same scenario
+and seed give the same history, byte for byte.
+
+Connectivity rules (from the scenario contract): two endpoints talk while they share a network
+on which both NICs have carrier and no partition separates them. A partition lists groups;
+endpoints it does not list form one more group together. The store answers a host while that
+host reaches a majority of store members that reach each other.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from ringfence.config import ClusterConfig
+from ringfence.core.agent import Agent, AgentParts
+from ringfence.core.leases import MANAGER_KEY, vm_owner_key
+from ringfence.core.ports import BoolArray, FloatArray
+from ringfence.core.topology import Topology
+from ringfence.fence.base import FenceResult
+from ringfence.sim.parts import (
+    SimAlerts,
+    SimClock,
+    SimFenceHandle,
+    SimHypervisor,
+    SimJournal,
+    SimPowerFence,
+    SimTransport,
+    SimWatchdog,
+)
+from ringfence.sim.scenario import Event, Scenario, SimSettings
+from ringfence.sim.store import SimStore, SimStoreClient
+from ringfence.sim.timeline import Timeline
+from ringfence.store.base import Put
+
+
+class Power(StrEnum):
+    OFF = "off"
+    BOOTING = "booting"
+    UP = "up"
+    HUNG = "hung"
+
+
+@dataclass
+class SimHost:
+    name: str
+    index: int
+    networks: list[str]
+    carrier: dict[str, bool]
+    power: Power = Power.UP
+    boot: int = 0
+    agent: Agent | None = None
+    domains: dict[str, int] = field(default_factory=dict)
+    hung_since: float | None = None
+    hang_frozen: bool = False
+    tick_missed: bool = False
+    wd_armed: bool = False
+    wd_timeout: float = 0.0
+    wd_deadline: float = 0.0
+    wd_check_pending: bool = False
+
+
+@dataclass
+class Run:
+    vm: str
+    host: str
+    start: float
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    t: float
+    kind: str
+    host: str | None
+    vm: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    t: float
+    severity: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Fault:
+    t: float
+    kind: str
+    detail: dict[str, object]
+
+
+class World:
+    def __init__(self, scenario: Scenario, seed: int) -> None:
+        self.scenario = scenario
+        self.config: ClusterConfig = scenario.cluster
+        self.settings: SimSettings = scenario.sim
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.rng_np = np.random.default_rng(seed)
+        self.packet_loss = self.settings.packet_loss
+        self.topology = Topology.from_config(self.config)
+        self.now = 0.0
+        self.heap: list[tuple[float, int, Callable[[], None]]] = []
+        self.counter = itertools.count()
+        self.networks = [n.name for n in self.config.networks]
+        self.hosts: dict[str, SimHost] = {}
+        for i, spec in enumerate(self.config.hosts):
+            nets = self.config.host_networks(spec.name)
+            self.hosts[spec.name] = SimHost(spec.name, i, nets, dict.fromkeys(nets, True))
+        self.witness_up = {w.name: True for w in self.config.witnesses}
+        self.endpoint_networks: dict[str, list[str]] = {
+            **{h: s.networks for h, s in self.hosts.items()},
+            **{w.name: self.config.host_networks(w.name) for w in self.config.witnesses},
+        }
+        self.partitions: dict[str, dict[str, int]] = {}  # network -> endpoint -> group
+        self.store_members = self.config.store_members()
+        self.store = SimStore(self.settings.store_election_time)
+        n, links = self.topology.host_links.shape
+        self.last_sent: FloatArray = np.full(n, -np.inf)
+        self.last_payload: BoolArray = np.zeros((n, n), dtype=np.bool_)
+        self.hb_conn: BoolArray = np.zeros((n, n, links), dtype=np.bool_)
+        self.store_ok: dict[str, bool] = {}
+        self.entries: list[JournalEntry] = []
+        self.alerts: list[Alert] = []
+        self.faults: list[Fault] = []
+        self.runs: list[Run] = []
+        self.open_runs: dict[tuple[str, str], Run] = {}
+        self.starts: dict[str, int] = {}
+        self.power_tl = {h: Timeline[str](Power.UP.value) for h in self.hosts}
+        self.local_tl = {h: Timeline[str | None](None) for h in self.hosts}
+        self.view_tl = {h: Timeline[str | None](None) for h in self.hosts}
+        self.view_source: tuple[str | None, int] = (None, -1)
+
+    # ================================================================ event loop
+    def at(self, t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.heap, (t, next(self.counter), fn))
+
+    def run(self, until: float) -> None:
+        self._bootstrap()
+        for event in sorted(self.scenario.events, key=lambda e: e.at):
+            self.at(event.at, lambda e=event: self.apply_fault(e))
+        while self.heap and self.heap[0][0] <= until:
+            t, _, fn = heapq.heappop(self.heap)
+            self.now = t
+            fn()
+        self.now = until
+        for run in self.runs:
+            if run.end is None:
+                run.end = until
+
+    def _bootstrap(self) -> None:
+        """The store as a running cluster left it: every VM owned by its starting host."""
+        ops = [Put(vm_owner_key(vm.name), {"host": vm.host}) for vm in self.config.vms]
+        self.store.txn([], ops, None)
+        self._topology_changed()
+        self.store.ready_at = 0.0  # the store was already running: no election at t=0
+        interval = self.config.timing.heartbeat_interval
+        count = len(self.hosts)
+        for host in self.hosts.values():
+            self._start_agent(host, phase=interval * host.index / count)
+
+    # ================================================================ hosts
+    def clock_rate(self, host: str) -> float:
+        ppm = self.settings.clock_drift_ppm
+        if not ppm:
+            return 1.0
+        index = self.topology.index(host)
+        return 1.0 + ppm * 1e-6 * (1 if index % 2 else -1)
+
+    def _start_agent(self, host: SimHost, phase: float = 0.0) -> None:
+        host.power = Power.UP
+        self.power_tl[host.name].set(self.now, Power.UP.value)
+        fence_agents = {
+            name: SimPowerFence(self, host.name) for name in sorted(self.config.fencing)
+        }
+        parts = AgentParts(
+            clock=SimClock(self, host.name),
+            store=SimStoreClient(self, self.store, host.name),
+            hypervisor=SimHypervisor(self, host.name),
+            watchdog=SimWatchdog(self, host.name),
+            transport=SimTransport(self, host.name),
+            journal=SimJournal(self),
+            alerts=SimAlerts(self),
+            fence_agents=fence_agents,
+        )
+        host.agent = Agent(self.config, host.name, parts, self.topology)
+        boot = host.boot
+        self.at(self.now + phase, lambda: self._tick(host, boot))
+
+    def _tick(self, host: SimHost, boot: int) -> None:
+        if host.boot != boot or host.agent is None:
+            return
+        if host.power == Power.HUNG:
+            host.tick_missed = True
+            return
+        if host.power != Power.UP:
+            return
+        host.agent.tick()
+        self._record_states(host)
+        self.at(self.now + self.config.timing.heartbeat_interval, lambda: self._tick(host, boot))
+
+    def _record_states(self, host: SimHost) -> None:
+        assert host.agent is not None
+        self.local_tl[host.name].set(self.now, host.agent.local_state())
+        leader_kv = self.store.kv.get(MANAGER_KEY) if self.store.has_quorum else None
+        leader = leader_kv.value.get("host") if leader_kv else None
+        agent = self.hosts[leader].agent if leader else None
+        if agent is None or not agent.manager.is_leader:
+            source: tuple[str | None, int] = (None, -1)
+        else:
+            source = (leader, agent.manager.view_version)
+        if source == self.view_source:
+            return
+        self.view_source = source
+        view = agent.manager.view if agent is not None and source[0] else {}
+        for name, tl in self.view_tl.items():
+            tl.set(self.now, view.get(name))
+
+    def host_runs(self, name: str) -> bool:
+        return self.hosts[name].power == Power.UP
+
+    def _power_down(self, host: SimHost, why: str) -> None:
+        for vm in sorted(host.domains):
+            self._close_run(vm, host.name)
+        host.domains.clear()
+        host.agent = None
+        host.power = Power.OFF
+        host.boot += 1
+        host.hung_since = None
+        host.tick_missed = False
+        host.wd_armed = False
+        self.last_sent[host.index] = -np.inf
+        self.power_tl[host.name].set(self.now, Power.OFF.value)
+        self.local_tl[host.name].set(self.now, None)
+        self._topology_changed()
+
+    def _power_up(self, host: SimHost) -> None:
+        if host.power != Power.OFF:
+            return
+        host.power = Power.BOOTING
+        host.boot += 1
+        self.power_tl[host.name].set(self.now, Power.BOOTING.value)
+        boot = host.boot
+
+        def booted() -> None:
+            if host.boot == boot and host.power == Power.BOOTING:
+                self._start_agent(host)
+                self._topology_changed()
+
+        self.at(self.now + self.settings.boot_time, booted)
+
+    # ================================================================ host states
+    def host_state(self, name: str, t: float) -> str:
+        """What ringfence says of a host at time `t`: the leader's view where it has proven
+        or suspects something, else the host's own agent, else its power."""
+        power = self.power_tl[name].at(t)
+        view = self.view_tl[name].at(t)
+        local = self.local_tl[name].at(t)
+        if view in ("fenced", "suspect"):
+            return view
+        if power in (Power.OFF, Power.BOOTING):
+            return "offline"
+        if local in ("fenced", "waiting_for_quorum", "offline"):
+            return local
+        if local == "jeopardy" and power == Power.UP:
+            return local
+        return view or local or "offline"
+
+    def host_state_since(self, name: str, t: float) -> float:
+        """When the state `host_state(name, t)` began."""
+        state = self.host_state(name, t)
+        times = sorted({c for tl in (self.power_tl[name], self.view_tl[name],
+                                     self.local_tl[name]) for c in tl.times if c <= t})
+        since = 0.0
+        for c in reversed(times):
+            if self.host_state(name, c) != state:
+                break
+            since = c
+        return since
+
+    # ================================================================ VMs (ground truth)
+    def vm_start(self, host: str, vm: str, token: int) -> None:
+        domains = self.hosts[host].domains
+        if vm not in domains:
+            self._open_run(vm, host)
+            self.starts[vm] = self.starts.get(vm, 0) + 1
+        domains[vm] = token
+
+    def vm_stop(self, host: str, vm: str) -> None:
+        if self.hosts[host].domains.pop(vm, None) is not None:
+            self._close_run(vm, host)
+
+    def _open_run(self, vm: str, host: str) -> None:
+        run = Run(vm, host, self.now)
+        self.runs.append(run)
+        self.open_runs[(vm, host)] = run
+
+    def _close_run(self, vm: str, host: str) -> None:
+        run = self.open_runs.pop((vm, host), None)
+        if run is not None:
+            run.end = self.now
+
+    # ================================================================ watchdog
+    def watchdog_arm(self, name: str, timeout: float) -> None:
+        host = self.hosts[name]
+        host.wd_armed, host.wd_timeout = True, timeout
+        self.watchdog_pet(name)
+
+    def watchdog_pet(self, name: str) -> None:
+        host = self.hosts[name]
+        if not host.wd_armed:
+            return
+        host.wd_deadline = self.now + host.wd_timeout
+        if not host.wd_check_pending:
+            host.wd_check_pending = True
+            boot = host.boot
+            self.at(host.wd_deadline, lambda: self._watchdog_check(host, boot))
+
+    def watchdog_disarm(self, name: str) -> None:
+        self.hosts[name].wd_armed = False
+
+    def _watchdog_check(self, host: SimHost, boot: int) -> None:
+        host.wd_check_pending = False
+        if host.boot != boot or not host.wd_armed:
+            return
+        if host.power == Power.HUNG and host.hang_frozen:
+            return  # a frozen watchdog does not count; `resume` re-arms the check
+        if self.now < host.wd_deadline:
+            host.wd_check_pending = True
+            self.at(host.wd_deadline, lambda: self._watchdog_check(host, boot))
+            return
+        self.journal("watchdog_reset", host=host.name,
+                     text=f"{host.name}'s watchdog expired ({host.wd_timeout:g}s without a "
+                          f"pet): hardware reset")
+        self._power_down(host, "watchdog")
+        self._power_up(host)
+
+    # ================================================================ heartbeats
+    def heartbeat_sent(self, index: int, heard: BoolArray) -> None:
+        self.last_sent[index] = self.now
+        self.last_payload[index] = heard
+
+    def heartbeat_links_to(self, index: int) -> BoolArray:
+        result: BoolArray = self.hb_conn[:, index, :]
+        return result
+
+    # ================================================================ connectivity
+    def _endpoint_up(self, name: str) -> bool:
+        if name in self.hosts:
+            return self.hosts[name].power == Power.UP
+        return self.witness_up.get(name, False)
+
+    def _carrier(self, name: str, network: str) -> bool:
+        host = self.hosts.get(name)
+        return host.carrier.get(network, False) if host else True
+
+    def _same_side(self, a: str, b: str, network: str) -> bool:
+        groups = self.partitions.get(network)
+        return groups is None or groups.get(a, -1) == groups.get(b, -1)
+
+    def talk(self, a: str, b: str) -> bool:
+        """Can endpoints `a` and `b` exchange packets now (on any shared network)?"""
+        if a == b:
+            return True
+        shared = [n for n in self.endpoint_networks[a] if n in self.endpoint_networks[b]]
+        return any(
+            self._carrier(a, n) and self._carrier(b, n) and self._same_side(a, b, n)
+            for n in shared
+        )
+
+    def _topology_changed(self) -> None:
+        names = self.topology.hosts
+        for j, link in enumerate(self.topology.links):
+            for s, sender in enumerate(names):
+                for r, receiver in enumerate(names):
+                    self.hb_conn[s, r, j] = (
+                        s != r
+                        and link in self.hosts[sender].carrier
+                        and link in self.hosts[receiver].carrier
+                        and self.hosts[sender].carrier[link]
+                        and self.hosts[receiver].carrier[link]
+                        and self._same_side(sender, receiver, link)
+                    )
+        cliques = self._quorum_cliques()
+        leader = self.store.leader
+        if cliques and not any(leader in c for c in cliques):
+            leader = cliques[0][0]
+        self.store.quorum_changed(self.now, leader if cliques else None)
+        self.store_ok = {
+            h: self._endpoint_up(h) and any(all(self.talk(h, m) for m in c) for c in cliques)
+            for h in self.hosts
+        }
+
+    def _quorum_cliques(self) -> list[tuple[str, ...]]:
+        """Majorities of store members that are up and all talk to each other."""
+        members = self.store_members
+        need = len(members) // 2 + 1
+        up = [m for m in members if self._endpoint_up(m)]
+        if len(up) < need:
+            return []
+        cliques: list[tuple[str, ...]] = []
+        if len(up) <= 12:
+            for size in range(len(up), need - 1, -1):
+                for combo in itertools.combinations(up, size):
+                    if all(self.talk(a, b) for a, b in itertools.combinations(combo, 2)):
+                        cliques.append(combo)
+                if cliques:
+                    break
+            return cliques
+        # Large member sets: candidates are the groups that one network connects.
+        for network in self.networks:
+            by_group: dict[int, list[str]] = {}
+            for m in up:
+                if network in self.endpoint_networks[m] and self._carrier(m, network):
+                    group = self.partitions.get(network, {}).get(m, -1)
+                    by_group.setdefault(group, []).append(m)
+            cliques.extend(tuple(g) for g in by_group.values() if len(g) >= need)
+        return cliques
+
+    def store_reachable(self, host: str) -> bool:
+        return self.store_ok.get(host, False)
+
+    # ================================================================ fencing
+    def power_fence(self, fencer: str, target: str, action: str, handle: SimFenceHandle
+                    ) -> None:
+        spec = self.config.fencing[target]
+
+        def done() -> None:
+            network = spec.network
+            if network and not (self._endpoint_up(fencer) and self._carrier(fencer, network)):
+                handle.outcome = FenceResult(False, f"{fencer} can not reach {target}'s power "
+                                                    f"controller on {network}")
+                return
+            host = self.hosts[target]
+            if host.power != Power.OFF:
+                self._power_down(host, "fence")
+            handle.outcome = FenceResult(True, f"power controller reports {target} off")
+            if action == "reboot":
+                self._power_up(host)
+
+        self.at(self.now + spec.delay + spec.duration, done)
+
+    # ================================================================ journal
+    def journal(self, kind: str, *, host: str | None = None, vm: str | None = None,
+                text: str = "") -> None:
+        self.entries.append(JournalEntry(self.now, kind, host, vm, text))
+
+    def alert(self, severity: str, text: str, *, host: str | None = None,
+              vm: str | None = None) -> None:
+        self.alerts.append(Alert(self.now, severity, text))
+        self.journal("alert_sent", host=host, vm=vm, text=f"[{severity}] {text}")
+
+    # ================================================================ faults
+    def apply_fault(self, event: Event) -> None:
+        detail = {k: v for k, v in event.model_dump(exclude_defaults=True).items()
+                  if k not in ("at", "do")}
+        if event.do == "hang":
+            detail["watchdog"] = event.watchdog
+        self.faults.append(Fault(self.now, event.do, detail))
+        handler = getattr(self, f"_fault_{event.do}", None)
+        if handler is None:
+            self.journal("fault_ignored", text=f"the simulator does not model '{event.do}' yet")
+            return
+        handler(event)
+
+    def _host(self, event: Event) -> SimHost:
+        assert event.host is not None
+        return self.hosts[event.host]
+
+    def _fault_power_off(self, event: Event) -> None:
+        host = self._host(event)
+        if host.power != Power.OFF:
+            self._power_down(host, "power_off")
+
+    def _fault_power_on(self, event: Event) -> None:
+        self._power_up(self._host(event))
+
+    def _fault_reboot(self, event: Event) -> None:
+        host = self._host(event)
+        if host.power == Power.UP and host.agent is not None:
+            host.agent.shutdown(reboot=True)
+        if host.power != Power.OFF:
+            self._power_down(host, "reboot")
+        self._power_up(host)
+
+    def _fault_shutdown(self, event: Event) -> None:
+        host = self._host(event)
+        if host.power == Power.UP and host.agent is not None:
+            host.agent.shutdown(reboot=False)
+        if host.power != Power.OFF:
+            self._power_down(host, "shutdown")
+
+    def _fault_hang(self, event: Event) -> None:
+        host = self._host(event)
+        if host.power != Power.UP:
+            return
+        host.power = Power.HUNG
+        host.hung_since = self.now
+        host.hang_frozen = event.watchdog == "frozen"
+        for vm in sorted(host.domains):
+            self._close_run(vm, host.name)  # frozen guests do not execute
+        self.power_tl[host.name].set(self.now, Power.HUNG.value)
+        self._topology_changed()
+
+    def _fault_resume(self, event: Event) -> None:
+        host = self._host(event)
+        if host.power != Power.HUNG:
+            return
+        host.power = Power.UP
+        if host.hang_frozen and host.hung_since is not None:
+            host.wd_deadline += self.now - host.hung_since
+            if host.wd_armed and not host.wd_check_pending:
+                host.wd_check_pending = True
+                boot = host.boot
+                self.at(host.wd_deadline, lambda: self._watchdog_check(host, boot))
+        host.hung_since = None
+        for vm in sorted(host.domains):
+            self._open_run(vm, host.name)  # guests run again the instant the host resumes
+        self.power_tl[host.name].set(self.now, Power.UP.value)
+        self._topology_changed()
+        if host.tick_missed:
+            host.tick_missed = False
+            self._tick(host, host.boot)
+
+    def _links(self, event: Event) -> list[str]:
+        host = self._host(event)
+        if event.network in (None, "all"):
+            return list(host.networks)
+        return [event.network] if event.network in host.carrier else []
+
+    def _fault_link_down(self, event: Event) -> None:
+        for network in self._links(event):
+            self._host(event).carrier[network] = False
+        self._topology_changed()
+
+    def _fault_link_up(self, event: Event) -> None:
+        for network in self._links(event):
+            self._host(event).carrier[network] = True
+        self._topology_changed()
+
+    def _fault_partition(self, event: Event) -> None:
+        networks = event.networks or self.networks
+        for network in networks:
+            groups: dict[str, int] = {}
+            for g, members in enumerate(event.groups or []):
+                for member in members:
+                    groups[member] = g
+            self.partitions[network] = groups
+        self._topology_changed()
+
+    def _fault_heal(self, event: Event) -> None:
+        for network in event.networks or self.networks:
+            self.partitions.pop(network, None)
+        self._topology_changed()
+
+    def _fault_witness_down(self, event: Event) -> None:
+        assert event.witness is not None
+        self.witness_up[event.witness] = False
+        self._topology_changed()
+
+    def _fault_witness_up(self, event: Event) -> None:
+        assert event.witness is not None
+        self.witness_up[event.witness] = True
+        self._topology_changed()
