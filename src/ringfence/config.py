@@ -185,10 +185,13 @@ class Timing(_Model):
 
     @property
     def effective_manager_lease_ttl(self) -> float:
-        """``manager_lease_ttl``, or ``host_lease_ttl`` when it is not set."""
+        """``manager_lease_ttl``, or a third of ``host_lease_ttl`` (at least five heartbeat
+        intervals) when it is not set. Short, because a new leader can act only once the old
+        leader's key has expired; safe at any length, because every manager write is guarded
+        by the key's lease."""
         if self.manager_lease_ttl is not None:
             return self.manager_lease_ttl
-        return self.host_lease_ttl
+        return max(self.host_lease_ttl / 3, 5 * self.heartbeat_interval)
 
     @model_validator(mode="after")
     def _check_timers(self) -> Self:

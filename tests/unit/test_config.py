@@ -182,7 +182,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
     assert config.name == "atl"
     assert config.timing.heartbeat_interval == pytest.approx(0.2)
     assert config.timing.effective_heartbeat_timeout == pytest.approx(0.8)
-    assert config.timing.effective_manager_lease_ttl == 6.0
+    assert config.timing.effective_manager_lease_ttl == pytest.approx(2.0)  # TTL / 3
     assert config.host("hv1").memory == 512 << 30
     assert config.host("hv1").interfaces["ring0"].mac == "52:54:00:00:00:01"
     assert config.network("ceph").role == ["storage", "management"]

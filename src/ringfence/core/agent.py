@@ -33,6 +33,9 @@ from ringfence.fence.base import FenceAgent, Watchdog
 from ringfence.hypervisor.base import Hypervisor, HypervisorError
 from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
 
+# Timers are checked once per cycle; float noise of a microsecond must not cost a cycle.
+TIMER_SLACK = 1e-6
+
 
 def running_after(hypervisor: Hypervisor) -> bool:
     """Does anything still run (or can we not tell)?"""
@@ -101,7 +104,7 @@ class Agent:
         self._exchange_heartbeats(now)
         if self.lease_id is None:
             self._register(now)
-        elif now >= self.next_renewal:
+        elif now >= self.next_renewal - TIMER_SLACK:
             self._renew(now)
         if self.mode == AgentMode.ACTIVE and not self._lease_fresh(now):
             self._self_fence(now, self._staleness_reason(now))
@@ -194,9 +197,10 @@ class Agent:
             self._self_fence(now, "the store no longer holds this host's lease")
             return
         if self.store_lost_since is not None:
+            lost_for = now - self.store_lost_since
             self.parts.journal.record(
                 "quorum_gained", host=self.host,
-                text=f"{self.host} reaches the store again after {now - self.store_lost_since:.1f}s")
+                text=f"{self.host} reaches the store again after {lost_for:.1f}s")
             self.store_lost_since = None
         self.last_renewal_sent = now
         self.next_renewal = now + leases.renewal_interval(self.timing)

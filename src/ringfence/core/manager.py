@@ -1,4 +1,4 @@
-"""The cluster manager: one leader, elected by a store key attached to its host lease.
+"""The cluster manager: one leader, elected by a store key attached to a manager lease.
 
 Every agent runs a `Manager`; only the one holding `manager` acts. Each cycle it reads an
 immutable `ClusterSnapshot`, decides for each host whether it is online, suspect, proven fenced
@@ -6,9 +6,10 @@ or cleanly offline, fences suspects that have a fence agent, and moves the VMs o
 hosts by compare-and-set on the previous owner.
 
 Failure semantics:
-- Every write is a transaction guarded by the leader key being attached to this host's current
-  lease: a manager that lost leadership (or its lease) can not write, so it can not move a VM or
-  record a fence, whatever it believes.
+- Every write is a transaction guarded by the leader key being attached to this manager's
+  current lease: a manager that lost leadership (or its lease) can not write, so it can not
+  move a VM or record a fence, whatever it believes. The manager lease is short
+  (`manager_lease_ttl`), so that a dead leader is replaced quickly.
 - A fence agent is started only after such a guarded write succeeded (so a manager cut off from
   the store never shoots anyone: no "fence death match").
 - Store unreachable: the cycle ends; nothing is decided on stale data.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ringfence.config import VM, ClusterConfig
 from ringfence.core import leases
@@ -126,6 +127,8 @@ class Manager:
         self.host_names = [h.name for h in config.hosts]
         self.vm_specs: dict[str, VM] = {v.name: v for v in config.vms}
         self.is_leader = False
+        self.lease: int | None = None  # our manager lease, while we hold one
+        self.next_keepalive = 0.0
         self.snapshot: ClusterSnapshot | None = None
         self.gone_since: dict[str, tuple[int, float]] = {}
         self.suspects: dict[str, Suspicion] = {}
@@ -149,7 +152,7 @@ class Manager:
     def tick(self, now: float) -> None:
         try:
             snapshot = self._read()
-            if not self._lead(snapshot):
+            if not self._lead(now, snapshot):
                 return
             snapshot = self._read()
             for host in self.host_names:
@@ -174,8 +177,8 @@ class Manager:
         return self.snapshot
 
     def _guard(self) -> Compare:
-        """The condition every manager write carries: we still lead, in this incarnation."""
-        return Compare(leases.MANAGER_KEY, "lease", self.agent.lease_id)
+        """The condition every manager write carries: we still lead, under our lease."""
+        return Compare(leases.MANAGER_KEY, "lease", self.lease)
 
     def _write(self, compare: list[Compare], ops: list[Op]) -> bool:
         result = self.parts.store.txn([self._guard(), *compare], ops)
@@ -183,25 +186,35 @@ class Manager:
             self.snapshot = None
         return result.succeeded
 
-    def _lead(self, snapshot: ClusterSnapshot) -> bool:
-        leader, lease = snapshot.leader, self.agent.lease_id
+    def _lead(self, now: float, snapshot: ClusterSnapshot) -> bool:
+        """Keep or take the leadership; True while we lead."""
+        store = self.parts.store
+        if self.lease is not None and now >= self.next_keepalive - 1e-6:
+            if store.keepalive(self.lease):
+                self.next_keepalive = now + self.timing.effective_manager_lease_ttl / 3
+            else:
+                self.lease = None
+        leader = snapshot.leader
         if (leader is not None and leader.value.get("host") == self.host
-                and leader.lease != lease):
+                and int(leader.value.get("incarnation", 0)) < self.agent.incarnation):
             # Our own previous incarnation led: it is dead (we are its successor on this
-            # host), so its leadership can go now instead of when its old lease expires.
-            self.parts.store.txn([Compare(leases.MANAGER_KEY, "lease", leader.lease)],
-                                 [Delete(leases.MANAGER_KEY)])
+            # host), so its leadership can go now instead of when its lease expires.
+            store.txn([Compare(leases.MANAGER_KEY, "lease", leader.lease)],
+                      [Delete(leases.MANAGER_KEY)])
             leader = None
         if leader is not None:
             was = self.is_leader
-            self.is_leader = leader.value.get("host") == self.host and leader.lease == lease
+            self.is_leader = self.lease is not None and leader.lease == self.lease
             if was and not self.is_leader:
                 self.step_down()
             return self.is_leader
-        assert lease is not None
-        result = self.parts.store.txn(
+        if self.lease is None:
+            self.lease = store.grant(self.timing.effective_manager_lease_ttl)
+            self.next_keepalive = now + self.timing.effective_manager_lease_ttl / 3
+        result = store.txn(
             [Compare.absent(leases.MANAGER_KEY)],
-            [Put(leases.MANAGER_KEY, {"host": self.host}, lease)])
+            [Put(leases.MANAGER_KEY, {"host": self.host, "incarnation": self.agent.incarnation},
+                 self.lease)])
         self.snapshot = None
         self.is_leader = result.succeeded
         if self.is_leader:
@@ -294,7 +307,7 @@ class Manager:
                                                     "incarnation": record.incarnation})
         if not self._write([], [intent]):
             return
-        action = "reboot"
+        action: Literal["off", "reboot"] = "reboot"
         handle = self.parts.fence_agents[host].fence(host, action)
         self.fencing[host] = FenceJob(handle, now, record.info_revision, record.incarnation)
         self.parts.journal.record("fence_started", host=host,
@@ -346,19 +359,19 @@ class Manager:
     # ----------------------------------------------------------------- VMs
     def _recover(self, snapshot: ClusterSnapshot) -> None:
         movable: list[VM] = []
-        for vm, kv in sorted(snapshot.owners.items()):
+        for name, kv in sorted(snapshot.owners.items()):
             owner = kv.value.get("host")
-            if vm not in self.vm_specs:
+            if name not in self.vm_specs:
                 continue
             if owner is None or self._releases_vms(snapshot, owner):
-                movable.append(self.vm_specs[vm])
+                movable.append(self.vm_specs[name])
         if not movable:
             return
         rooms = self._rooms(snapshot)
         placement = plan(movable, rooms, self.config.groups)
-        for vm in movable:
-            target = placement.assignments[vm.name]
-            self._move(snapshot, vm.name, target, placement.reasons.get(vm.name, ""))
+        for spec in movable:
+            target = placement.assignments[spec.name]
+            self._move(snapshot, spec.name, target, placement.reasons.get(spec.name, ""))
 
     def _releases_vms(self, snapshot: ClusterSnapshot, owner: str) -> bool:
         """Are the VMs of `owner` free to start elsewhere? Yes once it is proven fenced; for
@@ -379,19 +392,19 @@ class Manager:
 
     def _rooms(self, snapshot: ClusterSnapshot) -> dict[str, HostRoom]:
         rooms: dict[str, HostRoom] = {}
-        for spec in self.config.hosts:
-            if self.view.get(spec.name) not in ("online", "jeopardy"):
+        for host in self.config.hosts:
+            if self.view.get(host.name) not in ("online", "jeopardy"):
                 continue
-            if snapshot.hosts[spec.name].lease is None:
+            if snapshot.hosts[host.name].lease is None:
                 continue
-            rooms[spec.name] = HostRoom(spec.name, spec.cpus, spec.memory)
-        for vm, kv in snapshot.owners.items():
+            rooms[host.name] = HostRoom(host.name, host.cpus, host.memory)
+        for name, kv in snapshot.owners.items():
             room = rooms.get(kv.value.get("host") or "")
-            spec = self.vm_specs.get(vm)
-            if room is not None and spec is not None:
-                room.free_cpus -= spec.cpus
-                room.free_memory -= spec.memory
-                room.vms.add(vm)
+            vm = self.vm_specs.get(name)
+            if room is not None and vm is not None:
+                room.free_cpus -= vm.cpus
+                room.free_memory -= vm.memory
+                room.vms.add(name)
         return rooms
 
     def _move(self, snapshot: ClusterSnapshot, vm: str, target: str | None, reason: str) -> None:

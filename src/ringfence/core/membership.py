@@ -55,10 +55,12 @@ class Membership:
     def observe(self, now: float, batch: HeartbeatBatch) -> list[PeerChange]:
         """Take in received heartbeats and return the peers whose state changed."""
         np.maximum(self.last_heard, batch.heard_at, out=self.last_heard)
-        if batch.view_valid.any():
-            self.views[batch.view_valid] = batch.peer_views[batch.view_valid]
+        np.copyto(self.views, batch.peer_views, where=batch.view_valid[:, None])
         alive = ((now - self.last_heard) <= self.timeout) & self.shared
-        changed_rows = np.flatnonzero((alive != self.link_alive).any(axis=1))
+        differs = alive != self.link_alive
+        if not differs.any():
+            return []
+        changed_rows = np.flatnonzero(differs.any(axis=1))
         self.link_alive = alive
         changes: list[PeerChange] = []
         for p in changed_rows.tolist():
@@ -91,7 +93,7 @@ class Membership:
 
     def heard(self) -> BoolArray:
         """Hosts heard on at least one link, this host included (what our heartbeats carry)."""
-        heard: BoolArray = self.link_alive.any(axis=1)
+        heard: BoolArray = np.asarray(self.link_alive.any(axis=1))
         heard[self.me] = True
         return heard
 
@@ -105,13 +107,13 @@ class Membership:
     def vouched_for(self, host: str) -> bool:
         """True when a peer that we hear directly says it hears `host`."""
         i = self.topology.index(host)
-        direct = self.link_alive.any(axis=1)
+        direct: BoolArray = np.asarray(self.link_alive.any(axis=1))
         direct[i] = False
         return bool((self.views[:, i] & direct).any())
 
     def others_heard(self, excluding: str) -> int:
         """How many peers, besides `excluding`, we hear directly."""
-        direct = self.link_alive.any(axis=1)
+        direct: BoolArray = np.asarray(self.link_alive.any(axis=1))
         direct[self.topology.index(excluding)] = False
         return int(direct.sum())
 

@@ -37,6 +37,12 @@ def _groups_of(vm: str, groups: Iterable[Group], rule: str) -> list[Group]:
     return [g for g in groups if g.rule == rule and vm in g.vms]
 
 
+def _rank(room: HostRoom, vm: VM, near: list[str]) -> tuple[int, int, int, str]:
+    together = -sum(1 for m in near if m in room.vms)
+    preferred = vm.prefer.index(room.name) if room.name in vm.prefer else len(vm.prefer)
+    return (together, preferred, -room.free_memory, room.name)
+
+
 def plan(
     vms: Iterable[VM],
     rooms: Mapping[str, HostRoom],
@@ -69,12 +75,7 @@ def plan(
             )
             continue
 
-        def rank(room: HostRoom) -> tuple[int, int, int, str]:
-            together = -sum(1 for m in near if m in room.vms)
-            preferred = vm.prefer.index(room.name) if room.name in vm.prefer else len(vm.prefer)
-            return (together, preferred, -room.free_memory, room.name)
-
-        best = min(candidates, key=rank)
+        best = min(candidates, key=lambda room: _rank(room, vm, near))
         best.free_cpus -= vm.cpus
         best.free_memory -= vm.memory
         best.vms.add(vm.name)

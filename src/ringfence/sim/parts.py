@@ -48,7 +48,7 @@ class SimTransport:
             connected = connected & (world.rng_np.random(connected.shape) >= world.packet_loss)
         sent = world.last_sent[:, None] * self.rate
         heard_at = np.where(connected, sent, -np.inf)
-        valid = connected.any(axis=1)
+        valid: BoolArray = np.asarray(connected.any(axis=1))
         return HeartbeatBatch(heard_at, world.last_payload, valid)
 
 

@@ -42,7 +42,7 @@ from ringfence.sim.parts import (
 from ringfence.sim.scenario import Event, Scenario, SimSettings
 from ringfence.sim.store import SimStore, SimStoreClient
 from ringfence.sim.timeline import Timeline
-from ringfence.store.base import Put
+from ringfence.store.base import Op, Put
 
 
 class Power(StrEnum):
@@ -65,6 +65,8 @@ class SimHost:
     hung_since: float | None = None
     hang_frozen: bool = False
     tick_missed: bool = False
+    tick_origin: float = 0.0
+    tick_count: int = 0
     wd_armed: bool = False
     wd_timeout: float = 0.0
     wd_deadline: float = 0.0
@@ -151,7 +153,7 @@ class World:
     def run(self, until: float) -> None:
         self._bootstrap()
         for event in sorted(self.scenario.events, key=lambda e: e.at):
-            self.at(event.at, lambda e=event: self.apply_fault(e))
+            self.at(event.at, self._fault_callback(event))
         while self.heap and self.heap[0][0] <= until:
             t, _, fn = heapq.heappop(self.heap)
             self.now = t
@@ -161,9 +163,12 @@ class World:
             if run.end is None:
                 run.end = until
 
+    def _fault_callback(self, event: Event) -> Callable[[], None]:
+        return lambda: self.apply_fault(event)
+
     def _bootstrap(self) -> None:
         """The store as a running cluster left it: every VM owned by its starting host."""
-        ops = [Put(vm_owner_key(vm.name), {"host": vm.host}) for vm in self.config.vms]
+        ops: list[Op] = [Put(vm_owner_key(vm.name), {"host": vm.host}) for vm in self.config.vms]
         self.store.txn([], ops, None)
         self._topology_changed()
         self.store.ready_at = 0.0  # the store was already running: no election at t=0
@@ -197,8 +202,9 @@ class World:
             fence_agents=fence_agents,
         )
         host.agent = Agent(self.config, host.name, parts, self.topology)
+        host.tick_origin, host.tick_count = self.now + phase, 0
         boot = host.boot
-        self.at(self.now + phase, lambda: self._tick(host, boot))
+        self.at(host.tick_origin, lambda: self._tick(host, boot))
 
     def _tick(self, host: SimHost, boot: int) -> None:
         if host.boot != boot or host.agent is None:
@@ -210,7 +216,12 @@ class World:
             return
         host.agent.tick()
         self._record_states(host)
-        self.at(self.now + self.config.timing.heartbeat_interval, lambda: self._tick(host, boot))
+        # Cycles on a fixed grid (origin + k * interval): no drift from summing floats. A
+        # host that resumes from a hang ticks at once and then rejoins its grid.
+        interval = self.config.timing.heartbeat_interval
+        host.tick_count = max(host.tick_count + 1,
+                              int((self.now - host.tick_origin) / interval) + 1)
+        self.at(host.tick_origin + host.tick_count * interval, lambda: self._tick(host, boot))
 
     def _record_states(self, host: SimHost) -> None:
         assert host.agent is not None

@@ -72,12 +72,12 @@ class Compare:
     def holds(self, current: KeyValue | None) -> bool:
         """Evaluate this condition against the current state of `key` (None: absent)."""
         if self.target == "mod":
-            return (current.mod_revision if current else 0) == self.value
+            return bool((current.mod_revision if current else 0) == self.value)
         if self.target == "create":
-            return (current.create_revision if current else 0) == self.value
+            return bool((current.create_revision if current else 0) == self.value)
         if self.target == "lease":
-            return current is not None and current.lease == self.value
-        return current is not None and current.value == self.value
+            return current is not None and bool(current.lease == self.value)
+        return current is not None and bool(current.value == self.value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,55 @@
+"""Shared helpers: build scenarios from Python dicts, run them, read the results."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringfence.sim.runner import SimulationResult, simulate
+from ringfence.sim.scenario import parse_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = REPO / "scenarios"
+
+THREE_HOSTS: dict[str, Any] = {
+    "name": "test",
+    "duration": "120s",
+    "cluster": {
+        "timing": {"heartbeat_interval": "200ms", "host_lease_ttl": "6s",
+                   "watchdog_timeout": "4s"},
+        "networks": [{"name": "ring0", "role": "heartbeat"},
+                     {"name": "ring1", "role": "heartbeat"}],
+        "hosts": [{"name": f"host{i}", "cpus": 16, "memory": "64GiB"} for i in (1, 2, 3)],
+        "vms": [{"name": "app", "cpus": 2, "memory": "4GiB", "host": "host1"}],
+    },
+}
+
+
+def scenario(base: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    """A copy of `base` (default: three hosts, one VM on host1) with top-level changes;
+    `cluster_<field>=...` changes a cluster field."""
+    data = copy.deepcopy(base or THREE_HOSTS)
+    for key, value in changes.items():
+        if key.startswith("cluster_"):
+            data["cluster"][key.removeprefix("cluster_")] = value
+        else:
+            data[key] = value
+    return data
+
+
+def run(data: dict[str, Any], seed: int | None = None) -> SimulationResult:
+    return simulate(parse_scenario(data), seed)
+
+
+def runs_of(result: SimulationResult, vm: str) -> list[tuple[str, float, float]]:
+    return [(r.host, r.start, r.end or 0.0) for r in result.world.runs if r.vm == vm]
+
+
+def first_event(result: SimulationResult, kind: str, host: str | None = None) -> float:
+    for entry in result.world.entries:
+        if entry.kind == kind and (host is None or entry.host == host):
+            return entry.t
+    pytest.fail(f"no {kind} event" + (f" about {host}" if host else ""))
