@@ -1,0 +1,28 @@
+"""The split-brain checker on hand-made ground truth: it must bite."""
+
+from __future__ import annotations
+
+from ringfence.sim.checker import split_brains
+from ringfence.sim.world import Run
+
+
+def test_overlapping_runs_on_two_hosts_are_a_violation() -> None:
+    (v,) = split_brains([Run("app", "a", 0.0, 10.0), Run("app", "b", 9.5, 20.0)])
+    assert (v.vm, v.hosts, v.start, v.end) == ("app", ("a", "b"), 9.5, 10.0)
+
+
+def test_handover_at_one_instant_is_not_a_violation() -> None:
+    assert not split_brains([Run("app", "a", 0.0, 10.0), Run("app", "b", 10.0, 20.0)])
+
+
+def test_resumed_hung_host_counts_for_the_instant_it_resumes() -> None:
+    # The guest ran again for zero time at 30 s (the agent destroyed it at once) while the
+    # VM already ran on b: still two hosts running one VM at 30 s.
+    runs = [Run("app", "a", 0.0, 10.0), Run("app", "b", 20.0, 60.0), Run("app", "a", 30.0, 30.0)]
+    (v,) = split_brains(runs)
+    assert v.start == v.end == 30.0
+
+
+def test_runs_of_different_vms_or_one_host_never_conflict() -> None:
+    runs = [Run("x", "a", 0.0, 10.0), Run("y", "b", 0.0, 10.0), Run("x", "a", 5.0, 8.0)]
+    assert not split_brains(runs)
