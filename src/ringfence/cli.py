@@ -37,7 +37,17 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="override the file's seed")
     sim.add_argument("--json", action="store_true", help="print the result as JSON")
     sim.add_argument("--timeline", action="store_true", help="print every journaled event")
+    check = commands.add_parser("check", help="validate a cluster or scenario file and find "
+                                                "single failures that would hurt")
+    check.add_argument("file", metavar="CLUSTER.yaml")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ringfence.check import run_check
+
+    return run_check(args.file, as_json=args.json)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -58,7 +68,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    handlers = {"simulate": _cmd_simulate}
+    handlers = {"simulate": _cmd_simulate, "check": _cmd_check}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -1,4 +1,4 @@
-"""The host agent's decision cycle: heartbeats, host lease, self-fence, VM reconciliation.
+"""The host agent's decision cycle: heartbeats, probes, host lease, failsafe, self-fence, VMs.
 
 One `Agent` per host. `tick()` runs one cycle (every `heartbeat_interval`) and returns a status
 string; it never blocks on anything but the injected parts, and it never reads a wall clock.
@@ -6,15 +6,17 @@ string; it never blocks on anything but the injected parts, and it never reads a
 Failure semantics, in the order a cycle meets them:
 
 - Store unreachable at start: the agent starts nothing and reports `waiting_for_quorum`
-  (cold start waits for quorum).
+  (cold start waits for quorum). A host that left a failsafe cluster cleanly also waits until
+  it hears again the hosts it left (its promise, kept in `LocalState`).
 - Store unreachable later: the agent keeps its VMs while its last successful renewal is
-  younger than `host_lease_ttl - safety_margin` (see `core.leases`); after that it destroys
-  them at once, stops petting the watchdog and reports `self_fenced`. The watchdog then resets
-  the host; the agent never tries to undo a self-fence.
-- The store says our lease is gone (it expired while we could not renew, or a manager revoked
-  it after fencing us): the same self-fence, at once.
+  younger than `host_lease_ttl - safety_margin` (see `core.leases`). After that it keeps them
+  only in failsafe (`core.failsafe`: everyone heard, nobody reaches the store); otherwise it
+  destroys them at once, stops petting the watchdog and reports `self_fenced`. The watchdog then
+  resets the host; the agent never tries to undo a self-fence.
+- The store says our lease is gone: the same self-fence, at once.
 - A hypervisor error: journaled; the next cycle re-lists the hypervisor and tries again.
-- The watchdog is petted only at the end of a cycle in which the lease is fresh.
+- The watchdog is petted only at the end of a cycle in which the lease is fresh, or failsafe
+  holds.
 """
 
 from __future__ import annotations
@@ -25,24 +27,33 @@ from enum import StrEnum
 
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
+from ringfence.core.failsafe import failsafe_blocker
+from ringfence.core.forced import ForcedStarts
+from ringfence.core.health import HealthMonitor
 from ringfence.core.manager import Manager
 from ringfence.core.membership import Membership, PeerChange, PeerState
-from ringfence.core.ports import AlertSink, Clock, Journal, Transport
+from ringfence.core.ports import (
+    FLAG_FAILSAFE,
+    FLAG_LEAVING,
+    FLAG_STORE_OK,
+    AlertSink,
+    Clock,
+    GuestChecks,
+    Journal,
+    LocalState,
+    Probes,
+    Transport,
+)
 from ringfence.core.topology import Topology
+from ringfence.core.vms import VmKeeper
 from ringfence.fence.base import FenceAgent, Watchdog
-from ringfence.hypervisor.base import Hypervisor, HypervisorError
+from ringfence.hypervisor.base import Hypervisor
 from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
 
 # Timers are checked once per cycle; float noise of a microsecond must not cost a cycle.
 TIMER_SLACK = 1e-6
-
-
-def running_after(hypervisor: Hypervisor) -> bool:
-    """Does anything still run (or can we not tell)?"""
-    try:
-        return bool(hypervisor.list_running())
-    except HypervisorError:
-        return True
+PROBE_INTERVAL = 1.0
+DEPARTURE_KEY = "failsafe_departure"
 
 
 class AgentMode(StrEnum):
@@ -64,6 +75,9 @@ class AgentParts:
     journal: Journal
     alerts: AlertSink
     fence_agents: Mapping[str, FenceAgent] = field(default_factory=dict)
+    probes: Probes | None = None
+    guest_checks: GuestChecks | None = None
+    local_state: LocalState | None = None
 
 
 class Agent:
@@ -82,18 +96,27 @@ class Agent:
         self.membership = Membership(
             self.topology, host, config.timing.effective_heartbeat_timeout
         )
+        self.health = HealthMonitor(config, host)
         self.mode = AgentMode.WAITING_FOR_QUORUM
         self.lease_id: int | None = None
         self.incarnation = 0
         self.last_renewal_sent: float | None = None  # send time of the last renewal that worked
         self.next_renewal = 0.0
+        self.next_probe = 0.0
         self.store_lost_since: float | None = None
+        self.failsafe = False
+        self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
+        self.published_health: tuple[str, tuple[str, ...]] | None = None
         self.watchdog_armed = False
         self.said_waiting = False
-        self.owned: dict[str, int] = {}  # VMs the store assigns to us -> fencing token
-        self.owners_revision = -1
         self.status = "starting"
+        self.vms = VmKeeper(self)
+        self.forced = ForcedStarts(self)
         self.manager = Manager(config, host, parts, self)
+
+    @property
+    def owned(self) -> dict[str, int]:
+        return {vm: a.token for vm, a in self.vms.owned.items()}
 
     # ----------------------------------------------------------------- the cycle
     def tick(self) -> str:
@@ -101,26 +124,101 @@ class Agent:
         if self.mode in (AgentMode.SELF_FENCED, AgentMode.STOPPED):
             self.status = f"{self.host}: {self.mode}"
             return self.status
+        self._probe(now)
         self._exchange_heartbeats(now)
+        self.forced.tick(now)
         if self.lease_id is None:
             self._register(now)
         elif now >= self.next_renewal - TIMER_SLACK:
             self._renew(now)
-        if self.mode == AgentMode.ACTIVE and not self._lease_fresh(now):
-            self._self_fence(now, self._staleness_reason(now))
         if self.mode == AgentMode.ACTIVE:
-            self._reconcile()
+            self._guard(now)
+        if self.mode == AgentMode.ACTIVE:
+            if not self.failsafe:
+                fresh_read = self.vms.refresh()
+                self._publish_health()
+                self.vms.reconcile(now, fresh_read=fresh_read, unfit=self._unfit())
+                self.manager.tick(now)
             self.parts.watchdog.pet()
-            self.manager.tick(now)
+        self.vms.verify(now)
         self.status = self._status_line(now)
         return self.status
 
+    def _guard(self, now: float) -> None:
+        """Fresh lease: carry on. Stale: failsafe if it holds, else self-fence."""
+        if self._lease_fresh(now):
+            if self.failsafe:
+                self.failsafe = False
+                self.parts.journal.record("failsafe_left", host=self.host,
+                                          text=f"{self.host} reaches the store again")
+            return
+        blocker = failsafe_blocker(self.membership, self.manager.host_names, self.host,
+                                   self.departed)
+        if blocker is None:
+            if not self.failsafe:
+                self.failsafe = True
+                self.parts.journal.record(
+                    "failsafe_entered", host=self.host,
+                    text=f"{self.host}: the store is lost for every host and every host hears "
+                         f"every other; keeping {len(self.vms.seen)} VM(s), starting nothing")
+                self.parts.alerts.send("critical", f"store lost: {self.host} in failsafe",
+                                       host=self.host)
+            return
+        if self.failsafe:
+            self.failsafe = False
+            self.parts.journal.record("failsafe_left", host=self.host,
+                                      text=f"{self.host}: failsafe broken: {blocker}")
+        self._self_fence(now, f"{self._staleness_reason(now)}, and {blocker}")
+
+    # ----------------------------------------------------------------- probes
+    def _probe(self, now: float) -> None:
+        if self.parts.probes is None or now < self.next_probe - TIMER_SLACK:
+            return
+        self.next_probe = now + PROBE_INTERVAL
+        for event in self.health.assess(now, self.parts.probes.read()):
+            self.parts.journal.record(event.kind, host=self.host, text=event.text)
+            if event.kind in ("host_ineligible", "host_degraded", "link_flapping",
+                              "storage_unwritable", "link_down"):
+                self.parts.alerts.send("warning", event.text, host=self.host)
+
+    def _unfit(self) -> str | None:
+        assessment = self.health.assessment
+        return "; ".join(assessment.reasons) if assessment.state == "ineligible" else None
+
+    def _publish_health(self) -> None:
+        """Tell the manager (through the store, under our lease) whether we may get VMs."""
+        assessment = self.health.assessment
+        current = (assessment.state, assessment.reasons)
+        if current == self.published_health or self.lease_id is None:
+            return
+        try:
+            self.parts.store.txn(
+                [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
+                [Put(leases.host_health_key(self.host),
+                     {"state": assessment.state, "reasons": list(assessment.reasons),
+                      "incarnation": self.incarnation}, self.lease_id)])
+        except StoreUnavailable:
+            return
+        self.published_health = current
+
     # ----------------------------------------------------------------- heartbeats
+    def _flags(self) -> int:
+        flags = 0
+        if self.lease_id is not None and self.store_lost_since is None:
+            flags |= FLAG_STORE_OK
+        if self.failsafe:
+            flags |= FLAG_FAILSAFE
+        return flags
+
     def _exchange_heartbeats(self, now: float) -> None:
         changes = self.membership.observe(now, self.parts.transport.receive())
         for change in changes:
             self._journal_peer_change(change)
-        self.parts.transport.send(self.membership.heard())
+        if self.store_lost_since is not None or self.lease_id is None:
+            for host in self.manager.host_names:
+                if host != self.host and self.membership.flags_of(host) & FLAG_LEAVING:
+                    self.departed.add(host)
+        self.parts.transport.send(self.membership.heard(), self._flags())
 
     def _journal_peer_change(self, change: PeerChange) -> None:
         journal, me = self.parts.journal, self.host
@@ -140,8 +238,31 @@ class Agent:
                            text=f"{me} hears {change.peer} on every link again")
 
     # ----------------------------------------------------------------- host lease
+    def _rejoin_blocked(self) -> bool:
+        """A host that left a failsafe cluster promised not to rejoin before it hears the
+        hosts it left (they may still run VMs without the store)."""
+        local = self.parts.local_state
+        promise = local.get(DEPARTURE_KEY) if local else None
+        if not promise or local is None:
+            return False
+        waiting = [str(h) for h in promise.get("hosts", []) if not self.membership.hears(str(h))]
+        if not waiting:
+            local.put(DEPARTURE_KEY, None)
+            self.parts.journal.record("rejoin_allowed", host=self.host,
+                                      text=f"{self.host} hears the hosts it left in failsafe")
+            return False
+        if not self.said_waiting:
+            self.said_waiting = True
+            self.parts.journal.record(
+                "rejoin_blocked", host=self.host,
+                text=f"{self.host} left a failsafe cluster and waits to hear "
+                     f"{', '.join(waiting)} before it joins (they may run VMs without the store)")
+        return True
+
     def _register(self, now: float) -> None:
         """Take a fresh host lease: the start of a new incarnation of this host."""
+        if self._rejoin_blocked():
+            return
         store = self.parts.store
         try:
             info = store.get(leases.host_info_key(self.host))
@@ -177,6 +298,7 @@ class Agent:
         self.parts.journal.record(
             "quorum_gained", host=self.host,
             text=f"{self.host} joined with incarnation {incarnation}")
+        self.forced.claim()
 
     def _renew(self, now: float) -> None:
         assert self.lease_id is not None
@@ -202,6 +324,7 @@ class Agent:
                 "quorum_gained", host=self.host,
                 text=f"{self.host} reaches the store again after {lost_for:.1f}s")
             self.store_lost_since = None
+            self.forced.claim()
         self.last_renewal_sent = now
         self.next_renewal = now + leases.renewal_interval(self.timing)
 
@@ -215,21 +338,9 @@ class Agent:
 
     def _self_fence(self, now: float, reason: str) -> None:
         """Stop every VM at once and stop petting: the watchdog finishes the job."""
-        hypervisor = self.parts.hypervisor
-        try:
-            running = sorted(hypervisor.list_running())
-        except HypervisorError:
-            running = sorted(self.owned)
-        for vm in running:
-            try:
-                hypervisor.destroy(vm)
-                self.parts.journal.record(
-                    "vm_stopped", host=self.host, vm=vm, text=f"{vm} destroyed by self-fence")
-            except HypervisorError as exc:
-                self.parts.journal.record(
-                    "vm_stop_failed", host=self.host, vm=vm,
-                    text=f"{vm}: {exc}; the watchdog will reset {self.host}")
+        running = self.vms.destroy_all()
         self.mode = AgentMode.SELF_FENCED
+        self.failsafe = False
         self.manager.step_down()
         self.parts.journal.record(
             "self_fence", host=self.host,
@@ -237,72 +348,22 @@ class Agent:
         self.parts.alerts.send("critical", f"{self.host} fenced itself: {reason}",
                                host=self.host)
 
-    # ----------------------------------------------------------------- VMs
-    def _reconcile(self) -> None:
-        """Run exactly the VMs the store assigns to this host (starting only after a fresh
-        read in this cycle; stopping whatever is not ours)."""
-        store, hypervisor = self.parts.store, self.parts.hypervisor
-        try:
-            revision = store.revision()
-            if revision != self.owners_revision:
-                owners = store.get_prefix(leases.VMS_PREFIX)
-                self.owned = {
-                    kv.key.split("/")[1]: kv.mod_revision
-                    for kv in owners.items
-                    if kv.key.endswith("/owner") and kv.value.get("host") == self.host
-                }
-                self.owners_revision = owners.revision
-        except StoreUnavailable:
-            return
-        try:
-            running = hypervisor.list_running()
-        except HypervisorError as exc:
-            self.parts.journal.record("hypervisor_error", host=self.host, text=str(exc))
-            return
-        for vm in sorted(running):
-            if vm not in self.owned:
-                self._stop(vm, running[vm])
-        for vm, token in sorted(self.owned.items()):
-            if running.get(vm) != token:
-                self._start(vm, token, restarted=vm in running)
+    # ----------------------------------------------------------------- operator actions
+    def force_start(self, vm: str, operator: str, confirm_down: list[str]) -> str:
+        return self.forced.request(self.parts.clock.now(), vm, operator, confirm_down)
 
-    def _start(self, vm: str, token: int, *, restarted: bool) -> None:
-        try:
-            self.parts.hypervisor.start(vm, token)
-        except HypervisorError as exc:
-            self.parts.journal.record("vm_start_failed", host=self.host, vm=vm, text=str(exc))
-            return
-        if not restarted:
-            self.parts.journal.record(
-                "vm_started", host=self.host, vm=vm, text=f"{vm} started on {self.host} "
-                                                          f"(token {token})")
-
-    def _stop(self, vm: str, token: int, why: str = "its lease is no longer held here"
-              ) -> None:
-        try:
-            self.parts.hypervisor.stop(vm, token)
-        except HypervisorError as exc:
-            self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm, text=str(exc))
-            return
-        self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
-                                  text=f"{vm} stopped on {self.host}: {why}")
-
-    # ----------------------------------------------------------------- clean stop
     def shutdown(self, *, reboot: bool) -> None:
         """A clean shutdown or reboot: stop this host's VMs, then tell the store (guarded by
         our own lease) that this incarnation is offline with no VM running, release the lease
-        and close the watchdog. If the store can not be told, the cluster treats the host as
-        failed and proves it fenced the usual way: slower, never unsafe."""
+        and close the watchdog. If the store can not be told, the last heartbeats say
+        `leaving`, and this host promises (on its own disk) not to rejoin before it hears
+        its peers again; the cluster then treats it as failed and proves it fenced the usual
+        way: slower, never unsafe."""
         reason = "reboot" if reboot else "shutdown"
-        try:
-            running = sorted(self.parts.hypervisor.list_running())
-        except HypervisorError:
-            running = []
-        for vm in running:
-            self._stop(vm, 0, why=f"clean {reason} of {self.host}")
+        stopped = self.vms.stop_all(f"clean {reason} of {self.host}")
         self.manager.step_down()
         told = False
-        if self.lease_id is not None and not running_after(self.parts.hypervisor):
+        if self.lease_id is not None and not self.vms.any_running():
             try:
                 result = self.parts.store.txn(
                     [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
@@ -312,13 +373,18 @@ class Agent:
                 told = result.succeeded
             except StoreUnavailable:
                 told = False
+        if not told and not self.vms.any_running():
+            others = [h for h in self.manager.host_names if h != self.host]
+            if self.parts.local_state is not None and self.lease_id is not None:
+                self.parts.local_state.put(DEPARTURE_KEY, {"hosts": others})
+            self.parts.transport.send(self.membership.heard(), FLAG_LEAVING)
         if self.watchdog_armed:
             self.parts.watchdog.disarm()
         self.mode = AgentMode.STOPPED
         self.parts.journal.record(
             "host_shutdown", host=self.host,
-            text=f"clean {reason} of {self.host}, {len(running)} VM(s) stopped"
-                 + ("" if told else "; the store could not be told: peers will fence it"))
+            text=f"clean {reason} of {self.host}, {stopped} VM(s) stopped"
+                 + ("" if told else "; the store could not be told"))
 
     # ----------------------------------------------------------------- views
     def local_state(self) -> str:
@@ -329,10 +395,16 @@ class Agent:
             return "offline"
         if self.mode == AgentMode.WAITING_FOR_QUORUM:
             return "waiting_for_quorum"
-        return "jeopardy" if self.membership.in_jeopardy() else "online"
+        health = self.health.assessment.state
+        if health == "ineligible":
+            return "ineligible"
+        if self.membership.in_jeopardy():
+            return "jeopardy"
+        return "degraded" if health == "degraded" else "online"
 
     def _status_line(self, now: float) -> str:
         age = "-" if self.last_renewal_sent is None else f"{now - self.last_renewal_sent:.1f}s"
         role = " leader" if self.manager.is_leader else ""
-        return (f"{self.host}: {self.local_state()}{role}, lease age {age}, "
-                f"{len(self.owned)} VM(s) assigned")
+        failsafe = " FAILSAFE" if self.failsafe else ""
+        return (f"{self.host}: {self.local_state()}{role}{failsafe}, lease age {age}, "
+                f"{len(self.vms.owned)} VM(s) assigned")

@@ -40,6 +40,11 @@ def host_offline_key(host: str) -> str:
     return f"hosts/{host}/offline"
 
 
+def host_health_key(host: str) -> str:
+    """Attached to the host's lease: `{"state": eligible|degraded|ineligible, "reasons"}`."""
+    return f"hosts/{host}/health"
+
+
 def vm_owner_key(vm: str) -> str:
     """`{"host": name | None}`; its mod_revision is the VM's fencing token."""
     return f"vms/{vm}/owner"

@@ -19,11 +19,12 @@ Failure semantics:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from ringfence.config import VM, ClusterConfig
 from ringfence.core import leases
+from ringfence.core.forced import REQUESTS_PREFIX, force_request_key
 from ringfence.core.placement import HostRoom, plan
 from ringfence.fence.base import FenceHandle
 from ringfence.store.base import Compare, Delete, KeyValue, Op, Put, StoreUnavailable
@@ -40,6 +41,12 @@ class HostRecord:
     info: KeyValue | None
     fenced: KeyValue | None
     offline: KeyValue | None
+    health: KeyValue | None = None
+
+    @property
+    def fit(self) -> bool:
+        """May receive VMs, as far as its own probes say."""
+        return self.health is None or self.health.value.get("state") == "eligible"
 
     @property
     def incarnation(self) -> int:
@@ -62,6 +69,7 @@ class ClusterSnapshot:
     leader: KeyValue | None
     hosts: Mapping[str, HostRecord]
     owners: Mapping[str, KeyValue]  # vm -> its owner key
+    requests: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> force request
 
     def owner_of(self, vm: str) -> str | None:
         kv = self.owners.get(vm)
@@ -83,19 +91,21 @@ class Suspicion:
 
 
 def read_snapshot(store_hosts: Mapping[str, KeyValue], store_vms: Mapping[str, KeyValue],
-                  leader: KeyValue | None, revision: int, host_names: list[str]
-                  ) -> ClusterSnapshot:
+                  leader: KeyValue | None, revision: int, host_names: list[str],
+                  requests: Mapping[str, KeyValue] | None = None) -> ClusterSnapshot:
     hosts = {
         h: HostRecord(
             store_hosts.get(leases.host_lease_key(h)),
             store_hosts.get(leases.host_info_key(h)),
             store_hosts.get(leases.host_fenced_key(h)),
             store_hosts.get(leases.host_offline_key(h)),
+            store_hosts.get(leases.host_health_key(h)),
         )
         for h in host_names
     }
     owners = {kv.key.split("/")[1]: kv for kv in store_vms.values() if kv.key.endswith("/owner")}
-    return ClusterSnapshot(revision, leader, hosts, owners)
+    force = {kv.key.rsplit("/", 1)[1]: kv for kv in (requests or {}).values()}
+    return ClusterSnapshot(revision, leader, hosts, owners, force)
 
 
 def fast_fence_allowed(
@@ -160,6 +170,8 @@ class Manager:
                     self._set_view(host, self._assess(now, host, snapshot))
             self._set_view(self.host, self.agent.local_state())
             self._poll_fencing(now, snapshot)
+            self._force_requests(snapshot)
+            self._confirm_stopped_holders(snapshot)
             self._recover(snapshot)
         except StoreUnavailable:
             return
@@ -171,9 +183,11 @@ class Manager:
             return self.snapshot
         hosts = store.get_prefix(leases.HOSTS_PREFIX)
         vms = store.get_prefix(leases.VMS_PREFIX)
+        requests = store.get_prefix(REQUESTS_PREFIX)
         leader = store.get(leases.MANAGER_KEY)
         self.snapshot = read_snapshot(hosts.by_key, vms.by_key, leader,
-                                      max(hosts.revision, vms.revision), self.host_names)
+                                      max(hosts.revision, vms.revision), self.host_names,
+                                      requests.by_key)
         return self.snapshot
 
     def _guard(self) -> Compare:
@@ -359,21 +373,84 @@ class Manager:
     # ----------------------------------------------------------------- VMs
     def _recover(self, snapshot: ClusterSnapshot) -> None:
         movable: list[VM] = []
+        avoid: dict[str, list[str]] = {}
         for name, kv in sorted(snapshot.owners.items()):
             owner = kv.value.get("host")
             if name not in self.vm_specs:
                 continue
+            if owner is None and self._gave_up(name, kv):
+                continue
             if owner is None or self._releases_vms(snapshot, owner):
                 movable.append(self.vm_specs[name])
+                avoid[name] = list(kv.value.get("avoid", []))
         if not movable:
             return
         rooms = self._rooms(snapshot)
-        placement = plan(movable, rooms, self.config.groups)
+        placement = plan(movable, rooms, self.config.groups, avoid)
         for spec in movable:
             target = placement.assignments[spec.name]
             self._move(snapshot, spec.name, target, placement.reasons.get(spec.name, ""))
 
-    def _releases_vms(self, snapshot: ClusterSnapshot, owner: str) -> bool:
+    def _gave_up(self, vm: str, kv: KeyValue) -> bool:
+        """A VM that kept dying is not moved again after `policy.max_relocate` moves."""
+        relocations = int(kv.value.get("relocations", 0))
+        if relocations <= self.config.policy.max_relocate:
+            return False
+        if self.pending.get(vm) != "failed":
+            self.pending[vm] = "failed"
+            text = (f"{vm} died on {', '.join(kv.value.get('avoid', []))} and was moved "
+                    f"{relocations - 1} time(s): left stopped for an operator")
+            self.parts.journal.record("vm_failed", vm=vm, text=text)
+            self.parts.alerts.send("critical", text, vm=vm)
+        return True
+
+    def _confirm_stopped_holders(self, snapshot: ClusterSnapshot) -> None:
+        """A record waits for its previous holder to stop the VM (`after`); if that holder
+        is proven fenced, it can not run anything: clear the wait."""
+        for vm, kv in sorted(snapshot.owners.items()):
+            after = kv.value.get("after")
+            if after is None or not self._releases_vms(snapshot, after, any_policy=True):
+                continue
+            value = {k: v for k, v in kv.value.items() if k != "after"}
+            if self._write([Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)],
+                           [Put(leases.vm_owner_key(vm), value)]):
+                self.parts.journal.record("vm_released", vm=vm, host=after,
+                                          text=f"{after} is {self.view.get(after)}: "
+                                               f"{value.get('host')} may start {vm}")
+
+    def _force_requests(self, snapshot: ClusterSnapshot) -> None:
+        """Operators' forced starts with quorum: a normal, audited lease change."""
+        for vm, request in sorted(snapshot.requests.items()):
+            target = str(request.value.get("host"))
+            operator = str(request.value.get("operator"))
+            drop = Delete(force_request_key(vm))
+            guard = Compare.unchanged(force_request_key(vm), request.mod_revision)
+            kv = snapshot.owners.get(vm)
+            record = snapshot.hosts.get(target)
+            if vm not in self.vm_specs or kv is None or record is None or record.lease is None:
+                if self._write([guard], [drop]):
+                    self.parts.journal.record(
+                        "force_start_refused", vm=vm, host=target,
+                        text=f"{operator}'s forced start of {vm} onto {target}: {target} "
+                             f"is not a live member of the cluster")
+                continue
+            old = kv.value.get("host")
+            value: dict[str, object] = {"host": target, "forced_by": operator}
+            if old not in (None, target) and not self._releases_vms(snapshot, old,
+                                                                    any_policy=True):
+                value["after"] = old  # the holder stops it first (or is proven fenced)
+            if old == target:
+                value = dict(kv.value)
+            if self._write([guard, Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)],
+                           [drop, Put(leases.vm_owner_key(vm), value)]):
+                self.pending.pop(vm, None)
+                self.parts.journal.record(
+                    "force_start", vm=vm, host=target,
+                    text=f"{operator} forced {vm} onto {target} (was on {old or 'no host'})"
+                         + (f"; {old} stops it first" if "after" in value else ""))
+
+    def _releases_vms(self, snapshot: ClusterSnapshot, owner: str, *,
+                      any_policy: bool = False) -> bool:
         """Are the VMs of `owner` free to start elsewhere? Yes once it is proven fenced; for
         a clean shutdown, as the shutdown policy says (`conditional`: a rebooting host keeps
         its VMs, frozen, and restarts them; a host shut down gives them up)."""
@@ -383,7 +460,7 @@ class Manager:
         if state != "offline":
             return False
         record = snapshot.hosts[owner]
-        if record.info is None:
+        if record.info is None or any_policy:
             return True
         reason = record.offline.value.get("reason") if record.offline else "shutdown"
         policy = self.config.policy.shutdown
@@ -395,7 +472,7 @@ class Manager:
         for host in self.config.hosts:
             if self.view.get(host.name) not in ("online", "jeopardy"):
                 continue
-            if snapshot.hosts[host.name].lease is None:
+            if snapshot.hosts[host.name].lease is None or not snapshot.hosts[host.name].fit:
                 continue
             rooms[host.name] = HostRoom(host.name, host.cpus, host.memory)
         for name, kv in snapshot.owners.items():
@@ -414,11 +491,13 @@ class Manager:
         if old is not None:
             compare.append(Compare.unchanged(leases.host_info_key(old),
                                              snapshot.hosts[old].info_revision))
+        carry: dict[str, Any] = {k: kv.value[k] for k in ("relocations", "avoid")
+                                 if k in kv.value}
         if target is None:
             if self.pending.get(vm) == reason and old is None:
                 return
             if old is not None and not self._write(
-                    compare, [Put(leases.vm_owner_key(vm), {"host": None, "from": old})]):
+                    compare, [Put(leases.vm_owner_key(vm), {"host": None, "from": old, **carry})]):
                 return
             self.pending[vm] = reason
             self.parts.journal.record("vm_pending", vm=vm, host=old,
@@ -428,7 +507,8 @@ class Manager:
         target_lease = snapshot.hosts[target].lease
         assert target_lease is not None
         compare.append(Compare.unchanged(leases.host_lease_key(target), target_lease.mod_revision))
-        if not self._write(compare, [Put(leases.vm_owner_key(vm), {"host": target, "from": old})]):
+        if not self._write(compare, [Put(leases.vm_owner_key(vm),
+                                         {"host": target, "from": old, **carry})]):
             return
         self.pending.pop(vm, None)
         why = f"{old} is {self.view.get(old or '', 'gone')}" if old else "it was pending"

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from ringfence.core.ports import BoolArray, FloatArray, HeartbeatBatch
+from ringfence.core.ports import BoolArray, FloatArray, HeartbeatBatch, IntArray
 from ringfence.core.topology import Topology
 
 
@@ -48,6 +48,7 @@ class Membership:
         self.last_heard: FloatArray = np.full((n, links), -np.inf)
         self.link_alive: BoolArray = np.zeros((n, links), dtype=np.bool_)
         self.views: BoolArray = np.zeros((n, n), dtype=np.bool_)
+        self.flags: IntArray = np.zeros(n, dtype=np.int64)
         self.states: list[PeerState] = [PeerState.UNKNOWN] * n
         self.counts: dict[PeerState, int] = dict.fromkeys(PeerState, 0)
         self.counts[PeerState.UNKNOWN] = n
@@ -56,6 +57,7 @@ class Membership:
         """Take in received heartbeats and return the peers whose state changed."""
         np.maximum(self.last_heard, batch.heard_at, out=self.last_heard)
         np.copyto(self.views, batch.peer_views, where=batch.view_valid[:, None])
+        np.copyto(self.flags, batch.peer_flags, where=batch.view_valid)
         alive = ((now - self.last_heard) <= self.timeout) & self.shared
         differs = alive != self.link_alive
         if not differs.any():
@@ -103,6 +105,13 @@ class Membership:
     def hears(self, host: str) -> bool:
         i = self.topology.index(host)
         return i == self.me or bool(self.link_alive[i].any())
+
+    def flags_of(self, host: str) -> int:
+        """The `FLAG_*` bits of the latest heartbeat from `host`."""
+        return int(self.flags[self.topology.index(host)])
+
+    def ever_heard(self, host: str) -> bool:
+        return self.states[self.topology.index(host)] != PeerState.UNKNOWN
 
     def vouched_for(self, host: str) -> bool:
         """True when a peer that we hear directly says it hears `host`."""

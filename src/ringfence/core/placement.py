@@ -47,8 +47,10 @@ def plan(
     vms: Iterable[VM],
     rooms: Mapping[str, HostRoom],
     groups: Iterable[Group] = (),
+    avoid: Mapping[str, Iterable[str]] | None = None,
 ) -> Placement:
-    """Place `vms` on `rooms` (which this function updates as it assigns)."""
+    """Place `vms` on `rooms` (which this function updates as it assigns). `avoid[vm]`
+    names hosts that must not receive that VM (it failed there)."""
     group_list = list(groups)
     assignments: dict[str, str | None] = {}
     reasons: dict[str, str] = {}
@@ -59,7 +61,10 @@ def plan(
                 if m != vm.name]
         candidates: list[HostRoom] = []
         blocked_by_capacity = blocked_by_anti = 0
+        avoided = set((avoid or {}).get(vm.name, ()))
         for room in sorted(rooms.values(), key=lambda r: r.name):
+            if room.name in avoided:
+                continue
             if room.free_cpus < vm.cpus or room.free_memory < vm.memory:
                 blocked_by_capacity += 1
             elif any(m in room.vms for m in anti):
@@ -72,6 +77,7 @@ def plan(
                 f"needs {vm.cpus} CPUs and {vm.memory // 2**20} MiB; "
                 f"{len(rooms)} eligible hosts, {blocked_by_capacity} without room, "
                 f"{blocked_by_anti} excluded by anti-affinity"
+                + (f", {len(avoided & set(rooms))} where it failed before" if avoided else "")
             )
             continue
 

@@ -8,13 +8,19 @@ simulator passes simulated parts, the runtime real ones; the decision code can n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+# Flags a heartbeat carries about its sender.
+FLAG_STORE_OK = 1  # the sender reaches the store
+FLAG_LEAVING = 2  # the sender is shutting down cleanly (its VMs are stopped)
+FLAG_FAILSAFE = 4  # the sender keeps its VMs in failsafe
 
 
 class Clock(Protocol):
@@ -30,22 +36,69 @@ class HeartbeatBatch:
 
     `heard_at[p, l]`: this host's clock time of the latest heartbeat from host index `p` on
     heartbeat link `l` (-inf: none). `peer_views[p]`: the latest list of hosts that host `p`
-    said it hears (valid where `view_valid[p]`).
+    said it hears, and `peer_flags[p]` its `FLAG_*` bits (both valid where `view_valid[p]`).
     """
 
     heard_at: FloatArray
     peer_views: BoolArray
     view_valid: BoolArray
+    peer_flags: IntArray
 
 
 class Transport(Protocol):
-    def send(self, heard: BoolArray) -> None:
-        """Send one heartbeat on every heartbeat link, carrying the hosts this host hears.
-        Never raises: a link that can not send simply stays silent."""
+    def send(self, heard: BoolArray, flags: int) -> None:
+        """Send one heartbeat on every heartbeat link, carrying the hosts this host hears and
+        its `FLAG_*` bits. Never raises: a link that can not send simply stays silent."""
         ...
 
     def receive(self) -> HeartbeatBatch:
         """Heartbeats received since the last call (authenticated and de-duplicated)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NicReading:
+    """One network interface as the host sees it now. Identity is the MAC; the name is what
+    the kernel called it at this boot."""
+
+    mac: str
+    name: str
+    carrier: bool
+    carrier_changes: int  # /sys/class/net/<if>/carrier_changes: counts every drop and return
+
+
+@dataclass(frozen=True, slots=True)
+class HostReading:
+    """What the host's probes saw: NICs, a write-fsync-read probe per datastore (None:
+    writable, else the error), and the count of corrected memory errors (EDAC)."""
+
+    nics: tuple[NicReading, ...]
+    datastores: dict[str, str | None]
+    corrected_memory_errors: int
+
+
+class Probes(Protocol):
+    def read(self) -> HostReading:
+        """Probe the host now. Never raises: a probe that fails reports its error as a
+        reading (an unwritable datastore, a NIC without carrier)."""
+        ...
+
+
+class GuestChecks(Protocol):
+    def check(self, vm: str) -> bool | None:
+        """Does `vm` answer its configured check (guest agent, ICMP or TCP)? None while the
+        check has not finished. Never raises."""
+        ...
+
+
+class LocalState(Protocol):
+    """A few small facts this host keeps across reboots on its own disk (not in the store):
+    promises it made, such as having left a failsafe cluster."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any] | None) -> None:
+        """Write (None: delete) durably before returning."""
         ...
 
 

@@ -5,11 +5,11 @@ fence agents, journal and alerts. Each is a thin window onto the `World`, which 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ringfence.core.ports import BoolArray, HeartbeatBatch
+from ringfence.core.ports import BoolArray, HeartbeatBatch, HostReading
 from ringfence.fence.base import FenceResult
 from ringfence.hypervisor.base import HypervisorError
 
@@ -38,8 +38,8 @@ class SimTransport:
         self.index = world.topology.index(host)
         self.rate = world.clock_rate(host)
 
-    def send(self, heard: BoolArray) -> None:
-        self.world.heartbeat_sent(self.index, heard)
+    def send(self, heard: BoolArray, flags: int) -> None:
+        self.world.heartbeat_sent(self.index, heard, flags)
 
     def receive(self) -> HeartbeatBatch:
         world = self.world
@@ -49,7 +49,7 @@ class SimTransport:
         sent = world.last_sent[:, None] * self.rate
         heard_at = np.where(connected, sent, -np.inf)
         valid: BoolArray = np.asarray(connected.any(axis=1))
-        return HeartbeatBatch(heard_at, world.last_payload, valid)
+        return HeartbeatBatch(heard_at, world.last_payload, valid, world.last_flags)
 
 
 class SimHypervisor:
@@ -118,6 +118,43 @@ class SimPowerFence:
         handle = SimFenceHandle()
         self.world.power_fence(self.fencer, host, action, handle)
         return handle
+
+
+class SimProbes:
+    """What the host's NICs, datastores and memory controller report."""
+
+    def __init__(self, world: World, host: str) -> None:
+        self.world = world
+        self.host = host
+
+    def read(self) -> HostReading:
+        return self.world.probe(self.host)
+
+
+class SimGuestChecks:
+    def __init__(self, world: World, host: str) -> None:
+        self.world = world
+        self.host = host
+
+    def check(self, vm: str) -> bool | None:
+        return self.world.guest_answers(self.host, vm)
+
+
+class SimLocalState:
+    """The host's own disk: survives reboots and power loss."""
+
+    def __init__(self, world: World, host: str) -> None:
+        self.disk = world.hosts[host].disk
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        value = self.disk.get(key)
+        return dict(value) if value is not None else None
+
+    def put(self, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            self.disk.pop(key, None)
+        else:
+            self.disk[key] = dict(value)
 
 
 class SimJournal:

@@ -23,19 +23,22 @@ from enum import StrEnum
 
 import numpy as np
 
-from ringfence.config import ClusterConfig
+from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
 from ringfence.core.leases import MANAGER_KEY, vm_owner_key
-from ringfence.core.ports import BoolArray, FloatArray
+from ringfence.core.ports import BoolArray, FloatArray, HostReading, IntArray, NicReading
 from ringfence.core.topology import Topology
 from ringfence.fence.base import FenceResult
 from ringfence.sim.parts import (
     SimAlerts,
     SimClock,
     SimFenceHandle,
+    SimGuestChecks,
     SimHypervisor,
     SimJournal,
+    SimLocalState,
     SimPowerFence,
+    SimProbes,
     SimTransport,
     SimWatchdog,
 )
@@ -43,6 +46,27 @@ from ringfence.sim.scenario import Event, Scenario, SimSettings
 from ringfence.sim.store import SimStore, SimStoreClient
 from ringfence.sim.timeline import Timeline
 from ringfence.store.base import Op, Put
+
+IMPLICIT_DATASTORE = "vmstore"  # the datastore of a host whose cluster file names none
+
+
+def with_interfaces(config: ClusterConfig) -> ClusterConfig:
+    """Give every simulated host the MAC addresses a real cluster file would list (so the
+    agent finds its interfaces by MAC, as in production). Hosts that list interfaces keep
+    theirs."""
+    hosts = []
+    for i, host in enumerate(config.hosts):
+        if host.interfaces:
+            hosts.append(host)
+            continue
+        nets = config.host_networks(host.name)
+        interfaces = {
+            network: Interface(mac=f"52:54:00:{i // 256:02x}:{i % 256:02x}:{j:02x}",
+                               name=f"eth{j}")
+            for j, network in enumerate(nets)
+        }
+        hosts.append(host.model_copy(update={"interfaces": interfaces, "networks": nets}))
+    return config.model_copy(update={"hosts": hosts})
 
 
 class Power(StrEnum):
@@ -71,6 +95,14 @@ class SimHost:
     wd_timeout: float = 0.0
     wd_deadline: float = 0.0
     wd_check_pending: bool = False
+    nic_names: dict[str, str] = field(default_factory=dict)
+    macs: dict[str, str] = field(default_factory=dict)
+    carrier_changes: dict[str, int] = field(default_factory=dict)
+    rename_at_boot: bool = False
+    writable: dict[str, bool] = field(default_factory=dict)
+    memory_errors: int = 0
+    started_at: dict[str, float] = field(default_factory=dict)
+    disk: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,7 +139,7 @@ class Fault:
 class World:
     def __init__(self, scenario: Scenario, seed: int) -> None:
         self.scenario = scenario
-        self.config: ClusterConfig = scenario.cluster
+        self.config: ClusterConfig = with_interfaces(scenario.cluster)
         self.settings: SimSettings = scenario.sim
         self.seed = seed
         self.rng = random.Random(seed)
@@ -121,7 +153,13 @@ class World:
         self.hosts: dict[str, SimHost] = {}
         for i, spec in enumerate(self.config.hosts):
             nets = self.config.host_networks(spec.name)
-            self.hosts[spec.name] = SimHost(spec.name, i, nets, dict.fromkeys(nets, True))
+            host = SimHost(spec.name, i, nets, dict.fromkeys(nets, True))
+            for network, interface in spec.interfaces.items():
+                host.macs[network] = interface.mac or ""
+                host.nic_names[network] = interface.name or network
+                host.carrier_changes[network] = 0
+            host.writable = dict.fromkeys(spec.datastores or [IMPLICIT_DATASTORE], True)
+            self.hosts[spec.name] = host
         self.witness_up = {w.name: True for w in self.config.witnesses}
         self.endpoint_networks: dict[str, list[str]] = {
             **{h: s.networks for h, s in self.hosts.items()},
@@ -133,6 +171,7 @@ class World:
         n, links = self.topology.host_links.shape
         self.last_sent: FloatArray = np.full(n, -np.inf)
         self.last_payload: BoolArray = np.zeros((n, n), dtype=np.bool_)
+        self.last_flags: IntArray = np.zeros(n, dtype=np.int64)
         self.hb_conn: BoolArray = np.zeros((n, n, links), dtype=np.bool_)
         self.store_ok: dict[str, bool] = {}
         self.entries: list[JournalEntry] = []
@@ -200,6 +239,9 @@ class World:
             journal=SimJournal(self),
             alerts=SimAlerts(self),
             fence_agents=fence_agents,
+            probes=SimProbes(self, host.name),
+            guest_checks=SimGuestChecks(self, host.name),
+            local_state=SimLocalState(self, host.name),
         )
         host.agent = Agent(self.config, host.name, parts, self.topology)
         host.tick_origin, host.tick_count = self.now + phase, 0
@@ -268,6 +310,10 @@ class World:
 
         def booted() -> None:
             if host.boot == boot and host.power == Power.BOOTING:
+                if host.rename_at_boot:
+                    host.rename_at_boot = False
+                    for j, network in enumerate(sorted(host.nic_names)):
+                        host.nic_names[network] = f"enp{host.index + 3}s0f{j}"
                 self._start_agent(host)
                 self._topology_changed()
 
@@ -302,12 +348,38 @@ class World:
             since = c
         return since
 
+    # ================================================================ probes
+    def probe(self, name: str) -> HostReading:
+        host = self.hosts[name]
+        nics = tuple(
+            NicReading(host.macs[n], host.nic_names[n], host.carrier.get(n, False),
+                       host.carrier_changes[n])
+            for n in sorted(host.macs)
+        )
+        stores = {d: (None if ok else "write failed: permission denied (EACCES)")
+                  for d, ok in sorted(host.writable.items())}
+        return HostReading(nics, stores, host.memory_errors)
+
+    def guest_answers(self, name: str, vm: str) -> bool:
+        """Does the guest answer its check? Only while it runs on a host that is up, whose VM
+        networks have carrier, whose storage is writable, once it has booted."""
+        host = self.hosts[name]
+        if host.power != Power.UP or vm not in host.domains:
+            return False
+        roles = {n.name: set(n.role) for n in self.config.networks}
+        if any(not host.carrier.get(n, False) for n in host.networks if "vm" in roles[n]):
+            return False
+        if not all(host.writable.values()):
+            return False
+        return self.now - host.started_at.get(vm, self.now) >= self.settings.vm_start_time
+
     # ================================================================ VMs (ground truth)
     def vm_start(self, host: str, vm: str, token: int) -> None:
         domains = self.hosts[host].domains
         if vm not in domains:
             self._open_run(vm, host)
             self.starts[vm] = self.starts.get(vm, 0) + 1
+            self.hosts[host].started_at[vm] = self.now
         domains[vm] = token
 
     def vm_stop(self, host: str, vm: str) -> None:
@@ -360,9 +432,10 @@ class World:
         self._power_up(host)
 
     # ================================================================ heartbeats
-    def heartbeat_sent(self, index: int, heard: BoolArray) -> None:
+    def heartbeat_sent(self, index: int, heard: BoolArray, flags: int) -> None:
         self.last_sent[index] = self.now
         self.last_payload[index] = heard
+        self.last_flags[index] = flags
 
     def heartbeat_links_to(self, index: int) -> BoolArray:
         result: BoolArray = self.hb_conn[:, index, :]
@@ -553,13 +626,19 @@ class World:
         return [event.network] if event.network in host.carrier else []
 
     def _fault_link_down(self, event: Event) -> None:
+        host = self._host(event)
         for network in self._links(event):
-            self._host(event).carrier[network] = False
+            if host.carrier[network]:
+                host.carrier[network] = False
+                host.carrier_changes[network] += 1
         self._topology_changed()
 
     def _fault_link_up(self, event: Event) -> None:
+        host = self._host(event)
         for network in self._links(event):
-            self._host(event).carrier[network] = True
+            if not host.carrier[network]:
+                host.carrier[network] = True
+                host.carrier_changes[network] += 1
         self._topology_changed()
 
     def _fault_partition(self, event: Event) -> None:
@@ -586,3 +665,57 @@ class World:
         assert event.witness is not None
         self.witness_up[event.witness] = True
         self._topology_changed()
+
+    def _fault_link_flap(self, event: Event) -> None:
+        """`count` drops and returns of carrier within one second."""
+        host = self._host(event)
+        count = event.count or 1
+        networks = self._links(event)
+        step = 1.0 / (2 * count)
+
+        def set_carrier(up: bool) -> None:
+            for network in networks:
+                if host.carrier.get(network) != up:
+                    host.carrier[network] = up
+                    host.carrier_changes[network] += 1
+            self._topology_changed()
+
+        for i in range(count):
+            self.at(self.now + 2 * i * step, lambda: set_carrier(False))
+            self.at(self.now + (2 * i + 1) * step, lambda: set_carrier(True))
+
+    def _fault_rename_nics(self, event: Event) -> None:
+        self._host(event).rename_at_boot = True
+
+    def _datastores(self, event: Event) -> list[str]:
+        host = self._host(event)
+        if event.datastore is None:
+            return sorted(host.writable)
+        return [event.datastore] if event.datastore in host.writable else []
+
+    def _fault_storage_fail(self, event: Event) -> None:
+        for datastore in self._datastores(event):
+            self._host(event).writable[datastore] = False
+
+    def _fault_storage_ok(self, event: Event) -> None:
+        for datastore in self._datastores(event):
+            self._host(event).writable[datastore] = True
+
+    def _fault_memory_errors(self, event: Event) -> None:
+        self._host(event).memory_errors += event.count or 1
+
+    def _fault_vm_crash(self, event: Event) -> None:
+        assert event.vm is not None
+        for host in self.hosts.values():
+            if event.vm in host.domains and host.power == Power.UP:
+                self.vm_stop(host.name, event.vm)
+
+    def _fault_force_start(self, event: Event) -> None:
+        host = self._host(event)
+        assert event.vm is not None and event.operator is not None
+        if host.power != Power.UP or host.agent is None:
+            self.journal("force_start_refused", host=host.name, vm=event.vm,
+                         text=f"{event.operator} can not force {event.vm} on {host.name}: "
+                              f"the host is {host.power}")
+            return
+        host.agent.force_start(event.vm, event.operator, list(event.confirm_down))

@@ -1,0 +1,167 @@
+"""Host fitness: may this host receive VMs? Pure policy over probe readings.
+
+A host is `ineligible` while an interface it needs is missing (looked up by MAC: names change
+across reboots, seed 001), a VM or storage network has no carrier (seed 000), or a datastore
+fails its write probe twice in a row (seed 003). It is `degraded` for `DEGRADED_HOLD` seconds
+after an early warning: a NIC whose carrier flapped `FLAP_COUNT` times within `FLAP_WINDOW`
+(seed 000: warn before the total loss), or new corrected memory errors (seed 003: the RAM
+fault). Otherwise `eligible`.
+
+Nothing here raises; every change of state comes with the journal events that explain it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from ringfence.config import ClusterConfig
+from ringfence.core.ports import HostReading, NicReading
+
+FLAP_WINDOW = 60.0
+FLAP_COUNT = 4  # carrier changes (two drops and returns) within the window
+DEGRADED_HOLD = 600.0
+STORAGE_FAILURES = 2  # consecutive failed probes before a datastore counts as unwritable
+
+HealthState = Literal["eligible", "degraded", "ineligible"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthAssessment:
+    state: HealthState
+    reasons: tuple[str, ...]
+
+
+class HealthMonitor:
+    def __init__(self, config: ClusterConfig, host: str) -> None:
+        self.host = host
+        spec = config.host(host)
+        roles = {n.name: set(n.role) for n in config.networks}
+        self.networks = config.host_networks(host)
+        self.required = [n for n in self.networks if roles[n] & {"vm", "storage"}]
+        self.expected = {n: i for n, i in spec.interfaces.items() if i.mac}
+        self.names: dict[str, str] = {n: i.name for n, i in self.expected.items() if i.name}
+        self.carrier: dict[str, bool] = {}
+        self.changes: dict[str, int] = {}
+        self.flaps: dict[str, deque[float]] = {n: deque() for n in self.networks}
+        self.flapping: set[str] = set()
+        self.storage_failures: dict[str, int] = {}
+        self.unwritable: dict[str, str] = {}
+        self.memory_errors: int | None = None
+        self.degraded_until = float("-inf")
+        self.degraded_why = ""
+        self.assessment = HealthAssessment("eligible", ())
+
+    def assess(self, now: float, reading: HostReading) -> list[HealthEvent]:
+        """Take one reading; update `assessment`; return what to journal."""
+        events: list[HealthEvent] = []
+        reasons: list[str] = []
+        by_mac = {nic.mac: nic for nic in reading.nics}
+        for network in self.networks:
+            interface = self.expected.get(network)
+            if interface is None or interface.mac is None:
+                continue
+            nic = by_mac.get(interface.mac)
+            if nic is None:
+                reasons.append(f"no interface with MAC {interface.mac} for {network}")
+                continue
+            events += self._identity(network, nic)
+            events += self._carrier(now, network, nic)
+            if not nic.carrier and network in self.required:
+                reasons.append(f"no carrier on {network} ({nic.name})")
+        events += self._storage(reading, reasons)
+        events += self._memory(now, reading)
+        state: HealthState = "eligible"
+        if reasons:
+            state = "ineligible"
+        elif now < self.degraded_until:
+            state = "degraded"
+            reasons = [self.degraded_why]
+        events += self._transition(HealthAssessment(state, tuple(reasons)))
+        return events
+
+    def _identity(self, network: str, nic: NicReading) -> list[HealthEvent]:
+        known = self.names.get(network)
+        self.names[network] = nic.name
+        if known is None or known == nic.name:
+            return []
+        return [HealthEvent("nic_renamed",
+                            f"{self.host}: {network} interface (MAC {nic.mac}) is now "
+                            f"{nic.name}, was {known}; found by its MAC, nothing to reconfigure")]
+
+    def _carrier(self, now: float, network: str, nic: NicReading) -> list[HealthEvent]:
+        events: list[HealthEvent] = []
+        before = self.carrier.get(network)
+        if before is not None and before != nic.carrier:
+            kind = "link_up" if nic.carrier else "link_down"
+            state = "has carrier again" if nic.carrier else "lost carrier"
+            events.append(HealthEvent(kind, f"{self.host}: {nic.name} ({network}) {state}"))
+        elif before is None and not nic.carrier:
+            events.append(HealthEvent("link_down", f"{self.host}: {nic.name} ({network}) "
+                                                   f"has no carrier"))
+        self.carrier[network] = nic.carrier
+        previous = self.changes.get(network, nic.carrier_changes)
+        self.changes[network] = nic.carrier_changes
+        window = self.flaps[network]
+        window.extend([now] * max(0, nic.carrier_changes - previous))
+        while window and window[0] < now - FLAP_WINDOW:
+            window.popleft()
+        if len(window) >= FLAP_COUNT and network not in self.flapping:
+            self.flapping.add(network)
+            why = (f"{nic.name} ({network}) carrier changed {len(window)} times within "
+                   f"{FLAP_WINDOW:g}s")
+            self._degrade(now, why)
+            events.append(HealthEvent("link_flapping", f"{self.host}: {why}"))
+        elif not window:
+            self.flapping.discard(network)
+        return events
+
+    def _storage(self, reading: HostReading, reasons: list[str]) -> list[HealthEvent]:
+        events: list[HealthEvent] = []
+        for name, error in sorted(reading.datastores.items()):
+            if error is None:
+                self.storage_failures[name] = 0
+                if self.unwritable.pop(name, None) is not None:
+                    events.append(HealthEvent("storage_writable",
+                                              f"{self.host}: datastore {name} is writable again"))
+                continue
+            self.storage_failures[name] = self.storage_failures.get(name, 0) + 1
+            if self.storage_failures[name] >= STORAGE_FAILURES:
+                if name not in self.unwritable:
+                    events.append(HealthEvent(
+                        "storage_unwritable",
+                        f"{self.host}: datastore {name} fails its write probe: {error}"))
+                self.unwritable[name] = error
+        reasons += [f"datastore {n} not writable: {e}" for n, e in sorted(self.unwritable.items())]
+        return events
+
+    def _memory(self, now: float, reading: HostReading) -> list[HealthEvent]:
+        count = reading.corrected_memory_errors
+        before, self.memory_errors = self.memory_errors, count
+        if before is None or count <= before:
+            return []
+        why = f"{count - before} new corrected memory errors ({count} since boot)"
+        self._degrade(now, why)
+        return [HealthEvent("memory_errors", f"{self.host}: {why}")]
+
+    def _degrade(self, now: float, why: str) -> None:
+        self.degraded_until = now + DEGRADED_HOLD
+        self.degraded_why = why
+
+    def _transition(self, new: HealthAssessment) -> list[HealthEvent]:
+        old, self.assessment = self.assessment, new
+        if new.state == old.state and new.reasons == old.reasons:
+            return []
+        text = f"{self.host}: " + ("; ".join(new.reasons) or "every check passes")
+        kind = {"eligible": "host_healthy", "degraded": "host_degraded",
+                "ineligible": "host_ineligible"}[new.state]
+        if new.state == old.state == "ineligible" and set(new.reasons) < set(old.reasons):
+            return []  # one of several problems went away: still ineligible, nothing new
+        return [HealthEvent(kind, text)]
