@@ -28,7 +28,7 @@ from enum import StrEnum
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.failsafe import failsafe_blocker
-from ringfence.core.forced import ForcedStarts
+from ringfence.core.forced import HELD_KEY, ForcedStarts
 from ringfence.core.health import HealthMonitor
 from ringfence.core.manager import Manager
 from ringfence.core.membership import Membership, PeerChange, PeerState
@@ -137,7 +137,8 @@ class Agent:
             if not self.failsafe:
                 fresh_read = self.vms.refresh()
                 self._publish_health()
-                self.vms.reconcile(now, fresh_read=fresh_read, unfit=self._unfit())
+                self.vms.reconcile(now, fresh_read=fresh_read, unfit=self._unfit(),
+                                   may_start=self._may_start_vms())
                 self.manager.tick(now)
             self.parts.watchdog.pet()
         self.vms.verify(now)
@@ -180,6 +181,9 @@ class Agent:
             if event.kind in ("host_ineligible", "host_degraded", "link_flapping",
                               "storage_unwritable", "link_down"):
                 self.parts.alerts.send("warning", event.text, host=self.host)
+
+    def _may_start_vms(self) -> bool:
+        return self.parts.probes is None or self.health.may_start_vms
 
     def _unfit(self) -> str | None:
         assessment = self.health.assessment
@@ -339,6 +343,8 @@ class Agent:
     def _self_fence(self, now: float, reason: str) -> None:
         """Stop every VM at once and stop petting: the watchdog finishes the job."""
         running = self.vms.destroy_all()
+        if self.parts.local_state is not None:
+            self.parts.local_state.put(HELD_KEY, {"vms": running})
         self.mode = AgentMode.SELF_FENCED
         self.failsafe = False
         self.manager.step_down()

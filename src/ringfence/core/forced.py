@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ringfence.core.agent import Agent
 
 FORCE_RACE_DELAY = 5.0
+HELD_KEY = "last_held"  # local state: the VMs this host ran when it last fenced itself
 REQUESTS_PREFIX = "requests/force/"
 
 
@@ -50,6 +51,7 @@ class PendingForce:
     confirm_down: list[str]
     fire_at: float
     fences: dict[str, FenceHandle | None] = field(default_factory=dict)
+    confirmed: set[str] = field(default_factory=set)
 
 
 class ForcedStarts:
@@ -106,10 +108,7 @@ class ForcedStarts:
         if heard:
             return self._refuse(vm, f"no quorum, and {', '.join(heard)} is not down: "
                                     f"{self.host} hears its heartbeats")
-        owner = self.agent.vms.records.get(vm)
-        last_holder = owner.value.get("host") if owner else None
-        rank = 0 if last_holder == self.host else 1 + self.agent.manager.host_names.index(
-            self.host)
+        rank = 0 if self._held_last(vm) else 1 + self.agent.manager.host_names.index(self.host)
         fenced = {h: None for h in others if h in self.parts.fence_agents}
         self.pending[vm] = PendingForce(vm, operator, list(confirm_down),
                                         now + rank * FORCE_RACE_DELAY, dict(fenced))
@@ -120,6 +119,14 @@ class ForcedStarts:
                                   text=f"{operator} forces {vm} onto {self.host} without "
                                        f"quorum; {plan}")
         return "pending"
+
+    def _held_last(self, vm: str) -> bool:
+        """Did this host hold `vm`'s lease last, as far as it knows (across reboots)?"""
+        owner = self.agent.vms.records.get(vm)
+        if owner is not None:
+            return bool(owner.value.get("host") == self.host)
+        held = self.parts.local_state.get(HELD_KEY) if self.parts.local_state else None
+        return vm in (held or {}).get("vms", [])
 
     def tick(self, now: float) -> None:
         for vm in sorted(self.pending):
@@ -149,7 +156,11 @@ class ForcedStarts:
             result = handle.result()
             if result is None:
                 done = False
-            elif not result.ok:
+            elif result.ok:
+                if host not in job.confirmed:
+                    job.confirmed.add(host)
+                    self.parts.journal.record("fence_agent_ok", host=host, text=result.detail)
+            else:
                 del self.pending[job.vm]
                 self._refuse(job.vm, f"fencing {host} failed: {result.detail}")
                 return False

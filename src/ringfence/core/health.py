@@ -1,8 +1,9 @@
 """Host fitness: may this host receive VMs? Pure policy over probe readings.
 
 A host is `ineligible` while an interface it needs is missing (looked up by MAC: names change
-across reboots, seed 001), a VM or storage network has no carrier (seed 000), or a datastore
-fails its write probe twice in a row (seed 003). It is `degraded` for `DEGRADED_HOLD` seconds
+across reboots, seed 001), a VM or storage network has had no carrier for two readings in a
+row (seed 000; one reading could be a flap), or a datastore fails its write probe twice in a
+row (seed 003). It is `degraded` for `DEGRADED_HOLD` seconds
 after an early warning: a NIC whose carrier flapped `FLAP_COUNT` times within `FLAP_WINDOW`
 (seed 000: warn before the total loss), or new corrected memory errors (seed 003: the RAM
 fault). Otherwise `eligible`.
@@ -23,6 +24,7 @@ FLAP_WINDOW = 60.0
 FLAP_COUNT = 4  # carrier changes (two drops and returns) within the window
 DEGRADED_HOLD = 600.0
 STORAGE_FAILURES = 2  # consecutive failed probes before a datastore counts as unwritable
+CARRIER_LOSSES = 2  # consecutive readings without carrier before a VM network counts as lost
 
 HealthState = Literal["eligible", "degraded", "ineligible"]
 
@@ -49,6 +51,7 @@ class HealthMonitor:
         self.expected = {n: i for n, i in spec.interfaces.items() if i.mac}
         self.names: dict[str, str] = {n: i.name for n, i in self.expected.items() if i.name}
         self.carrier: dict[str, bool] = {}
+        self.no_carrier: dict[str, int] = {}  # consecutive readings without carrier
         self.changes: dict[str, int] = {}
         self.flaps: dict[str, deque[float]] = {n: deque() for n in self.networks}
         self.flapping: set[str] = set()
@@ -58,12 +61,18 @@ class HealthMonitor:
         self.degraded_until = float("-inf")
         self.degraded_why = ""
         self.assessment = HealthAssessment("eligible", ())
+        self.readings = 0
+        self.failing_now = False  # any probe failed in the latest reading
 
     def assess(self, now: float, reading: HostReading) -> list[HealthEvent]:
         """Take one reading; update `assessment`; return what to journal."""
         events: list[HealthEvent] = []
         reasons: list[str] = []
+        self.readings += 1
         by_mac = {nic.mac: nic for nic in reading.nics}
+        self.failing_now = any(error is not None for error in reading.datastores.values()) or any(
+            not by_mac[i.mac].carrier for n, i in self.expected.items()
+            if n in self.required and i.mac in by_mac)
         for network in self.networks:
             interface = self.expected.get(network)
             if interface is None or interface.mac is None:
@@ -74,7 +83,8 @@ class HealthMonitor:
                 continue
             events += self._identity(network, nic)
             events += self._carrier(now, network, nic)
-            if not nic.carrier and network in self.required:
+            self.no_carrier[network] = 0 if nic.carrier else self.no_carrier.get(network, 0) + 1
+            if self.no_carrier[network] >= CARRIER_LOSSES and network in self.required:
                 reasons.append(f"no carrier on {network} ({nic.name})")
         events += self._storage(reading, reasons)
         events += self._memory(now, reading)
@@ -86,6 +96,12 @@ class HealthMonitor:
             reasons = [self.degraded_why]
         events += self._transition(HealthAssessment(state, tuple(reasons)))
         return events
+
+    @property
+    def may_start_vms(self) -> bool:
+        """Starting a VM needs a conclusive, clean reading: one failing probe is not yet
+        enough to shed VMs (it may be a flap), but it is enough not to start any."""
+        return self.readings > 0 and not self.failing_now and self.assessment.state != "ineligible"
 
     def _identity(self, network: str, nic: NicReading) -> list[HealthEvent]:
         known = self.names.get(network)

@@ -511,6 +511,11 @@ class Manager:
                                          {"host": target, "from": old, **carry})]):
             return
         self.pending.pop(vm, None)
-        why = f"{old} is {self.view.get(old or '', 'gone')}" if old else "it was pending"
+        if old:
+            why = f"{old} is {self.view.get(old, 'gone')}"
+        elif kv.value.get("from"):
+            why = f"{kv.value['from']} handed it back ({kv.value.get('reason', 'no reason')})"
+        else:
+            why = "it was waiting for a place"
         self.parts.journal.record("vm_recovered", vm=vm, host=target,
                                   text=f"{vm}: {why}; restarting on {target}")

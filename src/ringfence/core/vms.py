@@ -79,7 +79,8 @@ class VmKeeper:
         return True
 
     # ----------------------------------------------------------------- the cycle
-    def reconcile(self, now: float, *, fresh_read: bool, unfit: str | None) -> None:
+    def reconcile(self, now: float, *, fresh_read: bool, unfit: str | None,
+                  may_start: bool = True) -> None:
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError as exc:
@@ -102,7 +103,7 @@ class VmKeeper:
                 for vm in sorted(self.owned):
                     self.release(vm, f"{self.host} is unfit: {unfit}", crash=False)
             return
-        if not fresh_read:
+        if not fresh_read or not may_start:
             return
         for vm, assignment in sorted(self.owned.items()):
             if assignment.after is not None or running.get(vm) == assignment.token:

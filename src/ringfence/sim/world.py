@@ -332,7 +332,7 @@ class World:
             return "offline"
         if local in ("fenced", "waiting_for_quorum", "offline"):
             return local
-        if local == "jeopardy" and power == Power.UP:
+        if local in ("ineligible", "jeopardy", "degraded") and power == Power.UP:
             return local
         return view or local or "offline"
 
