@@ -37,11 +37,56 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="override the file's seed")
     sim.add_argument("--json", action="store_true", help="print the result as JSON")
     sim.add_argument("--timeline", action="store_true", help="print every journaled event")
+    fuzz = commands.add_parser("fuzz", help="random clusters and fault schedules against the "
+                                             "safety checker")
+    fuzz.add_argument("--runs", type=int, default=100)
+    fuzz.add_argument("--seed", type=int, default=0)
+    fuzz.add_argument("--hosts", type=int, default=None, help="hosts per cluster (default 2-16)")
+    fuzz.add_argument("--vms", type=int, default=None, help="VMs per cluster (default random)")
+    fuzz.add_argument("--duration", default="180s", help="simulated length of each run")
+    fuzz.add_argument("--events", type=int, default=12, help="faults per run, on average")
+    fuzz.add_argument("--out", default="fuzz-out", help="where a reproducing scenario goes")
+    fuzz.add_argument("--json", action="store_true")
+
     check = commands.add_parser("check", help="validate a cluster or scenario file and find "
                                                 "single failures that would hurt")
     check.add_argument("file", metavar="CLUSTER.yaml")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ringfence.sim.fuzz import FuzzOptions, fuzz
+    from ringfence.units import parse_duration
+
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as exc:
+        raise ConfigError(f"--duration: {exc}") from None
+    for name in ("runs", "hosts", "vms", "events"):
+        value = getattr(args, name)
+        if value is not None and value < (2 if name == "hosts" else 1):
+            raise ConfigError(f"--{name}: expected a whole number of at least "
+                              f"{2 if name == 'hosts' else 1}, got {value}")
+    options = FuzzOptions(runs=args.runs, seed=args.seed, hosts=args.hosts, vms=args.vms,
+                          duration=duration, events=args.events, out=Path(args.out))
+    report = fuzz(options, progress=None if args.json else print)
+    if args.json:
+        sys.stdout.write(json.dumps({
+            "runs": report.runs, "simulated_s": report.simulated_s,
+            "wall_s": round(report.wall_s, 1), "faults": dict(sorted(report.faults.items())),
+            "violations": [{"run": i, "text": t, "scenario": str(p) if p else None}
+                           for i, t, p in report.violations],
+        }, indent=2) + "\n")
+    else:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.faults.items()))
+        print(f"{report.runs} runs, {report.simulated_s:.0f} simulated seconds in "
+              f"{report.wall_s:.1f}s wall; faults drawn: {kinds}")
+        print(f"{len(report.violations)} safety violation(s)" if report.violations
+              else "no safety violation")
+    return EXIT_FAILED if report.violations else EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -68,7 +113,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    handlers = {"simulate": _cmd_simulate, "check": _cmd_check}
+    handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
