@@ -218,9 +218,9 @@ def shrink(data: dict[str, Any], still_fails: Callable[[dict[str, Any]], bool]
                 best, changed = candidate, True
         for section in ("vms", "witnesses"):
             for i in range(len(best["cluster"][section]) - 1, -1, -1):
-                candidate = _without(best, section, i)
-                if candidate is not None and still_fails(candidate):
-                    best, changed = candidate, True
+                smaller = _without(best, section, i)
+                if smaller is not None and still_fails(smaller):
+                    best, changed = smaller, True
     return best
 
 
