@@ -53,6 +53,7 @@ from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
 # Timers are checked once per cycle; float noise of a microsecond must not cost a cycle.
 TIMER_SLACK = 1e-6
 PROBE_INTERVAL = 1.0
+DRAIN_TIMEOUT = 120.0  # shutdown policy `migrate`: how long a shutdown waits for the drain
 DEPARTURE_KEY = "failsafe_departure"
 
 
@@ -110,6 +111,7 @@ class Agent:
         self.watchdog_armed = False
         self.said_waiting = False
         self.status = "starting"
+        self.shutdown_after_drain: tuple[bool, float] | None = None  # (reboot, deadline)
         self.vms = VmKeeper(self)
         self.forced = ForcedStarts(self)
         self.manager = Manager(config, host, parts, self)
@@ -142,6 +144,10 @@ class Agent:
                 self.manager.tick(now)
             self.parts.watchdog.pet()
         self.vms.verify(now)
+        if self.shutdown_after_drain is not None and self.mode == AgentMode.ACTIVE:
+            reboot, deadline = self.shutdown_after_drain
+            if not self.vms.owned or now >= deadline:
+                self.shutdown(reboot=reboot)
         self.status = self._status_line(now)
         return self.status
 
@@ -283,6 +289,13 @@ class Agent:
                     Delete(leases.host_offline_key(self.host)),
                 ],
             )
+            drained = store.get(leases.host_maintenance_key(self.host))
+            if result.succeeded and drained and drained.value.get("reason") == "shutdown":
+                # Drained for a reboot (shutdown policy `migrate`): back in service, and the
+                # drained VMs come home.
+                store.txn([Compare.unchanged(leases.host_maintenance_key(self.host),
+                                             drained.mod_revision)],
+                          [Delete(leases.host_maintenance_key(self.host))])
         except StoreUnavailable:
             if not self.said_waiting:
                 self.said_waiting = True
@@ -358,6 +371,31 @@ class Agent:
     def force_start(self, vm: str, operator: str, confirm_down: list[str]) -> str:
         return self.forced.request(self.parts.clock.now(), vm, operator, confirm_down)
 
+    def begin_shutdown(self, *, reboot: bool) -> bool:
+        """A clean shutdown or reboot asked by the operating system. With the `migrate`
+        shutdown policy the host first drains (as in maintenance) and shuts down when it
+        holds no VM, or after `DRAIN_TIMEOUT`; returns False while that goes on (call
+        `tick` until `mode` is `stopped`). Otherwise it shuts down at once: True."""
+        if (self.config.policy.shutdown == "migrate" and self.mode == AgentMode.ACTIVE
+                and self.lease_id is not None):
+            try:
+                self.parts.store.txn(
+                    [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
+                    [Put(leases.host_maintenance_key(self.host),
+                         {"by": self.host, "reason": "shutdown"})])
+            except StoreUnavailable:
+                self.shutdown(reboot=reboot)
+                return True
+            now = self.parts.clock.now()
+            self.shutdown_after_drain = (reboot, now + DRAIN_TIMEOUT)
+            self.parts.journal.record(
+                "host_shutdown", host=self.host,
+                text=f"{self.host} drains its VMs by live migration before it "
+                     f"{'reboots' if reboot else 'shuts down'} (shutdown policy: migrate)")
+            return False
+        self.shutdown(reboot=reboot)
+        return True
+
     def shutdown(self, *, reboot: bool) -> None:
         """A clean shutdown or reboot: stop this host's VMs, then tell the store (guarded by
         our own lease) that this incarnation is offline with no VM running, release the lease
@@ -367,7 +405,7 @@ class Agent:
         way: slower, never unsafe."""
         reason = "reboot" if reboot else "shutdown"
         stopped = self.vms.stop_all(f"clean {reason} of {self.host}")
-        self.manager.step_down()
+        self.manager.resign()
         told = False
         if self.lease_id is not None and not self.vms.any_running():
             try:

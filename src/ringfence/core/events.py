@@ -60,4 +60,10 @@ EVENT_KINDS: dict[str, str] = {
     "force_start_pending": "a forced start without quorum waits for fences",
     "rejoin_blocked": "a host that left a failsafe cluster waits to hear its peers",
     "rejoin_allowed": "a host that left a failsafe cluster hears its peers again",
+    "vm_migrating": "the leader started a live migration (maintenance, evacuation, failback)",
+    "vm_migrate_failed": "a live migration failed; the VM stays where it was",
+    "vm_migrate_refused": "an operator's migration was refused",
+    "maintenance_on": "an operator put a host in maintenance",
+    "maintenance_off": "an operator took a host out of maintenance",
+    "operator_refused": "an operator action could not be carried out",
 }

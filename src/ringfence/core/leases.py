@@ -18,6 +18,12 @@ from ringfence.config import Timing
 MANAGER_KEY = "manager"
 HOSTS_PREFIX = "hosts/"
 VMS_PREFIX = "vms/"
+MIGRATE_PREFIX = "requests/migrate/"
+
+
+def migrate_request_key(vm: str) -> str:
+    """An operator's live-migration request: `{"to": host, "by": operator}`."""
+    return f"{MIGRATE_PREFIX}{vm}"
 
 
 def host_lease_key(host: str) -> str:
@@ -43,6 +49,11 @@ def host_offline_key(host: str) -> str:
 def host_health_key(host: str) -> str:
     """Attached to the host's lease: `{"state": eligible|degraded|ineligible, "reasons"}`."""
     return f"hosts/{host}/health"
+
+
+def host_maintenance_key(host: str) -> str:
+    """Not leased (maintenance survives reboots): `{"by": operator, "reason": ...}`."""
+    return f"hosts/{host}/maintenance"
 
 
 def vm_owner_key(vm: str) -> str:

@@ -18,6 +18,7 @@ Failure semantics:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ringfence.config import VM, ClusterConfig
 from ringfence.core import leases
 from ringfence.core.forced import REQUESTS_PREFIX, force_request_key
+from ringfence.core.moves import admission_refusal, plan_moves
 from ringfence.core.placement import HostRoom, plan
 from ringfence.fence.base import FenceHandle
 from ringfence.store.base import Compare, Delete, KeyValue, Op, Put, StoreUnavailable
@@ -42,11 +44,16 @@ class HostRecord:
     fenced: KeyValue | None
     offline: KeyValue | None
     health: KeyValue | None = None
+    maintenance: KeyValue | None = None
 
     @property
     def fit(self) -> bool:
         """May receive VMs, as far as its own probes say."""
         return self.health is None or self.health.value.get("state") == "eligible"
+
+    @property
+    def degraded(self) -> bool:
+        return self.health is not None and self.health.value.get("state") == "degraded"
 
     @property
     def incarnation(self) -> int:
@@ -70,6 +77,7 @@ class ClusterSnapshot:
     hosts: Mapping[str, HostRecord]
     owners: Mapping[str, KeyValue]  # vm -> its owner key
     requests: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> force request
+    migrations: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> migrate request
 
     def owner_of(self, vm: str) -> str | None:
         kv = self.owners.get(vm)
@@ -100,12 +108,16 @@ def read_snapshot(store_hosts: Mapping[str, KeyValue], store_vms: Mapping[str, K
             store_hosts.get(leases.host_fenced_key(h)),
             store_hosts.get(leases.host_offline_key(h)),
             store_hosts.get(leases.host_health_key(h)),
+            store_hosts.get(leases.host_maintenance_key(h)),
         )
         for h in host_names
     }
     owners = {kv.key.split("/")[1]: kv for kv in store_vms.values() if kv.key.endswith("/owner")}
-    force = {kv.key.rsplit("/", 1)[1]: kv for kv in (requests or {}).values()}
-    return ClusterSnapshot(revision, leader, hosts, owners, force)
+    force = {kv.key.rsplit("/", 1)[1]: kv for key, kv in (requests or {}).items()
+             if key.startswith(REQUESTS_PREFIX)}
+    migrate = {kv.key.rsplit("/", 1)[1]: kv for key, kv in (requests or {}).items()
+               if key.startswith(leases.MIGRATE_PREFIX)}
+    return ClusterSnapshot(revision, leader, hosts, owners, force, migrate)
 
 
 def fast_fence_allowed(
@@ -153,6 +165,14 @@ class Manager:
         self.view = {}
         self.view_version += 1
 
+    def resign(self) -> None:
+        """Clean stop: give the leadership up now rather than when the lease expires."""
+        lease, self.lease = self.lease, None
+        self.step_down()
+        if lease is not None:
+            with contextlib.suppress(StoreUnavailable):  # if so, it expires on its own
+                self.parts.store.revoke(lease)
+
     def _set_view(self, host: str, state: str) -> None:
         if self.view.get(host) != state:
             self.view[host] = state
@@ -168,11 +188,15 @@ class Manager:
             for host in self.host_names:
                 if host != self.host:
                     self._set_view(host, self._assess(now, host, snapshot))
-            self._set_view(self.host, self.agent.local_state())
+            own = snapshot.hosts[self.host]
+            self._set_view(self.host, "maintenance" if own.maintenance is not None
+                           else self.agent.local_state())
             self._poll_fencing(now, snapshot)
             self._force_requests(snapshot)
             self._confirm_stopped_holders(snapshot)
             self._recover(snapshot)
+            self._migrate_requests(snapshot)
+            self._planned_moves(snapshot)
         except StoreUnavailable:
             return
 
@@ -183,7 +207,7 @@ class Manager:
             return self.snapshot
         hosts = store.get_prefix(leases.HOSTS_PREFIX)
         vms = store.get_prefix(leases.VMS_PREFIX)
-        requests = store.get_prefix(REQUESTS_PREFIX)
+        requests = store.get_prefix("requests/")
         leader = store.get(leases.MANAGER_KEY)
         self.snapshot = read_snapshot(hosts.by_key, vms.by_key, leader,
                                       max(hosts.revision, vms.revision), self.host_names,
@@ -254,7 +278,7 @@ class Manager:
                 if self.suspects.pop(host, None) is not None:
                     self.parts.journal.record("host_alive", host=host,
                                               text=f"{host} is heard again")
-                return "online"
+                return "maintenance" if record.maintenance is not None else "online"
             self._suspect_alive(now, host, record)
             return "suspect"
         if record.info is None and host not in self._owners_in(snapshot):
@@ -386,10 +410,104 @@ class Manager:
         if not movable:
             return
         rooms = self._rooms(snapshot)
+        baseline = {n: HostRoom(r.name, r.free_cpus, r.free_memory, set(r.vms))
+                    for n, r in rooms.items()}
         placement = plan(movable, rooms, self.config.groups, avoid)
         for spec in movable:
             target = placement.assignments[spec.name]
-            self._move(snapshot, spec.name, target, placement.reasons.get(spec.name, ""))
+            reason = placement.reasons.get(spec.name, "")
+            if target is not None and self._is_new_start(snapshot.owners[spec.name]):
+                refusal = admission_refusal(spec, target, baseline, self.vm_specs,
+                                            self.config.groups,
+                                            self.config.policy.host_failures_to_tolerate)
+                if refusal is not None:
+                    target, reason = None, refusal
+                else:
+                    baseline[target].take(spec)
+            self._move(snapshot, spec.name, target, reason)
+
+    @staticmethod
+    def _is_new_start(kv: KeyValue) -> bool:
+        """A VM that never ran (no previous holder): admission control applies to it."""
+        return kv.value.get("host") is None and "from" not in kv.value
+
+    def _migrate_requests(self, snapshot: ClusterSnapshot) -> None:
+        """Operators' live migrations: to a host that may receive the VM, with room."""
+        rooms = self._rooms(snapshot)
+        for vm, request in sorted(snapshot.migrations.items()):
+            target = str(request.value.get("to"))
+            kv = snapshot.owners.get(vm)
+            source = kv.value.get("host") if kv else None
+            drop = Delete(leases.migrate_request_key(vm))
+            guard = Compare.unchanged(leases.migrate_request_key(vm), request.mod_revision)
+            problem = None
+            if kv is None or source is None or vm not in self.vm_specs:
+                problem = f"{vm} does not run anywhere"
+            elif kv.value.get("after") is not None:
+                problem = f"{vm} is already moving"
+            elif source == target:
+                problem = f"{vm} already runs on {target}"
+            elif target not in rooms:
+                problem = f"{target} may not receive VMs now ({self.view.get(target, 'unknown')})"
+            else:
+                placed = plan([self.vm_specs[vm]], {target: rooms[target]}, self.config.groups)
+                if placed.assignments[vm] is None:
+                    problem = f"{target} can not take it: {placed.reasons[vm]}"
+            if problem is not None or kv is None:
+                if self._write([guard], [drop]):
+                    self.parts.journal.record("vm_migrate_refused", vm=vm, host=target,
+                                              text=f"migration of {vm} to {target} refused: "
+                                                   f"{problem}")
+                continue
+            self._start_migration(vm, kv, target, "operator asked", extra_ops=[drop],
+                                  extra_compare=[guard])
+
+    def _planned_moves(self, snapshot: ClusterSnapshot) -> None:
+        """Drain hosts in maintenance, evacuate degraded hosts, bring drained VMs home,
+        fail back to preferred hosts (see `core.moves`)."""
+        online = {h for h, s in self.view.items() if s in ("online", "jeopardy", "maintenance",
+                                                          "degraded")}
+        placed = {vm: str(kv.value["host"]) for vm, kv in snapshot.owners.items()
+                  if kv.value.get("host") is not None and kv.value.get("after") is None}
+        draining = [h for h, r in snapshot.hosts.items()
+                    if r.maintenance is not None and h in online]
+        degraded = [h for h, r in snapshot.hosts.items()
+                    if r.degraded and h in online] if self.config.policy.evacuate_degraded else []
+        homes = {vm: str(kv.value["home"]) for vm, kv in snapshot.owners.items()
+                 if kv.value.get("home")}
+        moves = plan_moves(placed=placed, specs=self.vm_specs, rooms=self._rooms(snapshot),
+                           groups=self.config.groups, draining=draining, degraded=degraded,
+                           homes=homes, failback=self.config.policy.failback)
+        for move in moves:
+            kv = snapshot.owners[move.vm]
+            self._start_migration(move.vm, kv, move.target, move.why, home=move.home)
+        self._forget_homes(snapshot)
+
+    def _forget_homes(self, snapshot: ClusterSnapshot) -> None:
+        """A VM back home (or whose home is gone for good) no longer needs to remember it."""
+        for vm, kv in sorted(snapshot.owners.items()):
+            home = kv.value.get("home")
+            if home is None or kv.value.get("after") is not None:
+                continue
+            if kv.value.get("host") == home or self.view.get(home) == "fenced":
+                value = {k: v for k, v in kv.value.items() if k != "home"}
+                self._write([Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)],
+                            [Put(leases.vm_owner_key(vm), value)])
+
+    def _start_migration(self, vm: str, kv: KeyValue, target: str, why: str, *,
+                         home: str | None = None, extra_ops: list[Op] | None = None,
+                         extra_compare: list[Compare] | None = None) -> None:
+        source = str(kv.value.get("host"))
+        value = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
+        value.update(host=target, after=source, migrate=True)
+        if home is not None:
+            value["home"] = home
+        compare = [Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision),
+                   *(extra_compare or [])]
+        if self._write(compare, [Put(leases.vm_owner_key(vm), value), *(extra_ops or [])]):
+            self.parts.journal.record("vm_migrating", vm=vm, host=source,
+                                      text=f"{vm} moves from {source} to {target} by live "
+                                           f"migration: {why}")
 
     def _gave_up(self, vm: str, kv: KeyValue) -> bool:
         """A VM that kept dying is not moved again after `policy.max_relocate` moves."""
@@ -472,7 +590,8 @@ class Manager:
         for host in self.config.hosts:
             if self.view.get(host.name) not in ("online", "jeopardy"):
                 continue
-            if snapshot.hosts[host.name].lease is None or not snapshot.hosts[host.name].fit:
+            record = snapshot.hosts[host.name]
+            if record.lease is None or not record.fit or record.maintenance is not None:
                 continue
             rooms[host.name] = HostRoom(host.name, host.cpus, host.memory)
         for name, kv in snapshot.owners.items():

@@ -1,16 +1,28 @@
-"""Placement: where VMs go when they must be (re)started. Pure and deterministic: the same
-inputs give the same plan.
+"""Placement: where VMs go when they must be (re)started or moved. Pure and deterministic:
+the same inputs give the same plan.
 
-Rules, in order: VMs are placed by priority (higher first), then by name; a host receives a
-VM only if its free CPUs and memory suffice (never overcommitted); a host that runs a member
-of one of the VM's anti-affinity groups is excluded; a host running a member of one of its
-affinity groups is preferred; then the VM's `prefer` list, in its order; then the host with
-the most free memory, then the name. A VM that fits nowhere is left unplaced (None), and the
-caller keeps it pending and says why.
+Rules, in order:
+1. VMs are placed by priority (higher first), then by name.
+2. A host receives a VM only if its free CPUs and memory suffice: never overcommitted.
+3. Hosts in `avoid[vm]` (where the VM kept dying) are excluded.
+4. A host that runs a member of one of the VM's anti-affinity groups is excluded (two monitors
+   never on one host: seed 001).
+5. Among the rest: hosts that run members of the VM's affinity groups first; then the VM's
+   `prefer` list, in its order; then the host with the most free memory; then the name.
+
+A VM that fits nowhere is left unplaced (None) with the reason, naming what is missing; the
+caller keeps it pending, says so, and tries again when capacity appears.
+
+Which hosts may receive VMs at all (online, fit, not in maintenance, not fenced) is the
+caller's decision: it passes only those as `rooms`.
+
+Speed: VMs without affinity or preferences (the common case) take the fullest-memory host
+from a heap, so planning 10,000 VMs on 256 hosts stays well under a second (bench/placement.py).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +38,14 @@ class HostRoom:
     free_memory: int
     vms: set[str] = field(default_factory=set)
 
+    def fits(self, vm: VM) -> bool:
+        return self.free_cpus >= vm.cpus and self.free_memory >= vm.memory
+
+    def take(self, vm: VM) -> None:
+        self.free_cpus -= vm.cpus
+        self.free_memory -= vm.memory
+        self.vms.add(vm.name)
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -33,8 +53,50 @@ class Placement:
     reasons: dict[str, str]  # for each unplaced VM, what was missing
 
 
-def _groups_of(vm: str, groups: Iterable[Group], rule: str) -> list[Group]:
-    return [g for g in groups if g.rule == rule and vm in g.vms]
+def order(vms: Iterable[VM]) -> list[VM]:
+    """The restart order: priority, then name."""
+    return sorted(vms, key=lambda v: (-v.priority, v.name))
+
+
+class _Groups:
+    def __init__(self, groups: Iterable[Group]) -> None:
+        self.anti: dict[str, list[str]] = {}
+        self.near: dict[str, list[str]] = {}
+        for group in groups:
+            target = self.anti if group.rule == "anti_affinity" else self.near
+            for member in group.vms:
+                target.setdefault(member, []).extend(m for m in group.vms if m != member)
+
+
+class _Fullest:
+    """Rooms ordered by most free memory, then name; stale entries are skipped lazily."""
+
+    def __init__(self, rooms: Mapping[str, HostRoom]) -> None:
+        self.rooms = rooms
+        self.heap = [(-r.free_memory, r.name) for r in rooms.values()]
+        heapq.heapify(self.heap)
+
+    def update(self, room: HostRoom) -> None:
+        heapq.heappush(self.heap, (-room.free_memory, room.name))
+
+    def best(self, vm: VM, excluded: set[str]) -> HostRoom | None:
+        """The fullest-memory room that fits `vm` and is not excluded."""
+        skipped: list[tuple[int, str]] = []
+        found: HostRoom | None = None
+        while self.heap:
+            key = heapq.heappop(self.heap)
+            room = self.rooms[key[1]]
+            if -key[0] != room.free_memory:
+                continue  # stale
+            skipped.append(key)
+            if room.free_memory < vm.memory:
+                break  # nothing further down has more memory
+            if room.free_cpus >= vm.cpus and room.name not in excluded:
+                found = room
+                break
+        for key in skipped:
+            heapq.heappush(self.heap, key)
+        return found
 
 
 def _rank(room: HostRoom, vm: VM, near: list[str]) -> tuple[int, int, int, str]:
@@ -43,47 +105,51 @@ def _rank(room: HostRoom, vm: VM, near: list[str]) -> tuple[int, int, int, str]:
     return (together, preferred, -room.free_memory, room.name)
 
 
+def _why_not(vm: VM, rooms: Mapping[str, HostRoom], excluded_anti: set[str],
+             avoided: set[str]) -> str:
+    no_room = sum(1 for r in rooms.values() if not r.fits(vm))
+    text = (f"needs {vm.cpus} CPUs and {vm.memory // 2**20} MiB; {len(rooms)} eligible "
+            f"hosts, {no_room} without room, {len(excluded_anti & set(rooms))} excluded by "
+            f"anti-affinity")
+    if avoided:
+        text += f", {len(avoided & set(rooms))} where it failed before"
+    if rooms:
+        most = max(rooms.values(), key=lambda r: (r.free_memory, r.name))
+        text += f"; most free: {most.name} with {most.free_cpus} CPUs, " \
+                f"{most.free_memory // 2**20} MiB"
+    return text
+
+
 def plan(
     vms: Iterable[VM],
     rooms: Mapping[str, HostRoom],
     groups: Iterable[Group] = (),
     avoid: Mapping[str, Iterable[str]] | None = None,
 ) -> Placement:
-    """Place `vms` on `rooms` (which this function updates as it assigns). `avoid[vm]`
-    names hosts that must not receive that VM (it failed there)."""
-    group_list = list(groups)
+    """Place `vms` on `rooms` (which this function updates as it assigns)."""
+    relations = _Groups(groups)
+    fullest = _Fullest(rooms)
+    by_name = sorted(rooms.values(), key=lambda r: r.name)
+    where = {vm: room.name for room in by_name for vm in room.vms}
     assignments: dict[str, str | None] = {}
     reasons: dict[str, str] = {}
-    for vm in sorted(vms, key=lambda v: (-v.priority, v.name)):
-        anti = [m for g in _groups_of(vm.name, group_list, "anti_affinity") for m in g.vms
-                if m != vm.name]
-        near = [m for g in _groups_of(vm.name, group_list, "affinity") for m in g.vms
-                if m != vm.name]
-        candidates: list[HostRoom] = []
-        blocked_by_capacity = blocked_by_anti = 0
+    for vm in order(vms):
         avoided = set((avoid or {}).get(vm.name, ()))
-        for room in sorted(rooms.values(), key=lambda r: r.name):
-            if room.name in avoided:
-                continue
-            if room.free_cpus < vm.cpus or room.free_memory < vm.memory:
-                blocked_by_capacity += 1
-            elif any(m in room.vms for m in anti):
-                blocked_by_anti += 1
-            else:
-                candidates.append(room)
-        if not candidates:
+        anti = relations.anti.get(vm.name, [])
+        near = relations.near.get(vm.name, [])
+        excluded_anti = {where[m] for m in anti if m in where}
+        excluded = avoided | excluded_anti
+        if near or vm.prefer:
+            candidates = [r for r in by_name if r.name not in excluded and r.fits(vm)]
+            best = min(candidates, key=lambda r: _rank(r, vm, near)) if candidates else None
+        else:
+            best = fullest.best(vm, excluded)
+        if best is None:
             assignments[vm.name] = None
-            reasons[vm.name] = (
-                f"needs {vm.cpus} CPUs and {vm.memory // 2**20} MiB; "
-                f"{len(rooms)} eligible hosts, {blocked_by_capacity} without room, "
-                f"{blocked_by_anti} excluded by anti-affinity"
-                + (f", {len(avoided & set(rooms))} where it failed before" if avoided else "")
-            )
+            reasons[vm.name] = _why_not(vm, rooms, excluded_anti, avoided)
             continue
-
-        best = min(candidates, key=lambda room: _rank(room, vm, near))
-        best.free_cpus -= vm.cpus
-        best.free_memory -= vm.memory
-        best.vms.add(vm.name)
+        best.take(vm)
+        where[vm.name] = best.name
+        fullest.update(best)
         assignments[vm.name] = best.name
     return Placement(assignments, reasons)

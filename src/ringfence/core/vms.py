@@ -87,11 +87,20 @@ class VmKeeper:
             self.parts.journal.record("hypervisor_error", host=self.host, text=str(exc))
             return
         for vm in sorted(running):
-            if vm not in self.owned and vm not in self.forced:
-                self._stop(vm, running[vm], "its lease is no longer held here")
+            if vm in self.owned or vm in self.forced:
+                continue
+            kv = self.records.get(vm)
+            if (fresh_read and kv is not None and kv.value.get("after") == self.host
+                    and kv.value.get("migrate") and self._migrate_out(vm, kv)):
                 running.pop(vm)
+                continue
+            self._stop(vm, running[vm], "its lease is no longer held here")
+            running.pop(vm)
         if fresh_read:
             self._confirm_handovers(running)
+        for vm in sorted(running):
+            if vm in self.owned and vm not in self.seen and vm not in self.verifying:
+                self.verifying[vm] = now  # arrived by live migration: check it answers here
         crashed = [vm for vm, token in sorted(self.seen.items())
                    if vm not in running and self.owned.get(vm, Assignment(-1, None)).token
                    == token]
@@ -123,6 +132,31 @@ class VmKeeper:
             self.parts.journal.record(
                 "vm_released", host=self.host, vm=vm,
                 text=f"{vm} is stopped on {self.host}: {value.get('host')} may start it")
+
+    def _migrate_out(self, vm: str, kv: KeyValue) -> bool:
+        """The manager moves `vm` from here to another host by live migration. Returns True
+        if it now runs there; on failure the lease comes back here and the VM keeps running."""
+        target = str(kv.value.get("host"))
+        try:
+            self.parts.hypervisor.migrate(vm, target, kv.mod_revision)
+        except HypervisorError as exc:
+            back = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "home")}
+            back["host"] = self.host
+            if self._write_owner(vm, kv, back):
+                self.parts.journal.record("vm_migrate_failed", host=self.host, vm=vm,
+                                          text=f"{vm} could not move to {target}: {exc}; it "
+                                               f"keeps running on {self.host}")
+                self.parts.alerts.send("warning", f"migration of {vm} to {target} failed: "
+                                                  f"{exc}", host=self.host, vm=vm)
+                return True  # still here, and ours again: nothing to stop
+            return False
+        self.seen.pop(vm, None)
+        self.verifying.pop(vm, None)
+        done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
+        self._write_owner(vm, kv, done)
+        self.parts.journal.record("vm_migrated", host=target, vm=vm,
+                                  text=f"{vm} live-migrated from {self.host} to {target}")
+        return True
 
     def _crashed(self, now: float, vm: str) -> None:
         self.parts.journal.record("vm_crashed", host=self.host, vm=vm,

@@ -34,6 +34,14 @@ class Hypervisor(Protocol):
         Raises HypervisorError."""
         ...
 
+    def migrate(self, vm: str, target: str, token: int) -> None:
+        """Live-migrate running `vm` to host `target`, where it continues under `token`.
+        When this returns the VM runs on `target` and no longer here. Raises HypervisorError
+        if the migration failed; the VM then still runs here (the driver aborts cleanly) or,
+        if that can not be known, the caller must treat it as possibly running in both places
+        and stop it here."""
+        ...
+
     def destroy(self, vm: str) -> None:
         """Pull the plug on `vm` at once (self-fence). Destroying a VM that does not run is
         not an error. Raises HypervisorError only when the VM may still be running."""

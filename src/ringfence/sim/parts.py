@@ -79,6 +79,10 @@ class SimHypervisor:
         self._check()
         self.world.vm_stop(self.host, vm)
 
+    def migrate(self, vm: str, target: str, token: int) -> None:
+        self._check()
+        self.world.vm_migrate(self.host, vm, target, token)
+
 
 class SimWatchdog:
     """The hardware watchdog: it belongs to the host, not to the agent, and keeps counting

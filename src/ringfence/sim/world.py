@@ -25,10 +25,16 @@ import numpy as np
 
 from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
-from ringfence.core.leases import MANAGER_KEY, vm_owner_key
+from ringfence.core.leases import (
+    MANAGER_KEY,
+    host_maintenance_key,
+    migrate_request_key,
+    vm_owner_key,
+)
 from ringfence.core.ports import BoolArray, FloatArray, HostReading, IntArray, NicReading
 from ringfence.core.topology import Topology
 from ringfence.fence.base import FenceResult
+from ringfence.hypervisor.base import HypervisorError
 from ringfence.sim.parts import (
     SimAlerts,
     SimClock,
@@ -45,7 +51,7 @@ from ringfence.sim.parts import (
 from ringfence.sim.scenario import Event, Scenario, SimSettings
 from ringfence.sim.store import SimStore, SimStoreClient
 from ringfence.sim.timeline import Timeline
-from ringfence.store.base import Op, Put
+from ringfence.store.base import Delete, Op, Put
 
 IMPLICIT_DATASTORE = "vmstore"  # the datastore of a host whose cluster file names none
 
@@ -334,7 +340,7 @@ class World:
             return local
         if local in ("ineligible", "jeopardy", "degraded") and power == Power.UP:
             return local
-        return view or local or "offline"
+        return view or local or "offline"  # online, maintenance
 
     def host_state_since(self, name: str, t: float) -> float:
         """When the state `host_state(name, t)` began."""
@@ -385,6 +391,22 @@ class World:
     def vm_stop(self, host: str, vm: str) -> None:
         if self.hosts[host].domains.pop(vm, None) is not None:
             self._close_run(vm, host)
+
+    def vm_migrate(self, source: str, vm: str, target: str, token: int) -> None:
+        """Live migration: the guest stops executing on `source` and continues on `target`
+        at the same instant (no overlap, no downtime to speak of)."""
+        src, dst = self.hosts[source], self.hosts[target]
+        if vm not in src.domains:
+            raise HypervisorError(f"{vm} does not run on {source}")
+        if dst.power != Power.UP or not self.talk(source, target):
+            raise HypervisorError(f"{target} can not be reached from {source} for migration")
+        if vm in dst.domains:
+            raise HypervisorError(f"{vm} already exists on {target}")
+        del src.domains[vm]
+        self._close_run(vm, source)
+        dst.domains[vm] = token
+        dst.started_at[vm] = src.started_at.pop(vm, self.now)
+        self._open_run(vm, target)
 
     def _open_run(self, vm: str, host: str) -> None:
         run = Run(vm, host, self.now)
@@ -573,19 +595,35 @@ class World:
         self._power_up(self._host(event))
 
     def _fault_reboot(self, event: Event) -> None:
-        host = self._host(event)
-        if host.power == Power.UP and host.agent is not None:
-            host.agent.shutdown(reboot=True)
-        if host.power != Power.OFF:
-            self._power_down(host, "reboot")
-        self._power_up(host)
+        self._clean_stop(self._host(event), reboot=True)
 
     def _fault_shutdown(self, event: Event) -> None:
-        host = self._host(event)
-        if host.power == Power.UP and host.agent is not None:
-            host.agent.shutdown(reboot=False)
+        self._clean_stop(self._host(event), reboot=False)
+
+    def _clean_stop(self, host: SimHost, *, reboot: bool) -> None:
+        """The operating system's clean shutdown: the agent stops (or drains) first."""
+        agent = host.agent if host.power == Power.UP else None
+        if agent is not None and not agent.begin_shutdown(reboot=reboot):
+            self._wait_for_drain(host, reboot, host.boot)
+            return
+        self._power_cycle(host, reboot)
+
+    def _wait_for_drain(self, host: SimHost, reboot: bool, boot: int) -> None:
+        def check() -> None:
+            if host.boot != boot:
+                return  # something else (a fence, a power cut) ended this boot
+            if host.agent is not None and host.agent.mode != "stopped":
+                self._wait_for_drain(host, reboot, boot)
+                return
+            self._power_cycle(host, reboot)
+
+        self.at(self.now + self.config.timing.heartbeat_interval, check)
+
+    def _power_cycle(self, host: SimHost, reboot: bool) -> None:
         if host.power != Power.OFF:
-            self._power_down(host, "shutdown")
+            self._power_down(host, "reboot" if reboot else "shutdown")
+        if reboot:
+            self._power_up(host)
 
     def _fault_hang(self, event: Event) -> None:
         host = self._host(event)
@@ -719,3 +757,30 @@ class World:
                               f"the host is {host.power}")
             return
         host.agent.force_start(event.vm, event.operator, list(event.confirm_down))
+
+    # ---------------------------------------------------------------- operator actions
+    def _operator_write(self, what: str, ops: list[Op]) -> bool:
+        """An operator's command goes to the store (through any host that reaches it)."""
+        if not self.store.available(self.now) or not any(self.store_ok.values()):
+            self.journal("operator_refused", text=f"{what}: the store has no quorum")
+            return False
+        self.store.expire(self.now)
+        self.store.txn([], ops, None)
+        return True
+
+    def _fault_maintenance(self, event: Event) -> None:
+        host = self._host(event)
+        key = host_maintenance_key(host.name)
+        if event.on:
+            if self._operator_write(f"maintenance on {host.name}",
+                                    [Put(key, {"by": "operator", "reason": "maintenance"})]):
+                self.journal("maintenance_on", host=host.name,
+                             text=f"operator puts {host.name} in maintenance: drain it")
+        elif self._operator_write(f"maintenance off {host.name}", [Delete(key)]):
+            self.journal("maintenance_off", host=host.name,
+                         text=f"operator takes {host.name} out of maintenance")
+
+    def _fault_migrate(self, event: Event) -> None:
+        assert event.vm is not None and event.to is not None
+        self._operator_write(f"migrate {event.vm}", [
+            Put(migrate_request_key(event.vm), {"to": event.to, "by": "operator"})])
