@@ -108,6 +108,7 @@ class Agent:
         self.failsafe = False
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
         self.published_health: tuple[str, tuple[str, ...]] | None = None
+        self.published_links: tuple[int, str] | None = None
         self.watchdog_armed = False
         self.said_waiting = False
         self.status = "starting"
@@ -139,6 +140,7 @@ class Agent:
             if not self.failsafe:
                 fresh_read = self.vms.refresh()
                 self._publish_health()
+                self._publish_links()
                 self.vms.reconcile(now, fresh_read=fresh_read, unfit=self._unfit(),
                                    may_start=self._may_start_vms())
                 self.manager.tick(now)
@@ -210,6 +212,31 @@ class Agent:
         except StoreUnavailable:
             return
         self.published_health = current
+
+    def _publish_links(self) -> None:
+        """Our own view of every peer's links, for `ringfence status` and the dashboard.
+        Written only when it changes."""
+        if self.lease_id is None:
+            return
+        published = (self.membership.version, self.local_state())
+        if published == self.published_links:
+            return
+        peers: dict[str, object] = {}
+        for peer in self.manager.host_names:
+            if peer == self.host:
+                continue
+            alive, dead = self.membership.links_of(peer)
+            peers[peer] = {"state": str(self.membership.state(peer)), "alive": list(alive),
+                           "dead": list(dead)}
+        view: dict[str, object] = {"state": published[1], "peers": peers,
+                                   "incarnation": self.incarnation}
+        try:
+            self.parts.store.txn(
+                [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
+                [Put(leases.host_links_key(self.host), view, self.lease_id)])
+        except StoreUnavailable:
+            return
+        self.published_links = published
 
     # ----------------------------------------------------------------- heartbeats
     def _flags(self) -> int:

@@ -66,4 +66,5 @@ EVENT_KINDS: dict[str, str] = {
     "maintenance_on": "an operator put a host in maintenance",
     "maintenance_off": "an operator took a host out of maintenance",
     "operator_refused": "an operator action could not be carried out",
+    "watchdog_missing": "an agent runs without a watchdog (--unsafe-no-watchdog)",
 }

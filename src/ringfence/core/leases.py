@@ -51,6 +51,11 @@ def host_health_key(host: str) -> str:
     return f"hosts/{host}/health"
 
 
+def host_links_key(host: str) -> str:
+    """Attached to the host's lease: its own view of each peer's heartbeat links."""
+    return f"hosts/{host}/links"
+
+
 def host_maintenance_key(host: str) -> str:
     """Not leased (maintenance survives reboots): `{"by": operator, "reason": ...}`."""
     return f"hosts/{host}/maintenance"

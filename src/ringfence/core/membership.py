@@ -50,6 +50,7 @@ class Membership:
         self.views: BoolArray = np.zeros((n, n), dtype=np.bool_)
         self.flags: IntArray = np.zeros(n, dtype=np.int64)
         self.states: list[PeerState] = [PeerState.UNKNOWN] * n
+        self.version = 0  # bumped whenever a peer's state or links change
         self.counts: dict[PeerState, int] = dict.fromkeys(PeerState, 0)
         self.counts[PeerState.UNKNOWN] = n
 
@@ -64,6 +65,7 @@ class Membership:
             return []
         changed_rows = np.flatnonzero(differs.any(axis=1))
         self.link_alive = alive
+        self.version += 1
         changes: list[PeerChange] = []
         for p in changed_rows.tolist():
             new = self._state_of(p)
@@ -92,6 +94,10 @@ class Membership:
         alive = tuple(names[j] for j in np.flatnonzero(self.link_alive[p] & self.shared[p]))
         dead = tuple(names[j] for j in np.flatnonzero(~self.link_alive[p] & self.shared[p]))
         return alive, dead
+
+    def links_of(self, host: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(alive, dead) heartbeat links to `host`."""
+        return self._links_of(self.topology.index(host))
 
     def heard(self) -> BoolArray:
         """Hosts heard on at least one link, this host included (what our heartbeats carry)."""

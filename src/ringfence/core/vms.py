@@ -53,6 +53,7 @@ class VmKeeper:
         self.records: dict[str, KeyValue] = {}
         self.owned: dict[str, Assignment] = {}
         self.revision = -1
+        self.confirmed_revision = -1  # the records we last checked for handovers
         self.seen: dict[str, int] = {}  # VMs seen running here, with their token
         self.restarts: dict[str, deque[float]] = {}
         self.verifying: dict[str, float] = {}
@@ -96,7 +97,8 @@ class VmKeeper:
                 continue
             self._stop(vm, running[vm], "its lease is no longer held here")
             running.pop(vm)
-        if fresh_read:
+        if fresh_read and self.revision != self.confirmed_revision:
+            self.confirmed_revision = self.revision
             self._confirm_handovers(running)
         for vm in sorted(running):
             if vm in self.owned and vm not in self.seen and vm not in self.verifying:
