@@ -629,19 +629,17 @@ def _timing_findings(config: ClusterConfig, out: _Findings) -> None:
     out.add("info", "timing_watchdog", None,
             f"watchdog_timeout ({_dur(wd)}) is {_dur(ttl - wd)} shorter than host_lease_ttl "
             f"({_dur(ttl)})")
-    headroom = ttl - sm - wd
-    if headroom >= 0:
-        out.add("info", "timing_headroom", None,
-                f"a host that can not renew stops petting its watchdog at host_lease_ttl - "
-                f"safety_margin ({_dur(ttl - sm)}) and is reset by {_dur(ttl - sm + wd)}, "
-                f"{_dur(headroom)} before its lease can expire")
-    else:
-        out.add("warning", "timing_headroom", None,
-                f"host_lease_ttl - safety_margin - watchdog_timeout is {_dur(headroom)}: a hung "
-                f"host may run for up to {_dur(-headroom)} after its lease expired, and safety "
-                f"rests on the manager waiting watchdog_timeout + clock_margin "
-                f"({_dur(watchdog_wait(t))}) alone; lower watchdog_timeout or safety_margin, "
-                "or raise host_lease_ttl")
+    # After its last renewal a cut-off host stops its VMs at ttl - sm and, if hung instead,
+    # is reset by its watchdog at most ttl - sm + wd later; the store drops the lease no
+    # earlier than ttl, and the manager waits wd + clock_margin more before moving anything.
+    reset_by = ttl - sm + wd
+    moved_from = ttl + watchdog_wait(t)
+    out.add("info", "timing_headroom", None,
+            f"after its last renewal, a host cut off from the store stops its VMs at "
+            f"{_dur(ttl - sm)} (host_lease_ttl - safety_margin) and, if it hangs instead, its "
+            f"watchdog resets it by {_dur(reset_by)}; its VMs move no earlier than "
+            f"{_dur(moved_from)} (host_lease_ttl + watchdog_timeout + clock_margin): "
+            f"{_dur(moved_from - reset_by)} of margin (safety_margin + clock_margin)")
     interval, timeout = t.heartbeat_interval, t.effective_heartbeat_timeout
     if 3 * interval > timeout + 1e-9:
         out.add("warning", "timing_heartbeat", None,

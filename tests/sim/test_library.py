@@ -39,7 +39,7 @@ def test_library_scenario_passes(path: Path) -> None:
 
 
 def test_same_file_and_seed_give_byte_identical_json() -> None:
-    path = str(SCENARIOS / "split-site-with-quorum-server.yaml")
+    path = str(SCENARIOS / "004-split-site-with-quorum-server.yaml")
     first = ringfence("simulate", path, "--json", "--seed", "3", env={"PYTHONHASHSEED": "1"})
     second = ringfence("simulate", path, "--json", "--seed", "3", env={"PYTHONHASHSEED": "2"})
     assert first.returncode == 0, first.stderr
@@ -51,7 +51,7 @@ def test_same_file_and_seed_give_byte_identical_json() -> None:
 
 
 def test_false_expectation_exits_1_and_names_it(tmp_path: Path) -> None:
-    data = yaml.safe_load((SCENARIOS / "host-power-loss-3-hosts.yaml").read_text())
+    data = yaml.safe_load((SCENARIOS / "003-host-power-loss-3-hosts.yaml").read_text())
     data["expect"] = [{"vm": "erp", "running_on": "host2", "at": "60s"}]
     path = tmp_path / "wrong.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -69,7 +69,7 @@ def test_false_expectation_exits_1_and_names_it(tmp_path: Path) -> None:
 
 
 def test_invalid_file_exits_2_naming_the_field(tmp_path: Path) -> None:
-    text = (SCENARIOS / "host-power-loss-3-hosts.yaml").read_text()
+    text = (SCENARIOS / "003-host-power-loss-3-hosts.yaml").read_text()
     path = tmp_path / "bad.yaml"
     path.write_text(text.replace("memory: 128GiB}", "memory: lots}", 1))
     result = ringfence("simulate", str(path))

@@ -54,6 +54,7 @@ from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
 TIMER_SLACK = 1e-6
 PROBE_INTERVAL = 1.0
 DRAIN_TIMEOUT = 120.0  # shutdown policy `migrate`: how long a shutdown waits for the drain
+ALERT_HOLD = 600.0  # a flapping link alerts once per peer in this long, not at every flap
 DEPARTURE_KEY = "failsafe_departure"
 
 
@@ -109,6 +110,7 @@ class Agent:
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
         self.published_health: tuple[str, tuple[str, ...]] | None = None
         self.published_links: tuple[int, str] | None = None
+        self.jeopardy_alerted: dict[str, float] = {}
         self.watchdog_armed = False
         self.said_waiting = False
         self.status = "starting"
@@ -250,14 +252,14 @@ class Agent:
     def _exchange_heartbeats(self, now: float) -> None:
         changes = self.membership.observe(now, self.parts.transport.receive())
         for change in changes:
-            self._journal_peer_change(change)
+            self._journal_peer_change(change, now)
         if self.store_lost_since is not None or self.lease_id is None:
             for host in self.manager.host_names:
                 if host != self.host and self.membership.flags_of(host) & FLAG_LEAVING:
                     self.departed.add(host)
         self.parts.transport.send(self.membership.heard(), self._flags())
 
-    def _journal_peer_change(self, change: PeerChange) -> None:
+    def _journal_peer_change(self, change: PeerChange, now: float) -> None:
         journal, me = self.parts.journal, self.host
         if change.new == PeerState.LOST:
             journal.record(
@@ -269,7 +271,10 @@ class Agent:
             text = (f"{me} hears {change.peer} only on {', '.join(change.alive_links)} "
                     f"(lost: {', '.join(change.dead_links)})")
             journal.record("jeopardy", host=me, text=text)
-            self.parts.alerts.send("warning", f"heartbeat link lost: {text}", host=me)
+            last = self.jeopardy_alerted.get(change.peer)
+            if last is None or now - last >= ALERT_HOLD:
+                self.jeopardy_alerted[change.peer] = now
+                self.parts.alerts.send("warning", f"heartbeat link lost: {text}", host=me)
         elif change.new == PeerState.UP and change.old in (PeerState.JEOPARDY, PeerState.LOST):
             journal.record("heartbeat_restored", host=change.peer,
                            text=f"{me} hears {change.peer} on every link again")

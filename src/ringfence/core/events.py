@@ -49,7 +49,6 @@ EVENT_KINDS: dict[str, str] = {
     "vm_start_failed": "a hypervisor refused to start a VM",
     "vm_stop_failed": "a hypervisor failed to stop a VM",
     "hypervisor_error": "the hypervisor could not be asked",
-    "fault_ignored": "the simulator does not model a scenario event",
     "storage_writable": "a datastore passes its write probe again",
     "host_healthy": "a host passes every fitness check again",
     "memory_errors": "new corrected memory errors were reported",
@@ -67,4 +66,5 @@ EVENT_KINDS: dict[str, str] = {
     "maintenance_off": "an operator took a host out of maintenance",
     "operator_refused": "an operator action could not be carried out",
     "watchdog_missing": "an agent runs without a watchdog (--unsafe-no-watchdog)",
+    "reboot_overdue": "a cleanly rebooted host did not come back in time: its VMs move",
 }

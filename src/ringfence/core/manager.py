@@ -34,6 +34,8 @@ from ringfence.store.base import Compare, Delete, KeyValue, Op, Put, StoreUnavai
 if TYPE_CHECKING:
     from ringfence.core.agent import Agent, AgentParts
 
+REBOOT_GRACE = 300.0  # how long a cleanly rebooting host keeps its VMs (policy freeze/conditional)
+
 
 @dataclass(frozen=True)
 class HostRecord:
@@ -157,6 +159,8 @@ class Manager:
         self.fencing: dict[str, FenceJob] = {}
         self.fence_failed: dict[str, int] = {}  # host -> info revision whose fencing failed
         self.pending: dict[str, str] = {}  # vm -> why it could not be placed
+        self.now = 0.0
+        self.rebooting_since: dict[tuple[str, int], float] = {}
         self.view: dict[str, str] = {}
         self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
 
@@ -180,6 +184,7 @@ class Manager:
 
     # ----------------------------------------------------------------- cycle
     def tick(self, now: float) -> None:
+        self.now = now
         try:
             snapshot = self._read()
             if not self._lead(now, snapshot):
@@ -582,8 +587,23 @@ class Manager:
             return True
         reason = record.offline.value.get("reason") if record.offline else "shutdown"
         policy = self.config.policy.shutdown
-        return policy in ("failover", "migrate") or (policy == "conditional"
-                                                     and reason != "reboot")
+        if policy in ("failover", "migrate") or (policy == "conditional" and reason != "reboot"):
+            return True
+        return self._reboot_overdue(owner, record)
+
+    def _reboot_overdue(self, host: str, record: HostRecord) -> bool:
+        """A host that rebooted cleanly keeps its VMs (frozen) only for `REBOOT_GRACE`: a
+        reboot that never comes back must not keep them down for good."""
+        since = self.rebooting_since.setdefault((host, record.incarnation), self.now)
+        if self.now - since < REBOOT_GRACE:
+            return False
+        if since >= 0:
+            self.rebooting_since[(host, record.incarnation)] = -1.0  # say it once
+            text = (f"{host} rebooted cleanly {REBOOT_GRACE:g}s ago and is not back: "
+                    f"restarting its VMs elsewhere")
+            self.parts.journal.record("reboot_overdue", host=host, text=text)
+            self.parts.alerts.send("critical", text, host=host)
+        return True
 
     def _rooms(self, snapshot: ClusterSnapshot) -> dict[str, HostRoom]:
         rooms: dict[str, HostRoom] = {}

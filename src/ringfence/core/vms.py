@@ -130,7 +130,9 @@ class VmKeeper:
             if kv.value.get("after") != self.host or vm in running:
                 continue
             value = {k: v for k, v in kv.value.items() if k != "after"}
-            self._write_owner(vm, kv, value)
+            if not self._write_owner(vm, kv, value):
+                self.confirmed_revision = -1  # try again next cycle
+                continue
             self.parts.journal.record(
                 "vm_released", host=self.host, vm=vm,
                 text=f"{vm} is stopped on {self.host}: {value.get('host')} may start it")

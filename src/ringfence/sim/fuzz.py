@@ -35,7 +35,8 @@ from ringfence.sim.scenario import parse_scenario
 FAULT_KINDS = (
     "power_off", "power_on", "reboot", "shutdown", "hang", "resume", "link_down", "link_up",
     "link_flap", "partition", "heal", "witness_down", "witness_up", "rename_nics",
-    "storage_fail", "storage_ok", "memory_errors", "vm_crash", "force_start",
+    "storage_fail", "storage_ok", "memory_errors", "vm_crash", "force_start", "maintenance",
+    "migrate",
 )
 
 
@@ -44,7 +45,7 @@ class FuzzOptions:
     runs: int = 100
     seed: int = 0
     hosts: int | None = None  # None: 2-16
-    vms: int | None = None  # None: 1-3 per host
+    vms: int | None = None  # None: 1 to 3 x hosts in all
     duration: float = 180.0
     events: int = 12  # faults per run, on average
     kinds: tuple[str, ...] = FAULT_KINDS
@@ -129,8 +130,9 @@ def random_events(rng: random.Random, cluster: dict[str, Any], duration: float,
     return sorted(events, key=lambda e: float(e["at"][:-1]))
 
 
-UNDO = {"hang": "resume", "partition": "heal", "link_down": "link_up", "power_off": "power_on",
-        "storage_fail": "storage_ok", "witness_down": "witness_up", "shutdown": "power_on"}
+UNDO = {"maintenance": "maintenance", "hang": "resume", "partition": "heal",
+        "link_down": "link_up", "power_off": "power_on", "storage_fail": "storage_ok",
+        "witness_down": "witness_up", "shutdown": "power_on"}
 
 
 def _undo(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -138,6 +140,8 @@ def _undo(event: dict[str, Any]) -> dict[str, Any] | None:
     if kind is None:
         return None
     keep = {k: v for k, v in event.items() if k in ("host", "network", "witness", "datastore")}
+    if event["do"] == "maintenance":
+        keep["on"] = False
     if kind == "heal":
         keep = {"networks": event["networks"]} if "networks" in event else {}
     return {"do": kind, **keep}
@@ -179,6 +183,10 @@ def _one_event(rng: random.Random, kind: str, hosts: list[str], witnesses: list[
         event.update(host=host, count=rng.randint(1, 20))
     elif kind == "vm_crash":
         event["vm"] = rng.choice(vms)
+    elif kind == "maintenance":
+        event.update(host=host, on=True)
+    elif kind == "migrate":
+        event.update(vm=rng.choice(vms), to=host)
     elif kind == "force_start":
         others = [h for h in hosts if h != host]
         honest = all(h in fenced for h in others) and rng.random() < 0.7

@@ -47,6 +47,12 @@ class SimTransport:
         if world.packet_loss > 0:
             connected = connected & (world.rng_np.random(connected.shape) >= world.packet_loss)
         sent = world.last_sent[:, None] * self.rate
+        if world.jitter > 0:
+            # A heartbeat sent less than its random delay ago has not arrived yet: the
+            # receiver still has the one before it (a heartbeat interval older).
+            delay = world.rng_np.random(connected.shape) * world.jitter
+            late = (world.now - world.last_sent)[:, None] < delay
+            sent = np.where(late, sent - world.interval * self.rate, sent)
         heard_at = np.where(connected, sent, -np.inf)
         valid: BoolArray = np.asarray(connected.any(axis=1))
         return HeartbeatBatch(heard_at, world.last_payload, valid, world.last_flags)

@@ -89,7 +89,7 @@ EVENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "reboot": (("host",), ()),
     "shutdown": (("host",), ()),
     "hang": (("host",), ("watchdog",)),
-    "resume": (("host",), ("watchdog",)),
+    "resume": (("host",), ()),
     "link_down": (("host", "network"), ()),
     "link_up": (("host", "network"), ()),
     "link_flap": (("host", "network", "count"), ()),

@@ -2,8 +2,8 @@
 store whose quorum follows connectivity, hypervisors whose domains are the ground truth, and
 hardware watchdogs. The real `Agent` (with its `Manager`) runs on every simulated host.
 
-Determinism: one event heap ordered by (time, insertion number), one seeded `random.Random`
-and one seeded numpy generator per run, no iteration over unordered sets. The same scenario
+Determinism: one event heap ordered by (time, insertion number), one seeded numpy generator
+per run (packet loss and jitter), no iteration over unordered sets. The same scenario
 and seed give the same history, byte for byte.
 
 Connectivity rules (from the scenario contract): two endpoints talk while they share a network
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -148,9 +147,10 @@ class World:
         self.config: ClusterConfig = with_interfaces(scenario.cluster)
         self.settings: SimSettings = scenario.sim
         self.seed = seed
-        self.rng = random.Random(seed)
         self.rng_np = np.random.default_rng(seed)
         self.packet_loss = self.settings.packet_loss
+        self.jitter = self.settings.link_jitter
+        self.interval = scenario.cluster.timing.heartbeat_interval
         self.topology = Topology.from_config(self.config)
         self.now = 0.0
         self.heap: list[tuple[float, int, Callable[[], None]]] = []
@@ -576,10 +576,7 @@ class World:
         if event.do == "hang":
             detail["watchdog"] = event.watchdog
         self.faults.append(Fault(self.now, event.do, detail))
-        handler = getattr(self, f"_fault_{event.do}", None)
-        if handler is None:
-            self.journal("fault_ignored", text=f"the simulator does not model '{event.do}' yet")
-            return
+        handler = getattr(self, f"_fault_{event.do}")  # every kind of the schema has one
         handler(event)
 
     def _host(self, event: Event) -> SimHost:
