@@ -48,6 +48,36 @@ def _build_parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--out", default="fuzz-out", help="where a reproducing scenario goes")
     fuzz.add_argument("--json", action="store_true")
 
+    demo = commands.add_parser("demo", help="a real cluster on this machine, a fault, a failover")
+    demo.add_argument("--hosts", type=int, default=3)
+    demo.add_argument("--vms", type=int, default=6)
+    demo.add_argument("--fault", default="power_off", help="power_off (default), hang, "
+                                                          "vm_crash or none")
+    demo.add_argument("--fault-at", default="20s", help="when, after every VM runs")
+    demo.add_argument("--duration", default=None, help="stop after this long (e.g. 60s)")
+    demo.add_argument("--port", type=int, default=8080, help="dashboard port (0: none)")
+    demo.add_argument("--no-browser", action="store_true")
+    demo.add_argument("--no-fencing", action="store_true",
+                      help="no power fence agents: recovery takes the watchdog path")
+    demo.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+
+    agent = commands.add_parser("agent", help="run the host agent of one host")
+    agent.add_argument("--config", required=True, metavar="CLUSTER.yaml")
+    agent.add_argument("--host", required=True, metavar="NAME")
+    agent.add_argument("--state-dir", default="/var/lib/ringfence",
+                       help="journal, local state and process VMs (default /var/lib/ringfence)")
+    agent.add_argument("--watchdog", choices=["auto", "linux", "process"], default="auto",
+                       help="auto: /dev/watchdog; process: a supervisor process (demo, tests)")
+    agent.add_argument("--unsafe-no-watchdog", action="store_true",
+                       help="run without any watchdog (a hung host can not be reset)")
+    agent.add_argument("--disk-file", default=None,
+                       help="the process hypervisor's shared disk file (demo, tests)")
+    agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
+
+    status = commands.add_parser("status", help="hosts, quorum, VMs and leases of a cluster")
+    status.add_argument("--config", default=None, metavar="CLUSTER.yaml")
+    status.add_argument("--json", action="store_true")
+
     check = commands.add_parser("check", help="validate a cluster or scenario file and find "
                                                 "single failures that would hurt")
     check.add_argument("file", metavar="CLUSTER.yaml")
@@ -89,6 +119,54 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.violations else EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ringfence.demo import FAULTS, DemoOptions, run_demo
+    from ringfence.units import parse_duration
+
+    def duration(option: str, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"--{option}: {exc}") from None
+
+    if args.fault not in FAULTS:
+        raise ConfigError(f"--fault: expected one of {', '.join(FAULTS)}, got {args.fault!r}")
+    if args.hosts < 2 or args.hosts > 9:
+        raise ConfigError(f"--hosts: expected 2 to 9 hosts, got {args.hosts}")
+    if args.vms < 1:
+        raise ConfigError(f"--vms: expected at least 1, got {args.vms}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port: expected 0 to 65535, got {args.port}")
+    options = DemoOptions(hosts=args.hosts, vms=args.vms, fault=args.fault,
+                          fault_at=duration("fault-at", args.fault_at) or 0.0,
+                          duration=duration("duration", args.duration), port=args.port,
+                          fencing=not args.no_fencing, browser=not args.no_browser,
+                          as_json=args.json)
+    return run_demo(options)
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ringfence.agent.runtime import AgentOptions, run_agent
+    from ringfence.config import load_cluster
+
+    config = load_cluster(args.config)
+    options = AgentOptions(
+        state_dir=Path(args.state_dir), watchdog=args.watchdog,
+        unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
+        disk_file=Path(args.disk_file) if args.disk_file else None)
+    return run_agent(config, args.host, options)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ringfence.status import run_status
+
+    return run_status(args.config, as_json=args.json)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from ringfence.check import run_check
 
@@ -113,7 +191,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz}
+    handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
+                "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

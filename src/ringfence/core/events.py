@@ -66,5 +66,6 @@ EVENT_KINDS: dict[str, str] = {
     "maintenance_off": "an operator took a host out of maintenance",
     "operator_refused": "an operator action could not be carried out",
     "watchdog_missing": "an agent runs without a watchdog (--unsafe-no-watchdog)",
+    "vm_adopted": "a VM of the cluster file got its first lease record",
     "reboot_overdue": "a cleanly rebooted host did not come back in time: its VMs move",
 }

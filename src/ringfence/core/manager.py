@@ -34,6 +34,7 @@ from ringfence.store.base import Compare, Delete, KeyValue, Op, Put, StoreUnavai
 if TYPE_CHECKING:
     from ringfence.core.agent import Agent, AgentParts
 
+TTL_RESOLUTION = 1.05  # etcd's time-to-live is whole seconds
 REBOOT_GRACE = 300.0  # how long a cleanly rebooting host keeps its VMs (policy freeze/conditional)
 
 
@@ -197,6 +198,7 @@ class Manager:
             self._set_view(self.host, "maintenance" if own.maintenance is not None
                            else self.agent.local_state())
             self._poll_fencing(now, snapshot)
+            self._adopt_new_vms(snapshot)
             self._force_requests(snapshot)
             self._confirm_stopped_holders(snapshot)
             self._recover(snapshot)
@@ -307,10 +309,14 @@ class Manager:
                      f"{ttl if ttl is not None else 0:.1f}s left")
         if host not in self.parts.fence_agents or host in self.fencing:
             return
+        if not self.agent.membership.ever_heard(host):
+            return  # never heard since we started: it may just be booting; the lease decides
         if self.fence_failed.get(host) == record.info_revision:
             return
+        # etcd reports time-to-live in whole seconds: a renewal shows as more than a second
+        # above what the countdown since the suspicion began leaves.
         renewed = (ttl is not None and suspicion.ttl_at_start is not None
-                   and ttl > suspicion.ttl_at_start - (now - suspicion.since) + 0.05)
+                   and ttl > suspicion.ttl_at_start - (now - suspicion.since) + TTL_RESOLUTION)
         if fast_fence_allowed(
             suspect_for=now - suspicion.since, renewed_since=renewed,
             others_heard=self.agent.membership.others_heard(host),
@@ -395,6 +401,7 @@ class Manager:
             # The host is off; end its lease so that nothing mistakes it for alive.
             self.parts.store.revoke(record.lease.lease)
         self.suspects.pop(host, None)
+        self._set_view(host, "fenced")  # its VMs may move in this same cycle
         self.parts.journal.record("host_fenced", host=host, text=f"{host} fenced by {method}: "
                                                                   f"{detail}")
         self.parts.alerts.send("critical", f"{host} fenced by {method}", host=host)
@@ -513,6 +520,20 @@ class Manager:
             self.parts.journal.record("vm_migrating", vm=vm, host=source,
                                       text=f"{vm} moves from {source} to {target} by live "
                                            f"migration: {why}")
+
+    def _adopt_new_vms(self, snapshot: ClusterSnapshot) -> None:
+        """A VM in the cluster file that the store does not know yet: its record starts on
+        the host the file names (or none: then placement and admission control decide)."""
+        for vm in sorted(self.vm_specs):
+            if vm in snapshot.owners:
+                continue
+            host = self.vm_specs[vm].host
+            if self._write([Compare.absent(leases.vm_owner_key(vm))],
+                           [Put(leases.vm_owner_key(vm), {"host": host})]):
+                self.parts.journal.record(
+                    "vm_adopted", vm=vm, host=host,
+                    text=f"{vm} is new to the cluster: "
+                         + (f"it starts on {host}" if host else "placement decides where"))
 
     def _gave_up(self, vm: str, kv: KeyValue) -> bool:
         """A VM that kept dying is not moved again after `policy.max_relocate` moves."""

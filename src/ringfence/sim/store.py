@@ -100,13 +100,18 @@ class SimStore:
 
     def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None
             ) -> TxnResult:
+        for branch in (success, failure or []):
+            keys = [op.key for op in branch]
+            if len(keys) != len(set(keys)):
+                raise ValueError("duplicate key given in txn request")  # etcd refuses it too
         ok = all(c.holds(self.kv.get(c.key)) for c in compare)
         ops = success if ok else (failure or [])
         if any(isinstance(op, Put) and op.lease and op.lease not in self.leases for op in ops):
             return TxnResult(False, self.rev)
-        if ops:
+        changes = [op for op in ops if isinstance(op, Put) or op.key in self.kv]
+        if changes:  # like etcd: deleting what is not there writes nothing
             self.rev += 1
-            for op in ops:
+            for op in changes:
                 self._apply(op)
         return TxnResult(ok, self.rev)
 

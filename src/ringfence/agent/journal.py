@@ -1,0 +1,83 @@
+"""The host's own journal: every event appended as one JSON line to a local file, and echoed
+as a log line (plain or JSON) on standard error.
+
+This is the host's view that survives a lost store (the incident tooling merges the hosts'
+files). A journal that can not write keeps going: the event is still logged, and the failure is
+counted, because losing a log line must never stop a decision cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ringfence.core.ports import Journal
+
+
+class FileJournal:
+    def __init__(self, path: Path, host: str, *, echo: TextIO | None = sys.stderr,
+                 echo_json: bool = False) -> None:
+        self.path = path
+        self.host = host
+        self.echo = echo
+        self.echo_json = echo_json
+        self.write_errors = 0
+        self.seq = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
+               text: str = "") -> None:
+        self.seq += 1
+        entry: dict[str, Any] = {
+            "t": round(time.time(), 3),  # wall clock: for people and reports only
+            "mono": round(time.monotonic(), 3),
+            "seq": self.seq, "by": self.host, "kind": kind, "host": host, "vm": vm, "text": text,
+        }
+        line = json.dumps(entry, ensure_ascii=False)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            self.write_errors += 1
+        if self.echo is not None:
+            if self.echo_json:
+                self.echo.write(line + "\n")
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(entry["t"]))
+                about = "/".join(x for x in (host, vm) if x)
+                self.echo.write(f"{stamp} {self.host} {kind:<20} {about:<16} {text}\n")
+            self.echo.flush()
+
+
+class JournalAlerts:
+    """Alerts as journal events (`alert_sent`). Routes to Alertmanager, webhooks, e-mail and
+    the dead-man's switch are the alerting module's job; this sink never raises."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def send(self, severity: str, text: str, *, host: str | None = None,
+             vm: str | None = None) -> None:
+        self.journal.record("alert_sent", host=host, vm=vm, text=f"[{severity}] {text}")
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed line of a journal file (a torn last line is skipped)."""
+    entries: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return entries
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries

@@ -1,0 +1,241 @@
+"""`ringfence agent`: the real runtime around the same `Agent` the simulator runs.
+
+It builds the real parts (monotonic clock, UDP heartbeats, the configured store, hypervisor,
+watchdog, fence agents, probes, a local journal and local state) and drives `Agent.tick` on a
+fixed grid of `heartbeat_interval` from an asyncio loop; the tick itself runs in a worker
+thread, so a slow store call delays a cycle but never signal handling. SIGTERM or SIGINT: a
+clean stop (the shutdown policy applies: VMs are stopped or drained, the store is told, the
+watchdog is closed), bounded by `DRAIN_TIMEOUT`; a second signal stops at once.
+
+Failure semantics: a missing address, port, key or watchdog is a start-up error that names the
+field (exit 2), never a traceback. Without a watchdog the agent refuses to run HA unless
+`--unsafe-no-watchdog` is given, and then says so in its journal at every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringfence.agent.journal import FileJournal, JournalAlerts
+from ringfence.agent.transport import LinkEndpoints, UdpTransport
+from ringfence.config import ClusterConfig
+from ringfence.core.agent import Agent, AgentMode, AgentParts
+from ringfence.core.ports import GuestChecks, Probes
+from ringfence.core.topology import Topology
+from ringfence.errors import ConfigError
+from ringfence.fence.base import FenceAgent, Watchdog
+from ringfence.hypervisor.base import Hypervisor
+
+STOP_TIMEOUT = 150.0
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class NoWatchdog:
+    """`--unsafe-no-watchdog`: nothing resets a hung host. Journaled loudly at start."""
+
+    def arm(self, timeout: float) -> None:
+        return None
+
+    def pet(self) -> None:
+        return None
+
+    def disarm(self) -> None:
+        return None
+
+
+@dataclass
+class AgentOptions:
+    state_dir: Path
+    watchdog: str = "auto"  # auto | linux | process | none
+    unsafe_no_watchdog: bool = False
+    log_json: bool = False
+    disk_file: Path | None = None  # the `process` hypervisor's shared "disk"
+    on_status: Callable[[str], None] | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+def read_key(config: ClusterConfig) -> bytes:
+    if config.key_file is None:
+        raise ConfigError("key_file: the heartbeat key is required to run an agent (a file "
+                          "with at least 32 random bytes)", path="key_file")
+    try:
+        key = Path(config.key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"key_file: can not read {config.key_file}: {exc.strerror}",
+                          path="key_file") from None
+    if len(key) < 32:
+        raise ConfigError(f"key_file: {config.key_file} holds {len(key)} bytes; at least 32 "
+                          f"random bytes are needed", path="key_file")
+    return key
+
+
+def heartbeat_links(config: ClusterConfig) -> list[LinkEndpoints]:
+    """Where every host listens on every heartbeat network (from `interfaces.*.address` and
+    the network's `port`)."""
+    topology = Topology.from_config(config)
+    links = []
+    for j, name in enumerate(topology.links):
+        port = config.network(name).port or 5405 + j
+        addresses = []
+        for i, host in enumerate(config.hosts):
+            interface = host.interfaces.get(name)
+            if interface is None or not interface.address:
+                raise ConfigError(
+                    f"hosts[{i}].interfaces.{name}.address: the agent needs {host.name}'s "
+                    f"address on heartbeat network {name}", path=f"hosts[{i}].interfaces")
+            addresses.append((interface.address, port))
+        links.append(LinkEndpoints(name, addresses))
+    return links
+
+
+def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions
+                ) -> tuple[Hypervisor, GuestChecks | None]:
+    spec = config.host(host)
+    kind = spec.hypervisor or "process"
+    if kind == "process":
+        from ringfence.hypervisor.process import ProcessGuestChecks, ProcessHypervisor
+
+        state = options.state_dir / "vms" / host
+        disk = options.disk_file or options.state_dir / "disk.jsonl"
+        return ProcessHypervisor(host, state, disk), ProcessGuestChecks(state)
+    from ringfence.hypervisor.libvirt import LibvirtHypervisor
+
+    xml_files = {vm.name: vm.domain_xml_file for vm in config.vms}
+
+    def domain_xml(vm: str) -> str:
+        path = xml_files.get(vm)
+        if path is None:
+            raise ConfigError(f"vms: {vm} has no domain_xml_file", path="vms")
+        return Path(path).read_text()
+
+    return LibvirtHypervisor(kind, domain_xml), None
+
+
+def _watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdog:
+    choice = "none" if options.unsafe_no_watchdog else options.watchdog
+    if choice == "auto":
+        choice = "linux" if Path("/dev/watchdog").exists() else "missing"
+    if choice == "missing":
+        raise ConfigError("no watchdog: /dev/watchdog does not exist. Load a watchdog driver "
+                          "(softdog at the least), or pass --unsafe-no-watchdog to run without "
+                          "self-fencing (a hung host could then run VMs after they moved)")
+    if choice == "none":
+        journal.record("watchdog_missing", host=host,
+                       text="running WITHOUT a watchdog (--unsafe-no-watchdog): a hung host "
+                            "can not be reset; recovery of its VMs is unsafe")
+        return NoWatchdog()
+    if choice == "linux":
+        from ringfence.fence.watchdog import LinuxWatchdog
+
+        return LinuxWatchdog()
+    from ringfence.fence.watchdog import ProcessWatchdog
+
+    return ProcessWatchdog(agent_pid=os.getpid(), vm_dir=options.state_dir / "vms" / host,
+                           beat_file=options.state_dir / f"{host}.beat")
+
+
+def _fence_agents(config: ClusterConfig) -> dict[str, FenceAgent]:
+    from ringfence.fence.runner import FenceAgentRunner
+
+    agents: dict[str, FenceAgent] = {}
+    for target, spec in sorted(config.fencing.items()):
+        agents[target] = FenceAgentRunner(target, spec.agent, spec.params,
+                                          timeout=config.timing.fence_timeout, retries=2)
+    return agents
+
+
+def _probes(config: ClusterConfig, host: str) -> Probes | None:
+    spec = config.host(host)
+    if not any(i.mac for i in spec.interfaces.values()) and not spec.datastores:
+        return None  # nothing to identify or probe (the demo on loopback)
+    from ringfence.probes.host import LinuxProbes
+
+    return LinuxProbes(config, host)
+
+
+def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agent:
+    """The real parts, wired into the same `Agent` the simulator runs."""
+    config.host(host)  # raises for an unknown host name
+    from ringfence.agent.local_state import FileLocalState
+    from ringfence.store.factory import open_store
+
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    journal = FileJournal(options.state_dir / f"journal-{host}.jsonl", host,
+                          echo_json=options.log_json)
+    key = read_key(config)
+    links = heartbeat_links(config)
+    transport = UdpTransport(key, [h.name for h in config.hosts].index(host), links,
+                             len(config.hosts))
+    options.closers.append(transport.close)
+    hypervisor, checks = _hypervisor(config, host, options)
+    parts = AgentParts(
+        clock=MonotonicClock(),
+        store=open_store(config, host=host),
+        hypervisor=hypervisor,
+        watchdog=_watchdog(host, options, journal),
+        transport=transport,
+        journal=journal,
+        alerts=JournalAlerts(journal),
+        fence_agents=_fence_agents(config),
+        probes=_probes(config, host),
+        guest_checks=checks,
+        local_state=FileLocalState(options.state_dir / f"local-{host}"),
+    )
+    return Agent(config, host, parts)
+
+
+async def _drive(agent: Agent, options: AgentOptions) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    interrupts = 0
+
+    def on_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        stop.set()
+        if interrupts > 1:
+            os._exit(1)  # a second signal: stop now, whatever runs
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    interval = agent.timing.heartbeat_interval
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
+        origin, count = time.monotonic(), 0
+        while not stop.is_set():
+            status = await loop.run_in_executor(executor, agent.tick)
+            if options.on_status is not None:
+                options.on_status(status)
+            count = max(count + 1, int((time.monotonic() - origin) / interval) + 1)
+            delay = max(0.0, origin + count * interval - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+        done = await loop.run_in_executor(executor, lambda: agent.begin_shutdown(reboot=False))
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
+            await loop.run_in_executor(executor, agent.tick)
+            await asyncio.sleep(interval)
+    return 0
+
+
+def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:
+    agent = build_agent(config, host, options)
+    try:
+        return asyncio.run(_drive(agent, options))
+    finally:
+        for close in options.closers:
+            with contextlib.suppress(Exception):
+                close()
+        sys.stderr.flush()

@@ -1,0 +1,441 @@
+"""`ringfence demo`: a real cluster on this machine, a real fault, a real failover.
+
+N host agents run as separate processes (`ringfence agent`), talking UDP heartbeats over
+loopback addresses (127.0.1.i and 127.0.2.i: two heartbeat networks), sharing one SQLite
+store, running VMs as local processes (the `process` hypervisor) that append to one shared
+"disk" file, each watched by a process watchdog. Each host has a power fence agent (this
+module, run as a ClusterLabs-style fence agent: it kills or restarts the host's processes),
+unless `--no-fencing`: then recovery takes the watchdog path.
+
+The fault (default: power-off of the busiest host, i.e. SIGKILL of its agent, its VMs and its
+watchdog) comes `--fault-at` seconds after every VM runs. The ground truth is the disk file:
+which host wrote for which VM when. Downtime is the gap in a VM's writes; a split brain is two
+hosts writing for one VM in overlapping intervals, whatever the agents believe.
+
+Everything the demo starts it stops: on Ctrl-C, at the end of `--duration`, and on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import itertools
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import webbrowser
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ringfence.agent.journal import read_journal
+from ringfence.fence.demo_power import pids_of as _pids_of
+from ringfence.status import demo_pointer
+
+FAULTS = ("power_off", "hang", "vm_crash", "none")
+
+
+@dataclass
+class DemoOptions:
+    hosts: int = 3
+    vms: int = 6
+    fault: str = "power_off"
+    fault_at: float = 20.0
+    duration: float | None = None
+    port: int = 8080
+    fencing: bool = True
+    browser: bool = True
+    as_json: bool = False
+    workdir: Path | None = None
+
+
+@dataclass
+class Fault:
+    t: float
+    kind: str
+    host: str | None
+    wall: float
+    vm: str | None = None
+
+
+@dataclass
+class DemoHost:
+    name: str
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+
+def _free_udp_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+class Demo:
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+        self.workdir = options.workdir or Path(
+            os.environ.get("TMPDIR", "/tmp")) / f"ringfence-demo-{os.getpid()}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state = self.workdir / "state"
+        self.disk = self.workdir / "disk.jsonl"
+        self.power = self.workdir / "power"
+        self.power.mkdir(exist_ok=True)
+        self.config_path = self.workdir / "cluster.yaml"
+        self.hosts = [DemoHost(f"host{i + 1}", i) for i in range(options.hosts)]
+        self.vms = [f"vm{i + 1}" for i in range(options.vms)]
+        self.faults: list[Fault] = []
+        self.started = time.time()
+        self.stopping = False
+
+    # ------------------------------------------------------------------ set-up
+    def write_cluster(self) -> None:
+        key = self.workdir / "cluster.key"
+        key.write_bytes(secrets.token_bytes(32))
+        key.chmod(0o600)
+        ports = [_free_udp_port("127.0.1.1"), _free_udp_port("127.0.2.1")]
+        fence_script = self.workdir / "fence_demo"
+        fence_script.write_text(f"#!/bin/sh\nexec {sys.executable} -m "
+                                f"ringfence.fence.demo_power \"$@\"\n")
+        fence_script.chmod(0o755)
+        cluster: dict[str, Any] = {
+            "name": "demo",
+            "key_file": str(key),
+            "timing": {"heartbeat_interval": "200ms", "host_lease_ttl": "6s",
+                       "watchdog_timeout": "4s", "fence_timeout": "10s"},
+            "networks": [{"name": "ring0", "role": "heartbeat", "port": ports[0]},
+                         {"name": "ring1", "role": "heartbeat", "port": ports[1]}],
+            "hosts": [{"name": h.name, "cpus": 16, "memory": "64GiB", "hypervisor": "process",
+                       "interfaces": {"ring0": {"address": f"127.0.1.{h.index + 1}"},
+                                      "ring1": {"address": f"127.0.2.{h.index + 1}"}}}
+                      for h in self.hosts],
+            "store": {"kind": "sqlite", "path": str(self.workdir / "store.db")},
+            "vms": [{"name": vm, "cpus": 1, "memory": "1GiB",
+                     "host": self.hosts[i % len(self.hosts)].name,
+                     "priority": 100 if i == 0 else 0}
+                    for i, vm in enumerate(self.vms)],
+            "policy": {"host_failures_to_tolerate": 1},
+        }
+        if self.options.fencing:
+            cluster["fencing"] = {h.name: {"agent": str(fence_script),
+                                           "params": {"plug": h.name,
+                                                      "workdir": str(self.workdir)}}
+                                  for h in self.hosts}
+        self.config_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
+        demo_pointer().write_text(str(self.config_path))
+
+    def start_host(self, host: DemoHost) -> None:
+        (self.power / f"{host.name}.off").unlink(missing_ok=True)
+        host.log = self.workdir / f"{host.name}.log"
+        with host.log.open("ab") as log:
+            host.process = subprocess.Popen(
+                [sys.executable, "-m", "ringfence.cli", "agent", "--config",
+                 str(self.config_path), "--host", host.name, "--state-dir", str(self.state),
+                 "--watchdog", "process", "--disk-file", str(self.disk)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    # ------------------------------------------------------------------ ground truth
+    def writes(self) -> list[dict[str, Any]]:
+        records = []
+        with contextlib.suppress(OSError), self.disk.open(encoding="utf-8") as disk:
+            for line in disk:
+                with contextlib.suppress(json.JSONDecodeError):
+                    records.append(json.loads(line))
+        return records
+
+    def placement_now(self, window: float = 1.0) -> dict[str, str]:
+        """Which host wrote for each VM in the last `window` seconds."""
+        now = time.time()
+        placed: dict[str, str] = {}
+        for record in self.writes():
+            if record["t"] >= now - window:
+                placed[record["vm"]] = record["host"]
+        return placed
+
+    def busiest(self) -> str:
+        counts: dict[str, int] = {}
+        for host in self.placement_now().values():
+            counts[host] = counts.get(host, 0) + 1
+        return max(sorted(counts), key=lambda h: counts[h]) if counts else self.hosts[0].name
+
+    # ------------------------------------------------------------------ faults
+    def inject(self, kind: str) -> None:
+        now = time.time()
+        if kind == "none":
+            return
+        if kind == "vm_crash":
+            vm = self.vms[0]
+            host = self.placement_now().get(vm)
+            for pid in _pids_of(self.workdir, host or "", vm=vm):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.faults.append(Fault(now - self.started, kind, host, now, vm))
+            return
+        victim = self.busiest()
+        pids = _pids_of(self.workdir, victim)
+        sig = signal.SIGKILL if kind == "power_off" else signal.SIGSTOP
+        if kind == "power_off":
+            (self.power / f"{victim}.off").write_text("power cut by the demo\n")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        self.faults.append(Fault(now - self.started, kind, victim, now))
+
+    def handle_power_requests(self) -> None:
+        """The demo's power controller: a fence agent asked to power a host on again."""
+        for host in self.hosts:
+            request = self.power / f"{host.name}.on"
+            if request.exists():
+                request.unlink(missing_ok=True)
+                if host.process is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(host.process.pid, signal.SIGKILL)
+                    host.process.wait()
+                self.start_host(host)
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        fault = self.faults[0] if self.faults else None
+        records = self.writes()
+        by_vm: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_vm.setdefault(record["vm"], []).append(record)
+        vms: dict[str, Any] = {}
+        for vm in self.vms:
+            mine = sorted(by_vm.get(vm, []), key=lambda r: r["t"])
+            cut = fault.wall if fault else time.time()
+            before = [r for r in mine if r["t"] <= cut]
+            after = [r for r in mine if r["t"] > cut]
+            host_before = before[-1]["host"] if before else None
+            host_after = mine[-1]["host"] if mine else None
+            downtime = 0.0
+            if fault and before:
+                gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine)
+                        if b["t"] > cut - 1.0]
+                downtime = max([g for g in gaps if g > 0.35] or [0.0])
+                if not after:
+                    downtime = time.time() - before[-1]["t"]
+            vms[vm] = {"host_before": host_before, "host_after": host_after,
+                       "downtime_s": round(downtime, 1)}
+        return {
+            "hosts": len(self.hosts),
+            "faults": [{"t": round(f.t, 1), "kind": f.kind, "host": f.host,
+                        **({"vm": f.vm} if f.vm else {})} for f in self.faults],
+            "vms": vms,
+            "split_brain": bool(split_brains(records)),
+            "split_brains": split_brains(records),
+            "report": str(self.workdir / "report.md"),
+            "workdir": str(self.workdir),
+        }
+
+    def journal(self) -> list[dict[str, Any]]:
+        entries = []
+        for host in self.hosts:
+            entries += read_journal(self.state / f"journal-{host.name}.jsonl")
+        return sorted(entries, key=lambda e: (e["t"], e["by"], e["seq"]))
+
+    def write_report(self, summary: dict[str, Any]) -> Path:
+        path = Path(summary["report"])
+        lines = ["# ringfence demo: incident report", ""]
+        for fault in summary["faults"]:
+            lines.append(f"- fault: **{fault['kind']}** of {fault.get('host') or fault.get('vm')}"
+                         f" at {fault['t']:.1f}s after the demo started")
+        lines.append(f"- split brain (from the VMs' own writes to the shared disk): "
+                     f"**{'YES' if summary['split_brain'] else 'no'}**")
+        lines += ["", "## Customer impact", "", "| VM | before | after | downtime |",
+                  "|---|---|---|---|"]
+        for vm, info in summary["vms"].items():
+            lines.append(f"| {vm} | {info['host_before']} | {info['host_after']} | "
+                         f"{info['downtime_s']:.1f} s |")
+        lines += ["", "## Timeline (every host's journal, merged)", ""]
+        interesting = {"heartbeat_lost", "host_suspect", "fence_started", "fence_agent_ok",
+                       "fence_agent_failed", "host_fenced", "lease_expired", "vm_recovered",
+                       "vm_started", "vm_stopped", "vm_verified", "self_fence",
+                       "watchdog_reset", "manager_elected", "vm_restarted", "vm_crashed"}
+        for entry in self.journal():
+            if entry["kind"] in interesting and entry["t"] >= self.started:
+                lines.append(f"- {entry['t'] - self.started:7.2f}s  `{entry['kind']}` "
+                             f"({entry['by']}) {entry['text']}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        self.stopping = True
+        for host in self.hosts:
+            if host.process is not None and host.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(host.process.pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        for host in self.hosts:
+            if host.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    host.process.wait(timeout=max(0.1, deadline - time.time()))
+        for host in self.hosts:
+            for pid in _pids_of(self.workdir, host.name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                    os.kill(pid, signal.SIGKILL)
+            if host.process is not None and host.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(host.process.pid, signal.SIGKILL)
+                host.process.wait()
+        with contextlib.suppress(OSError):
+            if demo_pointer().read_text().strip() == str(self.config_path):
+                demo_pointer().unlink()
+
+
+def split_brains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Intervals in which two hosts wrote for one VM (each VM process is one (host, token)
+    writer; a clean handover has one writer's last line before the next one's first)."""
+    spans: dict[str, dict[tuple[str, int], list[float]]] = {}
+    for record in records:
+        span = spans.setdefault(record["vm"], {}).setdefault(
+            (record["host"], record["token"]), [record["t"], record["t"]])
+        span[0] = min(span[0], record["t"])
+        span[1] = max(span[1], record["t"])
+    found = []
+    for vm, writers in sorted(spans.items()):
+        items = sorted(writers.items(), key=lambda kv: kv[1][0])
+        for i, ((host_a, _), (start_a, end_a)) in enumerate(items):
+            for (host_b, _), (start_b, end_b) in items[i + 1:]:
+                if host_a != host_b and max(start_a, start_b) < min(end_a, end_b):
+                    found.append({"vm": vm, "hosts": [host_a, host_b],
+                                  "from": max(start_a, start_b), "to": min(end_a, end_b)})
+    return found
+
+
+# ---------------------------------------------------------------------- dashboard
+def _dashboard(demo: Demo, port: int) -> http.server.ThreadingHTTPServer | None:
+    from ringfence.config import load_cluster
+    from ringfence.status import collect
+    from ringfence.store.factory import open_store
+
+    config = load_cluster(demo.config_path)
+    store = open_store(config, host=None)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/status.json"):
+                body = json.dumps(_state(demo, store, config, collect)).encode()
+                kind = "application/json"
+            else:
+                body = PAGE.encode()
+                kind = "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError:
+        return None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _state(demo: Demo, store: Any, config: Any, collect: Any) -> dict[str, Any]:
+    document: dict[str, Any]
+    try:
+        document = dict(collect(config, store))
+    except Exception as exc:  # the dashboard shows errors, it never dies of them
+        document = {"error": str(exc)}
+    document["ground_truth"] = demo.placement_now()
+    document["faults"] = [{"t": round(f.t, 1), "kind": f.kind, "host": f.host}
+                          for f in demo.faults]
+    document["events"] = [
+        {"t": round(e["t"] - demo.started, 1), "kind": e["kind"], "by": e["by"],
+         "text": e["text"]}
+        for e in demo.journal()[-40:]]
+    return document
+
+
+PAGE_FILE = Path(__file__).with_name("api") / "demo_dashboard.html"
+PAGE = PAGE_FILE.read_text(encoding="utf-8") if PAGE_FILE.exists() else "<p>dashboard missing</p>"
+
+
+# ---------------------------------------------------------------------- main
+def run_demo(options: DemoOptions) -> int:
+    demo = Demo(options)
+    def say(text: str) -> None:
+        if not options.as_json:
+            print(text, flush=True)
+
+    demo.write_cluster()
+    say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, process VMs; "
+        f"work dir {demo.workdir}")
+    for host in demo.hosts:
+        demo.start_host(host)
+    server = None
+    if options.port:
+        server = _dashboard(demo, options.port)
+        if server is not None:
+            url = f"http://127.0.0.1:{options.port}/"
+            say(f"dashboard: {url}   (ringfence status works too)")
+            if options.browser and not options.as_json:
+                with contextlib.suppress(Exception):
+                    webbrowser.open(url)
+    interrupted = False
+    try:
+        deadline = time.time() + 60
+        while len(demo.placement_now()) < len(demo.vms):
+            if time.time() > deadline:
+                say("not every VM started within 60 s; see the host logs in the work dir")
+                break
+            time.sleep(0.25)
+        say(f"all {len(demo.placement_now())} VMs run: {_where(demo)}")
+        fault_time = time.time() + max(0.0, options.fault_at - (time.time() - demo.started))
+        end = demo.started + options.duration if options.duration else None
+        last_view = ""
+        while end is None or time.time() < end:
+            if not demo.faults and time.time() >= fault_time and options.fault != "none":
+                demo.inject(options.fault)
+                fault = demo.faults[-1]
+                say(f"FAULT at {fault.t:.1f}s: {fault.kind} of {fault.host or fault.vm}")
+            demo.handle_power_requests()
+            view = _where(demo)
+            if view != last_view:
+                say(f"{time.time() - demo.started:6.1f}s  {view}")
+                last_view = view
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        demo.stop()
+        if server is not None:
+            server.shutdown()
+    summary = demo.summary()
+    report = demo.write_report(summary)
+    if options.as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        for vm, info in summary["vms"].items():
+            if info["host_before"] != info["host_after"] or info["downtime_s"]:
+                say(f"{vm}: {info['host_before']} -> {info['host_after']}, down "
+                    f"{info['downtime_s']:.1f}s")
+        say(f"split brain: {'YES' if summary['split_brain'] else 'no'}")
+        say(f"incident report: {report}")
+    if summary["split_brain"]:
+        return 1
+    return 130 if interrupted and options.duration else 0
+
+
+def _where(demo: Demo) -> str:
+    placed = demo.placement_now()
+    return ", ".join(f"{vm}@{placed.get(vm, 'DOWN')}" for vm in demo.vms)
+
+

@@ -1,0 +1,272 @@
+"""Run ClusterLabs fence agents (fence_ipmilan, fence_redfish, fence_apc_snmp, ...).
+
+Why hand-written: the fence-agents interface is a command-line program per device, and its
+stable machine interface is small — arguments as ``name=value`` lines on standard input, the
+outcome as the exit status — so a library would add nothing but a dependency. Passing the
+arguments on stdin (never on the command line) keeps the password out of ``ps`` and
+``/proc/PID/cmdline``.
+
+The protocol spoken here (fence-agents' ``fencing.py``):
+
+* one ``name=value`` per line on stdin: ``action=off``, ``plug=...``, ``ip=...``,
+  ``username=...``, ``password=...``; booleans are sent as ``1``/``0``;
+* a parameter ``password_file`` is not sent: the file is read (through `secret_loader`) and
+  its content sent as ``password``. The password is never logged, and any text quoted from
+  the agent (its stderr) has the password masked;
+* exit status: for ``off``/``on``/``reboot`` 0 = done, anything else = failed; for
+  ``status`` 0 = on, 2 = off, 1 (or anything else) = error.
+
+A fence (`FenceAgentRunner.fence`) runs in a background thread and is polled through its
+handle, never blocking the decision cycle:
+
+1. ``action=off``; then ``action=status`` every `poll_interval` until it reports off. An
+   ``off`` that fails, or a status that does not reach "off" within its share of the time
+   left, is retried (at most `retries` more times); each attempt's share is the time left
+   divided by the attempts left, so the last attempt gets a real chance.
+2. The whole operation is bounded by `timeout`: a hanging agent is killed (with its process
+   group), and the handle reports failure. ``ok`` is True only when a ``status`` said off.
+3. ``reboot`` is off, confirm off, then ``action=on``; the result is reported as soon as off
+   is confirmed (the `FenceAgent` protocol), powering on follows in the same thread and its
+   outcome is logged and kept in ``handle.power_on``.
+
+`fence` never raises: a missing agent, an unreadable password file, a wrong host, everything
+becomes a failed `FenceResult` whose detail says what happened, with the agent's stderr tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ringfence.fence.base import FenceResult
+
+if TYPE_CHECKING:
+    from ringfence.config import FenceConfig
+
+__all__ = ["FenceAgentRunner", "RunnerHandle", "read_secret_file"]
+
+log = logging.getLogger("ringfence.fence")
+
+AGENT_DIR = Path("/usr/sbin")
+STATUS_ON, STATUS_OFF = 0, 2
+TAIL = 600  # characters of the agent's stderr quoted in a failure
+
+
+def read_secret_file(path: str) -> str:
+    """The content of a secret file without its final newline."""
+    return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+
+
+class RunnerHandle:
+    """The handle of one fence operation: `result` is None while it runs."""
+
+    def __init__(self) -> None:
+        self._result: FenceResult | None = None
+        self._done = threading.Event()
+        self.power_on: FenceResult | None = None  # reboot only: how powering on ended
+
+    def result(self) -> FenceResult | None:
+        return self._result
+
+    def wait(self, timeout: float | None = None) -> FenceResult | None:
+        """Block until the result is known (for tools and tests, not for decision code)."""
+        self._done.wait(timeout)
+        return self._result
+
+    def _finish(self, result: FenceResult) -> None:
+        if self._result is None:
+            self._result = result
+            self._done.set()
+
+
+class _Failed(Exception):
+    pass
+
+
+class FenceAgentRunner:
+    """`FenceAgent` for one host through a ClusterLabs fence agent.
+
+    `host`: the host this agent fences (its entry in the cluster file's ``fencing``);
+    `agent`: a name in /usr/sbin (``fence_ipmilan``) or an absolute path; `params`: the
+    agent's parameters; `timeout`: seconds for the whole operation; `retries`: further
+    attempts after a failed one; `secret_loader`: reads a ``password_file``.
+    """
+
+    def __init__(self, host: str, agent: str, params: Mapping[str, str | int | float | bool], *,
+                 timeout: float, retries: int,
+                 secret_loader: Callable[[str], str] = read_secret_file,
+                 poll_interval: float = 1.0) -> None:
+        self.host = host
+        self.agent = agent
+        self.params = dict(params)
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.secret_loader = secret_loader
+        self.poll_interval = poll_interval
+
+    @classmethod
+    def from_config(cls, host: str, config: FenceConfig, *, timeout: float = 60.0,
+                    retries: int = 2) -> FenceAgentRunner:
+        """The runner for the cluster file's ``fencing.HOST`` entry."""
+        return cls(host, config.agent, config.params, timeout=timeout, retries=retries)
+
+    @property
+    def executable(self) -> Path:
+        return Path(self.agent) if os.path.isabs(self.agent) else AGENT_DIR / self.agent
+
+    # ------------------------------------------------------------------ protocol
+    def fence(self, host: str, action: Literal["off", "reboot"]) -> RunnerHandle:
+        handle = RunnerHandle()
+        try:
+            if host != self.host:
+                raise _Failed(f"this fence agent is configured for {self.host}, not {host}")
+            if action not in ("off", "reboot"):
+                raise _Failed(f"unknown fence action {action!r}")
+            if os.sep in self.agent and not os.path.isabs(self.agent):
+                raise _Failed(f"fence agent {self.agent!r}: give a name in {AGENT_DIR} or an "
+                              f"absolute path")
+            thread = threading.Thread(target=self._run, args=(handle, action),
+                                      name=f"fence-{host}", daemon=True)
+            thread.start()
+        except _Failed as exc:
+            handle._finish(FenceResult(False, str(exc)))
+        except Exception as exc:  # fence never raises: even a failed thread start is a result
+            handle._finish(FenceResult(False, f"fencing {host} could not start: {exc}"))
+        return handle
+
+    # ------------------------------------------------------------------ the operation
+    def _run(self, handle: RunnerHandle, action: Literal["off", "reboot"]) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            lines, secrets = self._arguments()
+            detail = self._off_confirmed(lines, secrets, deadline)
+        except _Failed as exc:
+            log.warning("fencing %s failed: %s", self.host, exc)
+            handle._finish(FenceResult(False, str(exc)))
+            return
+        except Exception as exc:  # a bug must still end the operation, as a failure
+            log.exception("fencing %s crashed", self.host)
+            handle._finish(FenceResult(False, f"fencing {self.host} crashed: {exc!r}"))
+            return
+        log.info("fencing %s: %s", self.host, detail)
+        handle._finish(FenceResult(True, detail))
+        if action == "reboot":
+            handle.power_on = self._power_on(lines, secrets)
+
+    def _arguments(self) -> tuple[list[str], list[str]]:
+        lines: list[str] = []
+        secrets: list[str] = []
+        for name, value in self.params.items():
+            if name == "action":
+                continue
+            if name == "password_file":
+                try:
+                    secret = self.secret_loader(str(value))
+                except OSError as exc:
+                    raise _Failed(f"can not read password_file {value}: "
+                                  f"{exc.strerror or exc}") from None
+                secrets.append(secret)
+                lines.append(f"password={secret}")
+                continue
+            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            if "\n" in text or "\r" in text:
+                raise _Failed(f"fence parameter {name} contains a line break")
+            if name == "password" and text:
+                secrets.append(text)
+            lines.append(f"{name}={text}")
+        return lines, secrets
+
+    def _off_confirmed(self, lines: list[str], secrets: list[str], deadline: float) -> str:
+        attempts = self.retries + 1
+        errors: list[str] = []
+        for attempt in range(1, attempts + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            attempt_end = time.monotonic() + left / (attempts - attempt + 1)
+            code, err = self._call(lines, "off", secrets, deadline)
+            if code != 0:
+                errors.append(f"attempt {attempt}: off {self._describe(code, err)}")
+                self._pause(attempt_end, deadline)
+                continue
+            last = "no status check finished"
+            while True:
+                code, err = self._call(lines, "status", secrets, deadline)
+                if code == STATUS_OFF:
+                    return (f"{self.host} is off: {self.agent} off, then status reported off "
+                            f"(attempt {attempt})")
+                last = "still on" if code == STATUS_ON else self._describe(code, err)
+                if time.monotonic() + self.poll_interval >= min(attempt_end, deadline):
+                    break
+                time.sleep(self.poll_interval)
+            errors.append(f"attempt {attempt}: off succeeded but status: {last}")
+        if not errors:
+            errors.append("no attempt started")
+        raise _Failed(f"fencing {self.host} with {self.agent} failed within "
+                      f"{self.timeout:g}s: " + "; ".join(errors[-3:]))
+
+    def _pause(self, attempt_end: float, deadline: float) -> None:
+        delay = min(self.poll_interval, attempt_end - time.monotonic(),
+                    deadline - time.monotonic())
+        if delay > 0:
+            time.sleep(delay)
+
+    def _power_on(self, lines: list[str], secrets: list[str]) -> FenceResult:
+        deadline = time.monotonic() + self.timeout
+        code, err = self._call(lines, "on", secrets, deadline)
+        if code == 0:
+            log.info("fencing %s: powered on again", self.host)
+            return FenceResult(True, f"{self.host} powered on")
+        why = f"powering {self.host} on failed: {self._describe(code, err)}"
+        log.warning("%s", why)
+        return FenceResult(False, why)
+
+    @staticmethod
+    def _describe(code: int | None, err: str) -> str:
+        what = "timed out" if code is None else f"exit status {code}"
+        return f"{what}: {err}" if err else what
+
+    def _call(self, lines: list[str], action: str, secrets: list[str],
+              deadline: float) -> tuple[int | None, str]:
+        """Run the agent once; (exit status or None on timeout, masked stderr tail)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, ""
+        stdin = "\n".join([f"action={action}", *lines]) + "\n"
+        log.debug("running %s action=%s (%d parameters)", self.executable, action, len(lines))
+        try:
+            process = subprocess.Popen([str(self.executable)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True)
+        except OSError as exc:
+            raise _Failed(f"can not run fence agent {self.executable}: "
+                          f"{exc.strerror or exc}") from None
+        try:
+            _, err = process.communicate(stdin.encode(), timeout=left)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            try:
+                _, err = process.communicate(timeout=2.0)
+            except subprocess.TimeoutExpired:  # a child that left the group holds the pipes
+                process.kill()
+                process.wait()
+                err = b""
+            return None, self._mask(err, secrets)
+        return process.returncode, self._mask(err, secrets)
+
+    @staticmethod
+    def _mask(raw: bytes, secrets: list[str]) -> str:
+        text = raw.decode(errors="replace")
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "****")
+        return text.strip()[-TAIL:]

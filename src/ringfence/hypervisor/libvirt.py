@@ -1,0 +1,330 @@
+"""`LibvirtHypervisor`: the production driver, through libvirt-python.
+
+Needs the optional extra ``ringfence[libvirt]`` (libvirt-python, built against the host's
+libvirt; ``scripts/install-libvirt`` installs both on Debian). Importing this module without it
+raises ImportError.
+
+Which domains are ours: an active domain is listed only if it carries ringfence's fencing token
+in its metadata,
+
+    <metadata>
+      <ringfence:token xmlns:ringfence="https://ringfence.invalid/1">T</ringfence:token>
+    </metadata>
+
+so that the agent never touches a VM that ringfence did not start (the agent stops every
+listed VM it does not own). `start` writes the token into the persistent definition *before*
+it starts the domain, so there is no moment in which a domain we started runs without it; on
+an already running domain it rewrites the token live and in the definition (a re-token). A
+domain that is unknown to libvirt is defined first from ``domain_xml(vm)``.
+
+`stop` does not wait for the guest: the first call asks the guest to shut down (ACPI) and
+returns; a later call, once `stop_grace` seconds have passed and the domain still runs,
+destroys it. The agent keeps calling `stop` for a VM it must not run for as long as
+`list_running` shows it, so the grace is enforced by the agent's next cycles. `destroy` pulls
+the plug at once.
+
+`migrate` is a peer-to-peer live migration (``virDomainMigrateToURI3`` with
+``VIR_MIGRATE_LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE | ABORT_ON_ERROR``) to the URI
+``target_uri(target)`` (default ``qemu+ssh://TARGET/system``; the source libvirtd connects to
+the target's). The token is set on the domain first, so it arrives with it. A migration that
+runs longer than `migrate_timeout` is aborted (``virDomainAbortJob``).
+
+Bounded calls: libvirt calls can hang (a wedged libvirtd, an unreachable ssh peer). Every call
+runs in a helper thread and is given up after `call_timeout` seconds (`migrate_timeout` for the
+migration) with a `HypervisorError` whose outcome is unknown. The connection is then dropped
+and, while that call still hangs, every further call fails at once instead of piling up
+threads behind it.
+
+Failure semantics (the `Hypervisor` protocol): `HypervisorError` whenever an action failed or
+its outcome is unknown; `destroy` of a domain that does not run is not an error; a failed
+`migrate` says whether the domain still runs here ("still runs on this host") or may run in
+both places.
+
+libvirt's default error handler prints every error on stderr; creating a `LibvirtHypervisor`
+replaces it (process-wide) with a silent one: errors reach us as exceptions anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import libvirt
+
+from ringfence.hypervisor.base import HypervisorError
+
+__all__ = ["METADATA_KEY", "METADATA_NS", "MIGRATE_FLAGS", "LibvirtHypervisor",
+           "migration_request", "ssh_uri"]
+
+METADATA_NS = "https://ringfence.invalid/1"
+METADATA_KEY = "ringfence"
+MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+                 | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+                 | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+
+_T = TypeVar("_T")
+_TOKEN = re.compile(r"<(?:\w+:)?token\b[^>]*>\s*(-?\d+)\s*</(?:\w+:)?token>")
+
+
+def ssh_uri(host: str) -> str:
+    """The default target URI: the target's system libvirtd over ssh."""
+    if not host or any(ch in host for ch in "/?#@ ") or not host.isprintable():
+        raise ValueError(f"not a host name for a libvirt URI: {host!r}")
+    return f"qemu+ssh://{host}/system"
+
+
+def migration_request(target: str, target_uri: Callable[[str], str] = ssh_uri,
+                      bandwidth_mib: int | None = None) -> tuple[str, dict[str, Any], int]:
+    """The arguments of ``virDomainMigrateToURI3`` for a migration to `target`:
+    (destination URI, typed parameters, flags)."""
+    uri = target_uri(target)
+    params: dict[str, Any] = {}
+    if bandwidth_mib is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib
+    return uri, params, MIGRATE_FLAGS
+
+
+def _token_xml(token: int) -> str:
+    return f"<token>{int(token)}</token>"
+
+
+def _code(exc: libvirt.libvirtError) -> int:
+    code = exc.get_error_code()
+    return int(code) if code is not None else -1
+
+
+def _silent(_context: object, _error: object) -> None:
+    return None
+
+
+class LibvirtHypervisor:
+    """`Hypervisor` over the libvirt connection `uri`; see the module docstring.
+
+    `domain_xml(vm)`: the domain XML to define `vm` from when libvirt does not know it.
+    `target_uri(host)`: the libvirt URI of another host, for migration.
+    """
+
+    def __init__(self, uri: str, domain_xml: Callable[[str], str], *,
+                 target_uri: Callable[[str], str] = ssh_uri, stop_grace: float = 60.0,
+                 call_timeout: float = 10.0, migrate_timeout: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.uri = uri
+        self.domain_xml = domain_xml
+        self.target_uri = target_uri
+        self.stop_grace = stop_grace
+        self.call_timeout = call_timeout
+        self.migrate_timeout = migrate_timeout
+        self.clock = clock
+        self._connection: Any = None
+        self._stopping: dict[str, float] = {}  # vm -> when its shutdown was requested
+        self._hung: tuple[threading.Thread, str, float] | None = None
+        libvirt.registerErrorHandler(_silent, None)
+
+    # ------------------------------------------------------------------ bounded calls
+    def _bounded(self, what: str, fn: Callable[[], _T], timeout: float | None = None,
+                 *, exclusive: bool = True) -> _T:
+        if exclusive and self._hung is not None:
+            thread, hung_what, since = self._hung
+            if thread.is_alive():
+                raise HypervisorError(f"libvirt hangs: {hung_what} has not returned for "
+                                      f"{time.monotonic() - since:.0f}s")
+            self._hung = None
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"libvirt {what}", daemon=True)
+        thread.start()
+        thread.join(self.call_timeout if timeout is None else timeout)
+        if thread.is_alive():
+            self._hung = (thread, what, time.monotonic())
+            self._connection = None
+            raise HypervisorError(f"{what}: libvirt did not answer within "
+                                  f"{self.call_timeout if timeout is None else timeout:g}s; "
+                                  f"outcome unknown")
+        if "error" in box:
+            error = box["error"]
+            if isinstance(error, libvirt.libvirtError):
+                raise error
+            raise HypervisorError(f"{what}: {error!r}") from error
+        value: _T = box["value"]
+        return value
+
+    def _conn(self) -> Any:
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                if self._bounded("isAlive", connection.isAlive) == 1:
+                    return connection
+        try:
+            connection = self._bounded(f"connect {self.uri}", lambda: libvirt.open(self.uri))
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"can not connect to {self.uri}: {exc}") from exc
+        self._connection = connection
+        return connection
+
+    def _lookup(self, vm: str) -> Any:
+        """The domain `vm`, or None if libvirt does not know it."""
+        connection = self._conn()
+        try:
+            return self._bounded(f"lookup {vm}", lambda: connection.lookupByName(vm))
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"{vm}: {exc}") from exc
+
+    def _token(self, domain: Any, name: str) -> int | None:
+        """The token in the live definition of a running domain; None if it has none."""
+        try:
+            xml = self._bounded(f"metadata {name}", lambda: domain.metadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS,
+                libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return None
+            raise
+        match = _TOKEN.search(str(xml))
+        return int(match.group(1)) if match else -1
+
+    def _set_token(self, domain: Any, vm: str, token: int, flags: int) -> None:
+        self._bounded(f"set token of {vm}", lambda: domain.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, _token_xml(token), METADATA_KEY, METADATA_NS,
+            flags))
+
+    def _active(self, domain: Any, vm: str) -> bool:
+        return bool(self._bounded(f"isActive {vm}", domain.isActive))
+
+    # ------------------------------------------------------------------ protocol
+    def list_running(self) -> dict[str, int]:
+        """Active (running or paused) domains that carry a ringfence token. A token that is
+        not a number reads as -1 (the agent then re-tokens the domain)."""
+        connection = self._conn()
+        try:
+            domains = self._bounded("list domains", lambda: connection.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"can not list domains of {self.uri}: {exc}") from exc
+        running: dict[str, int] = {}
+        for domain in domains:
+            try:
+                name = str(self._bounded("domain name", domain.name))
+                token = self._token(domain, name)
+            except libvirt.libvirtError as exc:
+                if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # gone since the listing
+                raise HypervisorError(f"can not read a domain of {self.uri}: {exc}") from exc
+            if token is not None:
+                running[name] = token
+        for vm in list(self._stopping):
+            if vm not in running:
+                del self._stopping[vm]
+        return running
+
+    def start(self, vm: str, token: int) -> None:
+        domain = self._lookup(vm)
+        try:
+            if domain is None:
+                try:
+                    xml = self.domain_xml(vm)
+                except Exception as exc:
+                    raise HypervisorError(f"{vm}: no domain XML: {exc}") from exc
+                connection = self._conn()
+                domain = self._bounded(f"define {vm}", lambda: connection.defineXML(xml))
+                defined = str(self._bounded("domain name", domain.name))
+                if defined != vm:
+                    raise HypervisorError(f"the domain XML for {vm} defines {defined!r}")
+            if self._active(domain, vm):
+                if self._token(domain, vm) != token:
+                    self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                    | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                return
+            self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            self._bounded(f"start {vm}", domain.create)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"can not start {vm}: {exc}") from exc
+        self._stopping.pop(vm, None)
+
+    def stop(self, vm: str, token: int) -> None:
+        """Ask the guest to shut down; destroy it if a later call finds it still running
+        `stop_grace` seconds after the request."""
+        domain = self._lookup(vm)
+        if domain is None:
+            self._stopping.pop(vm, None)
+            return
+        try:
+            if not self._active(domain, vm):
+                self._stopping.pop(vm, None)
+                return
+            since = self._stopping.get(vm)
+            if since is None:
+                self._stopping[vm] = self.clock()
+                self._bounded(f"shutdown {vm}", domain.shutdown)
+                return
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"can not shut {vm} down: {exc}") from exc
+        if self.clock() - since >= self.stop_grace:
+            self.destroy(vm)
+
+    def destroy(self, vm: str) -> None:
+        self._stopping.pop(vm, None)
+        domain = self._lookup(vm)
+        if domain is None:
+            return
+        try:
+            self._bounded(f"destroy {vm}", domain.destroy)
+        except libvirt.libvirtError as exc:
+            try:
+                still = self._active(domain, vm)
+            except libvirt.libvirtError:
+                still = True
+            if still:
+                raise HypervisorError(f"can not destroy {vm}: {exc}") from exc
+
+    def migrate(self, vm: str, target: str, token: int) -> None:
+        domain = self._lookup(vm)
+        if domain is None:
+            raise HypervisorError(f"{vm} is not defined on {self.uri}")
+        try:
+            uri, params, flags = migration_request(target, self.target_uri)
+        except ValueError as exc:
+            raise HypervisorError(f"{vm}: {exc}") from exc
+        try:
+            if not self._active(domain, vm):
+                raise HypervisorError(f"{vm} does not run on {self.uri}")
+            self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_LIVE
+                            | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"can not prepare {vm} for migration: {exc}") from exc
+        try:
+            self._bounded(f"migrate {vm} to {target}",
+                          lambda: domain.migrateToURI3(uri, params, flags),
+                          self.migrate_timeout)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(self._after_failed_migration(domain, vm, target, exc)) from exc
+        except HypervisorError as exc:  # timed out: abort the job, then see where it runs
+            hung = self._hung
+            with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+                self._bounded(f"abort migration of {vm}", domain.abortJob, exclusive=False)
+            if hung is not None:
+                hung[0].join(self.call_timeout)  # an aborted migration returns soon
+            raise HypervisorError(self._after_failed_migration(domain, vm, target, exc)) from exc
+        self._stopping.pop(vm, None)
+
+    def _after_failed_migration(self, domain: Any, vm: str, target: str,
+                                exc: Exception) -> str:
+        try:
+            here = self._active(domain, vm)
+        except (libvirt.libvirtError, HypervisorError):
+            here = None
+        if here:
+            return f"migration of {vm} to {target} failed, it still runs on this host: {exc}"
+        return (f"migration of {vm} to {target} failed and it is not known to run here any "
+                f"more: it may run on {target} (treat as running in both places): {exc}")

@@ -1,0 +1,371 @@
+"""The process hypervisor: every VM is a local process (`ringfence.hypervisor.process_vm`).
+
+This is the driver of `ringfence demo` and of the integration tests: real processes, real
+signals, a real shared "disk", so that the agent's code paths (start, stop, destroy, crash
+detection, re-listing after a restart, self-fence by the watchdog) run against something that
+can actually fail. It is not a VM monitor.
+
+Layout: one *state directory* per host, ``PARENT/HOST``; the hosts of one demo cluster share
+``PARENT``. For every VM that runs there the directory holds
+
+* ``VM.json``: the VM's identity (``vm``, ``host``, ``pid``, ``starttime``, ``token``,
+  ``port_file``), written by the VM process itself before it reports ready, rewritten (atomically)
+  by the hypervisor when the agent re-tokens the VM;
+* ``VM.port``: the TCP port of its HTTP answer (read by `ProcessGuestChecks`);
+* ``VM.log``: its stderr.
+
+VM processes are started detached (own session, re-parented to init): they survive an agent
+crash, exactly like real VMs survive a crash of the HA agent. A restarted agent finds them again
+by their state files. A process counts as one of ours only if it is alive (not a zombie), its
+``/proc/PID/stat`` start time equals the recorded one (pid reuse) and its command line is the
+process VM's with the same ``--vm`` and ``--host``.
+
+Failure semantics (the `Hypervisor` protocol): every method raises `HypervisorError` when the
+action could not be done or its outcome is unknown, with the VM's log tail where that helps;
+nothing blocks for long — starting waits at most `start_timeout` for the VM to serve, stopping
+at most `stop_grace` (then SIGKILL), destroying at most `kill_wait` for the process to vanish.
+
+`migrate` is a stand-in for libvirt's live migration, not a live migration: the source process
+is paused (SIGSTOP, like the final stop-and-copy phase), a new VM process is started under the
+target's state directory (``PARENT/TARGET``) with the new token, then the paused source is
+killed. The guest restarts briefly (no memory is copied; its ``seq`` starts again at 0), but it
+never runs on two hosts at once: the paused source writes nothing, so the disk shows the source's
+last line before the target's first. If the target can not be started the source is resumed
+and `HypervisorError` says that the VM still runs here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ringfence
+from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.process_vm import proc_starttime
+
+VM_MODULE = "ringfence.hypervisor.process_vm"
+
+__all__ = [
+    "ProcessGuestChecks",
+    "ProcessHypervisor",
+    "VMRecord",
+    "is_ours",
+    "read_records",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VMRecord:
+    """One VM's state file."""
+
+    vm: str
+    host: str
+    pid: int
+    starttime: int | None
+    token: int
+    port_file: str
+    path: Path
+
+
+def _parse_record(path: Path, data: object) -> VMRecord:
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    vm, host, pid, token = data.get("vm"), data.get("host"), data.get("pid"), data.get("token")
+    starttime = data.get("starttime")
+    if not isinstance(vm, str) or not isinstance(host, str):
+        raise ValueError("vm and host must be strings")
+    if not isinstance(pid, int) or not isinstance(token, int) or pid <= 0:
+        raise ValueError("pid and token must be integers")
+    if starttime is not None and not isinstance(starttime, int):
+        raise ValueError("starttime must be an integer")
+    return VMRecord(vm, host, pid, starttime, token, str(data.get("port_file", "")), path)
+
+
+def read_records(state_dir: Path) -> list[VMRecord]:
+    """Every VM state file in `state_dir` (sorted by VM name). Raises OSError if the directory
+    can not be read and ValueError naming the file if a state file is not one."""
+    records = []
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue  # removed between listing and reading: that VM just stopped
+        try:
+            records.append(_parse_record(path, json.loads(text)))
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a VM state file ({exc})") from None
+    return records
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :][:1].decode()
+
+
+def is_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a paused process is alive)."""
+    return _proc_state(pid) not in (None, "Z", "X")
+
+
+def is_ours(record: VMRecord) -> bool:
+    """Is the process `record` names alive, the same process (start time) and a process VM of
+    that name on that host?"""
+    if not is_alive(record.pid):
+        return False
+    if record.starttime is not None and proc_starttime(record.pid) != record.starttime:
+        return False
+    try:
+        argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [word.decode(errors="replace") for word in argv]
+    if VM_MODULE not in words:
+        return False
+    pairs = dict(zip(words, [*words[1:], ""], strict=True))
+    return pairs.get("--vm") == record.vm and pairs.get("--host") == record.host
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+class ProcessHypervisor:
+    """VMs as local processes; see the module docstring.
+
+    `host`: this host's name (the VMs' ``--host``); `state_dir`: ``PARENT/HOST``, created if
+    missing; `disk_file`: the shared disk every VM appends to; `python`: the interpreter that
+    runs the VMs.
+    """
+
+    def __init__(self, host: str, state_dir: Path, disk_file: Path, *,
+                 python: str = sys.executable, start_timeout: float = 10.0,
+                 stop_grace: float = 2.0, kill_wait: float = 2.0) -> None:
+        self.host = host
+        self.state_dir = Path(state_dir)
+        self.disk_file = Path(disk_file)
+        self.python = python
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self.kill_wait = kill_wait
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ protocol
+    def list_running(self) -> dict[str, int]:
+        """VMs whose state file names a live process VM of this host (paused ones included).
+        State files of dead VMs are removed."""
+        return {record.vm: record.token for record in self._running(self.state_dir, self.host)}
+
+    def start(self, vm: str, token: int) -> None:
+        """Start `vm` under `token`; if it runs already, only record the new token (the VM
+        reads it on its next tick). Idempotent for the same token."""
+        record = self._record(vm)
+        if record is not None:
+            if record.token != token:
+                data = self._record_data(record, token=token)
+                try:
+                    _write_json_atomically(record.path, data)
+                except OSError as exc:
+                    raise HypervisorError(f"{vm}: can not record token {token}: {exc}") from exc
+            return
+        self._launch(vm, self.host, self.state_dir, token)
+
+    def stop(self, vm: str, token: int) -> None:
+        """Clean shutdown: SIGTERM (and SIGCONT, so a paused VM can obey), SIGKILL after
+        `stop_grace` seconds."""
+        record = self._record(vm)
+        if record is None:
+            return
+        _signal(record.pid, signal.SIGTERM)
+        _signal(record.pid, signal.SIGCONT)
+        if not _wait_gone(record.pid, self.stop_grace):
+            _signal(record.pid, signal.SIGKILL)
+            if not _wait_gone(record.pid, self.kill_wait):
+                raise HypervisorError(f"{vm} (pid {record.pid}) did not stop")
+        self._forget(record)
+
+    def destroy(self, vm: str) -> None:
+        """SIGKILL at once; returns when the process is gone."""
+        record = self._record(vm)
+        if record is None:
+            return
+        _signal(record.pid, signal.SIGKILL)
+        if not _wait_gone(record.pid, self.kill_wait):
+            raise HypervisorError(f"{vm} (pid {record.pid}) survived SIGKILL for "
+                                  f"{self.kill_wait:g}s")
+        self._forget(record)
+
+    def migrate(self, vm: str, target: str, token: int) -> None:
+        """Move `vm` to `target` (a stand-in for live migration; see the module docstring)."""
+        record = self._record(vm)
+        if record is None:
+            raise HypervisorError(f"{vm} does not run on {self.host}")
+        if target == self.host:
+            raise HypervisorError(f"{vm}: can not migrate from {self.host} to itself")
+        target_dir = self.state_dir.parent / target
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HypervisorError(f"{vm}: target state directory {target_dir}: {exc}") from exc
+        if any(r.vm == vm for r in self._running(target_dir, target)):
+            raise HypervisorError(f"{vm} already runs on {target}; not migrating")
+        _signal(record.pid, signal.SIGSTOP)
+        try:
+            self._launch(vm, target, target_dir, token)
+        except HypervisorError as exc:
+            _signal(record.pid, signal.SIGCONT)
+            raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
+                                  f"{self.host}: {exc}") from exc
+        _signal(record.pid, signal.SIGKILL)
+        if not _wait_gone(record.pid, self.kill_wait):
+            raise HypervisorError(f"{vm} started on {target} but the paused source (pid "
+                                  f"{record.pid}) survived SIGKILL: it may run in both places")
+        self._forget(record)
+
+    # ------------------------------------------------------------------ helpers
+    def _record(self, vm: str) -> VMRecord | None:
+        """The live record of `vm` on this host, or None."""
+        for record in self._running(self.state_dir, self.host):
+            if record.vm == vm:
+                return record
+        return None
+
+    @staticmethod
+    def _running(state_dir: Path, host: str) -> list[VMRecord]:
+        try:
+            records = read_records(state_dir)
+        except (OSError, ValueError) as exc:
+            raise HypervisorError(f"can not read VM state in {state_dir}: {exc}") from exc
+        alive = []
+        for record in records:
+            if record.host != host or record.path.stem != record.vm:
+                continue  # not a file this hypervisor wrote: leave it alone
+            if is_ours(record):
+                alive.append(record)
+            else:  # the VM died (or its pid now belongs to another process): forget it
+                with contextlib.suppress(OSError):
+                    record.path.unlink()
+        return alive
+
+    @staticmethod
+    def _record_data(record: VMRecord, **changes: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {"vm": record.vm, "host": record.host, "pid": record.pid,
+                                "starttime": record.starttime, "token": record.token,
+                                "port_file": record.port_file}
+        data.update(changes)
+        return data
+
+    def _forget(self, record: VMRecord) -> None:
+        for path in (record.path, Path(record.port_file)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _launch(self, vm: str, host: str, state_dir: Path, token: int) -> None:
+        state, port, log = (state_dir / f"{vm}.json", state_dir / f"{vm}.port",
+                            state_dir / f"{vm}.log")
+        with contextlib.suppress(OSError):
+            port.unlink()
+        argv = [self.python, "-m", VM_MODULE, "--vm", vm, "--host", host,
+                "--token", str(token), "--disk", str(self.disk_file), "--port-file", str(port),
+                "--state-file", str(state), "--log", str(log), "--detach"]
+        env = dict(os.environ)
+        package_root = str(Path(ringfence.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [package_root, *filter(None, [env.get("PYTHONPATH")])])
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=self.start_timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            self._kill_half_started(state, vm, host)
+            raise HypervisorError(f"{vm} did not come up on {host} within "
+                                  f"{self.start_timeout:g}s: {_tail(log)}") from None
+        except OSError as exc:
+            raise HypervisorError(f"can not run {self.python}: {exc}") from exc
+        out = done.stdout.decode(errors="replace").split()
+        if done.returncode != 0 or len(out) != 2 or out[0] != "ready":
+            why = _tail(log) or done.stderr.decode(errors="replace").strip()[-400:]
+            raise HypervisorError(f"{vm} failed to start on {host}: {why or 'no output'}")
+
+    def _kill_half_started(self, state: Path, vm: str, host: str) -> None:
+        try:
+            record = _parse_record(state, json.loads(state.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return
+        if record.vm == vm and record.host == host and is_ours(record):
+            _signal(record.pid, signal.SIGKILL)
+            _wait_gone(record.pid, self.kill_wait)
+        with contextlib.suppress(OSError):
+            state.unlink()
+
+
+class ProcessGuestChecks:
+    """`GuestChecks` for process VMs: ``GET /`` on the port in ``STATE_DIR/VM.port`` must
+    answer ``vm VM on HOST ...`` (HOST: `host`, by default the state directory's name).
+
+    Never raises and never waits longer than `timeout` (default 0.5 s): a VM that is paused,
+    gone, or answering for another name or host is False. The answer is always final (never
+    None): the check is quick enough to run within the agent's cycle.
+    """
+
+    def __init__(self, state_dir: Path, *, host: str | None = None,
+                 timeout: float = 0.5) -> None:
+        self.state_dir = Path(state_dir)
+        self.host = host if host is not None else self.state_dir.name
+        self.timeout = timeout
+
+    def check(self, vm: str) -> bool | None:
+        try:
+            port = int((self.state_dir / f"{vm}.port").read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return False
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout)
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            body = response.read(4096).decode(errors="replace")
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+        return response.status == 200 and body.startswith(f"vm {vm} on {self.host} token ")

@@ -1,0 +1,223 @@
+"""The "VM" of the process hypervisor: a small program that behaves like a guest for the demo
+and the integration tests.
+
+    python -m ringfence.hypervisor.process_vm --vm NAME --host HOST --token T --disk FILE \
+        --port-file F [--state-file S] [--log L] [--detach]
+
+While it runs it
+
+* answers ``GET /`` on 127.0.0.1 (a free port chosen by the kernel, written to the port file)
+  with ``vm NAME on HOST token T``: what `ProcessGuestChecks` verifies;
+* appends one JSON line ``{"vm", "host", "token", "seq", "t"}`` to the shared "disk" file every
+  100 ms, with ``O_APPEND`` and an exclusive ``flock`` around each write, so that a test reading
+  the disk sees exactly which host wrote when: two writers of one VM interleaving on the disk is
+  a split brain.
+
+With ``--state-file`` it writes its identity there (``vm``, ``host``, ``pid``, ``starttime`` from
+``/proc/self/stat``, ``token``, ``port_file``) *before* it reports ready, so a VM that is up is
+always findable by a restarted agent or by the process watchdog, and it re-reads the token from
+that file on every tick (the hypervisor rewrites it when the agent re-tokens a running VM).
+
+With ``--detach`` it forks: the first process exits at once and the VM goes on in a new session,
+re-parented to init, so that it survives its agent like a real VM survives a crash of the HA
+agent (only ``destroy``, a ``stop`` or the watchdog end it). It prints ``ready PID`` on standard
+output once it serves HTTP, then closes standard output; anything it has to say later goes to
+the ``--log`` file.
+
+Failure semantics: any error while starting (port file or state file not writable, disk file
+not openable) ends the program with exit status 1 and a message on stderr (the log file), and
+no ``ready`` line. A failing disk write later is logged and retried on the next tick: a real
+guest does not die when its storage hiccups. SIGTERM is a clean guest shutdown: finish the
+current write, remove the port file (and the state file, if it is still ours), exit 0.
+
+Only the standard library is imported here: a VM starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import http.server
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+TICK = 0.1  # seconds between two disk writes
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot): with the pid, the
+    identity of a process that survives pid reuse. None if the process does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class _VM:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.vm: str = args.vm
+        self.host: str = args.host
+        self.token: int = args.token
+        self.disk = Path(args.disk)
+        self.port_file = Path(args.port_file)
+        self.state_file = Path(args.state_file) if args.state_file else None
+        self.stopping = threading.Event()
+        self.seq = 0
+        self.server: http.server.ThreadingHTTPServer | None = None
+        self.disk_fd = -1
+
+    # ------------------------------------------------------------------ start-up
+    def start(self) -> None:
+        self.disk_fd = os.open(self.disk, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        vm = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = f"vm {vm.vm} on {vm.host} token {vm.token}".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), name="http",
+                         daemon=True).start()
+        if self.state_file is not None:
+            _write_atomically(self.state_file, json.dumps(self.identity()) + "\n")
+        _write_atomically(self.port_file, f"{self.server.server_address[1]}\n")
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "vm": self.vm,
+            "host": self.host,
+            "pid": os.getpid(),
+            "starttime": proc_starttime(os.getpid()),
+            "token": self.token,
+            "port_file": str(self.port_file),
+        }
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self._refresh_token()
+            self._write()
+            self.stopping.wait(TICK)
+        self._shutdown()
+
+    def _refresh_token(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            record = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(record, dict) and record.get("pid") == os.getpid():
+            token = record.get("token")
+            if isinstance(token, int):
+                self.token = token
+
+    def _write(self) -> None:
+        line = json.dumps({"vm": self.vm, "host": self.host, "token": self.token,
+                           "seq": self.seq, "t": time.time()}) + "\n"
+        try:
+            fcntl.flock(self.disk_fd, fcntl.LOCK_EX)
+            try:
+                os.write(self.disk_fd, line.encode())
+            finally:
+                fcntl.flock(self.disk_fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            print(f"vm {self.vm}: disk write failed: {exc}", file=sys.stderr, flush=True)
+            return
+        self.seq += 1
+
+    def _shutdown(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        with contextlib.suppress(OSError):
+            self.port_file.unlink()
+        if self.state_file is not None:
+            try:
+                record = json.loads(self.state_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return
+            if isinstance(record, dict) and record.get("pid") == os.getpid():
+                with contextlib.suppress(OSError):
+                    self.state_file.unlink()
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ringfence.hypervisor.process_vm",
+                                     description="A process that stands in for a VM.")
+    parser.add_argument("--vm", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--token", required=True, type=int)
+    parser.add_argument("--disk", required=True, help="shared disk file to append to")
+    parser.add_argument("--port-file", required=True, help="where to write the HTTP port")
+    parser.add_argument("--state-file", help="where to write pid, start time and token")
+    parser.add_argument("--log", help="stderr of the detached VM")
+    parser.add_argument("--detach", action="store_true",
+                        help="fork into a new session; print 'ready PID' once serving")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.detach:
+        if os.fork() != 0:
+            os._exit(0)  # the launcher returns at once; the VM is re-parented to init
+        os.setsid()
+        log_fd = os.open(args.log or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log_fd, 2)  # the launcher's stderr pipe must not stay open in the VM
+        os.close(log_fd)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    vm = _VM(args)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        vm.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        vm.start()
+    except OSError as exc:
+        print(f"vm {args.vm}: can not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"ready {os.getpid()}", flush=True)
+    if args.detach:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+    vm.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

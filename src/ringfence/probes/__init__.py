@@ -1,0 +1,1 @@
+"""Host probes: NIC identity and carrier, datastore write probes, corrected memory errors."""

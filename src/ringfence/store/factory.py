@@ -1,0 +1,138 @@
+"""Open the coordination store a cluster file describes: SQLite or etcd.
+
+Choice, from the ``store`` section:
+
+- ``kind: sqlite`` — or no ``kind`` and no ``endpoints`` — is the embedded store: `SqliteStore`
+  on ``path``, a file that every agent of the one machine shares;
+- ``kind: etcd`` — or no ``kind`` and ``endpoints`` given — is `EtcdStore` on ``endpoints``,
+  with ``tls`` (``ca_file``, ``cert_file``, ``key_file``).
+
+Everything checkable without contacting the store is checked here and reported as a
+`ConfigError` naming the field and the fix (``store.endpoints: etcd needs at least one
+endpoint``); whether the store answers is the store's business (`StoreUnavailable` on use).
+Opening never contacts the store, so an agent can start while the store is down. The etcd
+client (and ``requests``) is imported only when an etcd store is opened.
+
+Timeouts follow the host lease: one store call (over every endpoint) waits at most a third of
+``timing.host_lease_ttl`` (at most 2 s per request), so an agent learns of an unreachable store
+while it still has two renewals' worth of lease left.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ringfence.config import ClusterConfig
+from ringfence.errors import ConfigError, Problem
+from ringfence.store.base import Store
+from ringfence.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from ringfence.store.etcd import EtcdStore
+
+__all__ = ["open_store", "store_kind"]
+
+_MAX_REQUEST_TIMEOUT = 2.0
+_MIN_REQUEST_TIMEOUT = 0.2
+
+
+def store_kind(config: ClusterConfig) -> str:
+    """``sqlite`` or ``etcd``: the engine `open_store` would open (see the module docstring)."""
+    store = config.store
+    if store.kind is not None:
+        return store.kind
+    return "etcd" if store.endpoints else "sqlite"
+
+
+def _call_budget(config: ClusterConfig, requests: int) -> float:
+    budget = config.timing.host_lease_ttl / 3 / max(1, requests)
+    return max(_MIN_REQUEST_TIMEOUT, min(_MAX_REQUEST_TIMEOUT, budget))
+
+
+def _open_sqlite(config: ClusterConfig) -> SqliteStore:
+    store = config.store
+    problems: list[Problem] = []
+    if store.endpoints:
+        problems.append(Problem(None, None, "store.endpoints",
+                                "a sqlite store takes path, not endpoints "
+                                "(set store.kind: etcd to use etcd)"))
+    if store.tls is not None:
+        problems.append(Problem(None, None, "store.tls",
+                                "TLS applies to etcd only; a sqlite store is a local file"))
+    if not store.path:
+        problems.append(Problem(None, None, "store.path",
+                                "the sqlite store needs path: the database file that every "
+                                "agent on this machine shares (e.g. /var/lib/ringfence/store.db)"))
+    if problems:
+        raise ConfigError(problems=problems)
+    assert store.path is not None
+    path = Path(os.path.expanduser(store.path))
+    if not path.parent.is_dir():
+        raise ConfigError(f"the directory {str(path.parent)!r} does not exist; create it or "
+                          "choose another path", path="store.path")
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a directory; path names the database file",
+                          path="store.path")
+    return SqliteStore(str(path), busy_timeout=_call_budget(config, 1))
+
+
+def _open_etcd(config: ClusterConfig, host: str | None) -> EtcdStore:
+    from ringfence.store.etcd import EtcdStore, parse_endpoint  # requests etc.: only for etcd
+
+    store = config.store
+    problems: list[Problem] = []
+    if store.path is not None:
+        problems.append(Problem(None, None, "store.path",
+                                "an etcd store takes endpoints, not path "
+                                "(set store.kind: sqlite to use a local file)"))
+    if not store.endpoints:
+        problems.append(Problem(None, None, "store.endpoints",
+                                "etcd needs at least one endpoint, such as "
+                                "https://etcd1.example:2379"))
+    tls = store.tls
+    files: dict[str, str | None] = {
+        "ca_file": tls.ca_file if tls else None,
+        "cert_file": tls.cert_file if tls else None,
+        "key_file": tls.key_file if tls else None,
+    }
+    for name, file in files.items():
+        if file is not None and not Path(os.path.expanduser(file)).is_file():
+            problems.append(Problem(None, None, f"store.tls.{name}", f"file not found: {file}"))
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        missing = "key_file" if files["key_file"] is None else "cert_file"
+        problems.append(Problem(None, None, f"store.tls.{missing}",
+                                "a client certificate needs both cert_file and key_file"))
+    secure = files["ca_file"] is not None or files["cert_file"] is not None
+    endpoints: list[str] = []
+    for index, text in enumerate(store.endpoints):
+        try:
+            parse_endpoint(text, tls=secure)
+        except ValueError as exc:
+            problems.append(Problem(None, None, f"store.endpoints[{index}]", str(exc)))
+        else:
+            endpoints.append(text)
+    if problems:
+        raise ConfigError(problems=problems)
+    if host is not None:
+        # This host's own member first: it answers fastest, and it fails over when it is cut off.
+        local = [e for e in endpoints if parse_endpoint(e, tls=secure).host == host]
+        endpoints = local + [e for e in endpoints if e not in local]
+    expand = {name: os.path.expanduser(file) if file else None for name, file in files.items()}
+    return EtcdStore(
+        endpoints,
+        ca_file=expand["ca_file"],
+        cert_file=expand["cert_file"],
+        key_file=expand["key_file"],
+        timeout=_call_budget(config, len(endpoints)),
+    )
+
+
+def open_store(config: ClusterConfig, *, host: str | None) -> Store:
+    """The store of `config`, as host `host` uses it (None: an operator's tool, no host).
+
+    Raises `ConfigError` for a store section that cannot work; never contacts the store."""
+    if store_kind(config) == "etcd":
+        return _open_etcd(config, host)
+    return _open_sqlite(config)

@@ -1,0 +1,429 @@
+"""The embedded coordination store: etcd v3's semantics on one SQLite file.
+
+Every agent and the manager of a single-machine cluster (the demo, the tests, a lab on one box)
+open the same database file; SQLite's locking makes each call one serialisable transaction, and
+the file's revision counter, keys and leases behave exactly like etcd's:
+
+- one global *revision*, bumped once by every transaction that changes at least one key (a
+  transaction whose deletes find nothing, a grant or a keepalive leaves it unchanged, as in
+  etcd); keys carry ``create_revision``, ``mod_revision`` and ``lease``;
+- a *lease* lives ``ttl`` seconds on the store's clock after its grant or last keepalive. At the
+  start of every call, inside that call's transaction, each expired lease is removed and its keys
+  are deleted in one revision (one revision per lease that still had keys), so no call ever sees
+  an expired lease or its keys;
+- ``txn`` is atomic: the compares are evaluated and the chosen branch applied under one write
+  lock (``BEGIN IMMEDIATE``). As in the simulator, a branch that attaches a key to a lease that
+  does not exist applies nothing and returns ``TxnResult(False, revision)``. A transaction that
+  names one key twice in a branch raises ``ValueError``, as etcd rejects it.
+
+**The store's clock is the machine's.** Lease time is measured with ``clock`` (default
+``time.monotonic``, i.e. CLOCK_MONOTONIC, which every process of one machine shares and which
+no wall-clock step moves). A SQLite store therefore spans one machine only: never put the file on
+a network filesystem or share it between machines. CLOCK_MONOTONIC restarts at boot; a lease
+whose expiry lies more than a second beyond ``now + ttl`` (impossible unless the clock went
+back) is given its full TTL again from now, which is what etcd does to leases on a new leader.
+
+Failure semantics (the `Store` protocol's): every SQLite failure — the file cannot be opened,
+is not a database, was written by a newer schema, or stays locked longer than ``busy_timeout``
+— raises `StoreUnavailable`, never a raw ``sqlite3`` exception. A call that raised may or may not
+have been applied only when the failure struck during ``COMMIT``; otherwise it was rolled back.
+A compare-and-set that lost returns ``TxnResult(False, ...)``. A stored value that is not a
+JSON object (written by something else) raises ``ValueError`` naming the key.
+
+Values are stored as canonical JSON (sorted keys, no spaces); value compares use the same
+equality as `Compare.holds`. The schema is versioned in a ``meta`` table and created on first
+use. The file runs in WAL mode with ``synchronous=FULL``: readers never wait for the writer, and a
+committed revision survives power loss (a fencing token is never issued twice).
+
+Threads: one connection per store object, guarded by a lock, so the runtime may call from any
+thread. After ``fork`` the child opens its own connection (SQLite connections must not cross a
+fork). Hand-written rather than a library because the job is small and exact: no SQLite library
+offers etcd's revision and lease model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ringfence.store.base import (
+    Compare,
+    Delete,
+    JsonValue,
+    KeyValue,
+    Op,
+    Put,
+    RangeResult,
+    StoreUnavailable,
+    TxnResult,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SqliteStore",
+    "canonical_json",
+    "check_branch",
+    "decode_value",
+    "prefix_end",
+]
+
+SCHEMA_VERSION = 1
+
+_CLOCK_JUMP = 1.0
+"""A lease expiring more than this beyond ``now + ttl`` means the clock went back: restart it."""
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kv ("
+    " key BLOB PRIMARY KEY, value TEXT NOT NULL, create_revision INTEGER NOT NULL,"
+    " mod_revision INTEGER NOT NULL, lease INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0",
+    "CREATE TABLE IF NOT EXISTS leases ("
+    " id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expiry REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry)",
+)
+
+_T = TypeVar("_T")
+
+
+def canonical_json(value: JsonValue) -> str:
+    """The one encoding of a value that both real engines store and compare."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_value(key: str, text: str | bytes) -> JsonValue:
+    """Decode a stored value; ``ValueError`` naming the key if it is not a JSON object."""
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"store key {key!r} holds a value that is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"store key {key!r} holds JSON that is not an object")
+    return value
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The first byte string after every string starting with `prefix` (None: no end)."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return None
+    end[-1] += 1
+    return bytes(end)
+
+
+def check_branch(ops: list[Op], name: str) -> None:
+    """Reject a branch that names a key twice, as etcd does ("duplicate key given in txn")."""
+    seen: set[str] = set()
+    for op in ops:
+        if op.key in seen:
+            raise ValueError(f"txn {name} ops name key {op.key!r} twice; etcd rejects that")
+        seen.add(op.key)
+
+
+class SqliteStore:
+    """The `Store` protocol on one SQLite file shared by the processes of one machine.
+
+    `path`: the database file (created with its schema on first use; its directory must exist).
+    `clock`: the store's clock for lease time; every process sharing the file must use the same
+    one (CLOCK_MONOTONIC by default). `busy_timeout`: how long a call waits for another
+    process's write lock before it raises `StoreUnavailable`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        busy_timeout: float = 2.0,
+    ) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    # ------------------------------------------------------------------ connection
+    def close(self) -> None:
+        """Close the connection; the next call opens a new one."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # A connection inherited across fork belongs to the parent: leave it untouched.
+        self._conn = None
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                raise StoreUnavailable(
+                    f"sqlite store {self.path}: cannot use WAL mode here (got {mode}); "
+                    "the file must be on a local filesystem"
+                )
+            conn.execute("PRAGMA synchronous=FULL")
+            self._ensure_schema(conn)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            raise
+        self._conn = conn
+        self._pid = os.getpid()
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if row is None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                first_lease = (secrets.randbits(30) + 1) << 32  # unique per database
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                    [("schema", SCHEMA_VERSION), ("revision", 1), ("next_lease", first_lease)],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        found = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if found is None or int(found[0]) != SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"sqlite store {self.path}: schema version {found[0] if found else 'missing'}, "
+                f"this ringfence reads version {SCHEMA_VERSION}"
+            )
+
+    def _transaction(
+        self, body: Callable[[sqlite3.Connection, float], _T], *, write: bool
+    ) -> _T:
+        """Run `body(conn, now)` in one transaction after reaping expired leases.
+
+        Reads run in a deferred (snapshot) transaction unless a lease is due, in which case the
+        call takes the write lock like a write and reaps first. `now` is read after the lock
+        is held, so lease time never runs backwards between serialised writers."""
+        with self._lock:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = self._connection()
+                if not write:
+                    conn.execute("BEGIN")
+                    now = self.clock()
+                    if not self._leases_due(conn, now):
+                        result = body(conn, now)
+                        conn.execute("COMMIT")
+                        return result
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                now = self.clock()
+                self._reap(conn, now)
+                result = body(conn, now)
+                conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                self._discard(conn)
+                raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+            except BaseException:
+                if conn is not None:
+                    self._rollback(conn)
+                raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._discard(conn)
+
+    def _discard(self, conn: sqlite3.Connection | None) -> None:
+        """Drop a connection after a SQLite error; the next call opens a fresh one."""
+        if conn is None:
+            return
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+
+    # ------------------------------------------------------------------ leases and revisions
+    @staticmethod
+    def _leases_due(conn: sqlite3.Connection, now: float) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM leases WHERE expiry <= ? OR expiry > ? + ttl + ? LIMIT 1",
+            (now, now, _CLOCK_JUMP),
+        ).fetchone()
+        return row is not None
+
+    def _reap(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute(
+            "UPDATE leases SET expiry = ? + ttl WHERE expiry > ? + ttl + ?",
+            (now, now, _CLOCK_JUMP),
+        )
+        expired = conn.execute(
+            "SELECT id FROM leases WHERE expiry <= ? ORDER BY expiry, id", (now,)
+        ).fetchall()
+        for (lease,) in expired:
+            self._drop_lease(conn, int(lease))
+
+    def _drop_lease(self, conn: sqlite3.Connection, lease: int) -> None:
+        """Remove a lease and delete its keys in one revision (none if it had no keys)."""
+        deleted = conn.execute("DELETE FROM kv WHERE lease = ?", (lease,)).rowcount
+        conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+        if deleted:
+            self._bump(conn)
+
+    @staticmethod
+    def _rev(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> int:
+        conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
+        return SqliteStore._rev(conn)
+
+    @staticmethod
+    def _row(key: str, row: tuple[bytes, str, int, int, int]) -> KeyValue:
+        _, value, created, modified, lease = row
+        return KeyValue(key, decode_value(key, value), int(created), int(modified), int(lease))
+
+    def _read(self, conn: sqlite3.Connection, key: str) -> KeyValue | None:
+        row = conn.execute(
+            "SELECT key, value, create_revision, mod_revision, lease FROM kv WHERE key = ?",
+            (key.encode(),),
+        ).fetchone()
+        return None if row is None else self._row(key, row)
+
+    # ------------------------------------------------------------------ the Store protocol
+    def revision(self) -> int:
+        return self._transaction(lambda conn, now: self._rev(conn), write=False)
+
+    def get(self, key: str) -> KeyValue | None:
+        return self._transaction(lambda conn, now: self._read(conn, key), write=False)
+
+    def get_prefix(self, prefix: str) -> RangeResult:
+        start = prefix.encode()
+        end = prefix_end(start)
+
+        def body(conn: sqlite3.Connection, now: float) -> RangeResult:
+            columns = "SELECT key, value, create_revision, mod_revision, lease FROM kv"
+            if end is None:
+                rows = conn.execute(f"{columns} WHERE key >= ? ORDER BY key", (start,))
+            else:
+                rows = conn.execute(
+                    f"{columns} WHERE key >= ? AND key < ? ORDER BY key", (start, end)
+                )
+            items = tuple(self._row(bytes(row[0]).decode(), row) for row in rows.fetchall())
+            return RangeResult(items, self._rev(conn))
+
+        return self._transaction(body, write=False)
+
+    def txn(
+        self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
+    ) -> TxnResult:
+        failure = failure or []
+        check_branch(success, "success")
+        check_branch(failure, "failure")
+        for condition in compare:
+            if condition.target not in ("mod", "create", "value", "lease"):
+                raise ValueError(f"unknown compare target {condition.target!r}")
+        encoded = {
+            id(op): canonical_json(op.value) for op in (*success, *failure) if isinstance(op, Put)
+        }
+
+        def body(conn: sqlite3.Connection, now: float) -> TxnResult:
+            rev = self._rev(conn)
+            current = {c.key: self._read(conn, c.key) for c in compare}
+            ok = all(c.holds(current[c.key]) for c in compare)
+            ops = success if ok else failure
+            for op in ops:
+                if isinstance(op, Put) and op.lease:
+                    found = conn.execute("SELECT 1 FROM leases WHERE id = ?", (op.lease,))
+                    if found.fetchone() is None:
+                        return TxnResult(False, rev)
+            changed = False
+            new_rev = rev + 1
+            for op in ops:
+                if isinstance(op, Delete):
+                    gone = conn.execute("DELETE FROM kv WHERE key = ?", (op.key.encode(),))
+                    changed = changed or gone.rowcount > 0
+                else:
+                    conn.execute(
+                        "INSERT INTO kv (key, value, create_revision, mod_revision, lease)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                        " value = excluded.value, mod_revision = excluded.mod_revision,"
+                        " lease = excluded.lease",
+                        (op.key.encode(), encoded[id(op)], new_rev, new_rev, op.lease),
+                    )
+                    changed = True
+            if not changed:
+                return TxnResult(ok, rev)
+            return TxnResult(ok, self._bump(conn))
+
+        return self._transaction(body, write=True)
+
+    def grant(self, ttl: float) -> int:
+        if not ttl > 0:
+            raise ValueError(f"a lease needs a positive TTL, got {ttl!r}")
+
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'next_lease'").fetchone()
+            lease = int(row[0])
+            conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'next_lease'")
+            conn.execute(
+                "INSERT INTO leases (id, ttl, expiry) VALUES (?, ?, ?)", (lease, ttl, now + ttl)
+            )
+            return lease
+
+        return self._transaction(body, write=True)
+
+    def keepalive(self, lease: int) -> bool:
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            updated = conn.execute(
+                "UPDATE leases SET expiry = ? + ttl WHERE id = ?", (now, lease)
+            ).rowcount
+            return bool(updated)
+
+        return self._transaction(body, write=True)
+
+    def time_to_live(self, lease: int) -> float | None:
+        def body(conn: sqlite3.Connection, now: float) -> float | None:
+            row = conn.execute("SELECT expiry FROM leases WHERE id = ?", (lease,)).fetchone()
+            return None if row is None else max(0.0, float(row[0]) - now)
+
+        return self._transaction(body, write=False)
+
+    def revoke(self, lease: int) -> None:
+        def body(conn: sqlite3.Connection, now: float) -> None:
+            if conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone():
+                self._drop_lease(conn, lease)
+
+        self._transaction(body, write=True)

@@ -1,0 +1,227 @@
+"""The process hypervisor with real VM processes: start, re-token, stop, destroy, migrate,
+guest checks, and VMs that outlive their agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.process import ProcessGuestChecks, ProcessHypervisor, read_records
+
+
+def disk_lines(disk: Path) -> list[dict[str, object]]:
+    if not disk.exists():
+        return []
+    return [json.loads(line) for line in disk.read_text().splitlines() if line]
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(parent of the hosts' state directories, shared disk); kills leftover VMs after."""
+    parent, disk = tmp_path / "vms", tmp_path / "disk"
+    parent.mkdir()
+    yield parent, disk
+    for state_file in parent.glob("*/*.json"):
+        try:
+            record = json.loads(state_file.read_text())
+            if alive(record["pid"]) and "process_vm" in Path(
+                    f"/proc/{record['pid']}/cmdline").read_text():
+                os.kill(record["pid"], signal.SIGKILL)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+
+def test_start_check_retoken_stop(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    hv = ProcessHypervisor("h1", parent / "h1", disk)
+    checks = ProcessGuestChecks(parent / "h1")
+    assert hv.list_running() == {}
+    assert checks.check("app") is False  # not running: a final no, not an exception
+
+    hv.start("app", 5)
+    hv.start("app", 5)  # idempotent: still one process
+    assert hv.list_running() == {"app": 5}
+    assert len(read_records(parent / "h1")) == 1
+    assert checks.check("app") is True
+    assert ProcessGuestChecks(parent / "h1", host="h2").check("app") is False
+    assert wait_for(lambda: any(line["token"] == 5 for line in disk_lines(disk)))
+
+    hv.start("app", 8)  # a re-token: same process, new token on its next write
+    pid = read_records(parent / "h1")[0].pid
+    assert hv.list_running() == {"app": 8}
+    assert read_records(parent / "h1")[0].pid == pid
+    assert wait_for(lambda: disk_lines(disk)[-1]["token"] == 8)
+
+    hv.stop("app", 8)
+    assert hv.list_running() == {}
+    assert not alive(pid)
+    assert checks.check("app") is False
+    hv.stop("app", 8)  # stopping a VM that does not run is fine
+    lines = [line for line in disk_lines(disk) if line["vm"] == "app"]
+    assert [line["seq"] for line in lines] == list(range(len(lines)))  # one writer, no gaps
+
+
+def test_destroy_and_crash_detection(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    hv = ProcessHypervisor("h1", parent / "h1", disk)
+    hv.start("a", 1)
+    hv.start("b", 2)
+    records = {r.vm: r for r in read_records(parent / "h1")}
+    hv.destroy("a")
+    assert not alive(records["a"].pid)
+    hv.destroy("a")  # destroying what does not run is not an error
+    os.kill(records["b"].pid, signal.SIGKILL)  # a guest crash
+    assert wait_for(lambda: hv.list_running() == {})
+    assert read_records(parent / "h1") == []  # stale state files are cleaned up
+
+
+def test_paused_vm_counts_as_running_and_stop_still_works(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    hv = ProcessHypervisor("h1", parent / "h1", disk, stop_grace=1.0)
+    hv.start("p", 3)
+    pid = read_records(parent / "h1")[0].pid
+    os.kill(pid, signal.SIGSTOP)
+    assert hv.list_running() == {"p": 3}
+    assert ProcessGuestChecks(parent / "h1", timeout=0.2).check("p") is False  # no answer
+    hv.stop("p", 3)
+    assert not alive(pid)
+
+
+def test_migrate_moves_without_overlap(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk)
+    h2 = ProcessHypervisor("h2", parent / "h2", disk)
+    h1.start("db", 4)
+    assert wait_for(lambda: len(disk_lines(disk)) >= 3)
+    h1.migrate("db", "h2", 6)
+    assert h1.list_running() == {}
+    assert h2.list_running() == {"db": 6}
+    assert ProcessGuestChecks(parent / "h2").check("db") is True
+    assert ProcessGuestChecks(parent / "h1").check("db") is False
+    assert wait_for(lambda: sum(line["host"] == "h2" for line in disk_lines(disk)) >= 3)
+    hosts = [line["host"] for line in disk_lines(disk)]
+    first_h2 = hosts.index("h2")
+    assert set(hosts[:first_h2]) == {"h1"} and set(hosts[first_h2:]) == {"h2"}  # no interleaving
+    with pytest.raises(HypervisorError, match="does not run"):
+        h1.migrate("db", "h2", 7)
+    with pytest.raises(HypervisorError, match="already runs on h1"):
+        h1.start("db", 9)
+        h2.migrate("db", "h1", 10)
+    h1.destroy("db")
+    h2.destroy("db")
+
+
+def test_failed_migration_keeps_the_vm_here(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk)
+    h1.start("x", 1)
+    (parent / "h3").write_text("not a directory")  # no state directory for h3
+    with pytest.raises(HypervisorError, match="h3"):
+        h1.migrate("x", "h3", 2)
+    (parent / "h4" / "x.port").mkdir(parents=True)  # the target VM can not write its port
+    with pytest.raises(HypervisorError, match="still runs on h1"):
+        h1.migrate("x", "h4", 2)
+    assert h1.list_running() == {"x": 1}
+    pid = read_records(parent / "h1")[0].pid
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    assert stat[stat.rfind(")") + 2] != "T"  # the paused source was resumed
+    assert ProcessGuestChecks(parent / "h1").check("x") is True
+    assert ProcessHypervisor("h4", parent / "h4", disk).list_running() == {}
+
+
+def test_start_failure_is_a_hypervisor_error(cluster: tuple[Path, Path]) -> None:
+    parent, _ = cluster
+    broken = ProcessHypervisor("h1", parent / "h1", parent / "no-such-dir" / "disk")
+    with pytest.raises(HypervisorError, match="failed to start"):
+        broken.start("a", 1)
+    assert broken.list_running() == {}
+    missing = ProcessHypervisor("h1", parent / "h1", parent / "disk", python="/nonexistent/py")
+    with pytest.raises(HypervisorError, match="can not run"):
+        missing.start("a", 1)
+
+
+def test_unreadable_state_is_an_error_not_an_empty_list(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    hv = ProcessHypervisor("h1", parent / "h1", disk)
+    (parent / "h1" / "junk.json").write_text("{not json")
+    with pytest.raises(HypervisorError, match=r"junk\.json"):
+        hv.list_running()
+
+
+def test_a_recycled_pid_is_not_taken_for_a_vm(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    state = parent / "h1"
+    state.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (state / "ghost.json").write_text(json.dumps(
+            {"vm": "ghost", "host": "h1", "pid": sleeper.pid, "starttime": None, "token": 1,
+             "port_file": str(state / "ghost.port")}))
+        assert ProcessHypervisor("h1", state, disk).list_running() == {}
+        assert sleeper.poll() is None  # and nothing was done to that process
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+AGENT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from ringfence.hypervisor.process import ProcessHypervisor
+    hv = ProcessHypervisor("h1", Path(sys.argv[1]), Path(sys.argv[2]))
+    hv.start("web", 11)
+    hv.start("db", 12)
+    print("started", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_vms_survive_an_agent_crash_and_are_found_again(cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(parent / "h1"), str(disk)],
+                             stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert agent.stdout is not None
+        assert agent.stdout.readline().strip() == b"started"
+        os.killpg(agent.pid, signal.SIGKILL)  # the agent and its whole process group
+        agent.wait()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    restarted = ProcessHypervisor("h1", parent / "h1", disk)
+    assert restarted.list_running() == {"web": 11, "db": 12}
+    before = len(disk_lines(disk))
+    assert wait_for(lambda: len(disk_lines(disk)) >= before + 4)  # still writing
+    assert ProcessGuestChecks(parent / "h1").check("web") is True
+    restarted.destroy("web")
+    restarted.destroy("db")
+    assert restarted.list_running() == {}
