@@ -52,7 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hosts", type=int, default=3)
     demo.add_argument("--vms", type=int, default=6)
     demo.add_argument("--fault", default="power_off", help="power_off (default), hang, "
-                                                          "vm_crash or none")
+                                                          "agent_hang, vm_crash or none")
     demo.add_argument("--fault-at", default="20s", help="when, after every VM runs")
     demo.add_argument("--duration", default=None, help="stop after this long (e.g. 60s)")
     demo.add_argument("--port", type=int, default=8080, help="dashboard port (0: none)")

@@ -8,7 +8,8 @@ module, run as a ClusterLabs-style fence agent: it kills or restarts the host's 
 unless `--no-fencing`: then recovery takes the watchdog path.
 
 The fault (default: power-off of the busiest host, i.e. SIGKILL of its agent, its VMs and its
-watchdog) comes `--fault-at` seconds after every VM runs. The ground truth is the disk file:
+watchdog; `hang` stops all of them with SIGSTOP, `agent_hang` only the agent, `vm_crash` kills
+one VM) comes `--fault-at` seconds after every VM runs. The ground truth is the disk file:
 which host wrote for which VM when. Downtime is the gap in a VM's writes; a split brain is two
 hosts writing for one VM in overlapping intervals, whatever the agents believe.
 
@@ -40,7 +41,7 @@ from ringfence.agent.journal import read_journal
 from ringfence.fence.demo_power import pids_of as _pids_of
 from ringfence.status import demo_pointer
 
-FAULTS = ("power_off", "hang", "vm_crash", "none")
+FAULTS = ("power_off", "hang", "agent_hang", "vm_crash", "none")
 
 
 @dataclass
@@ -55,6 +56,7 @@ class DemoOptions:
     browser: bool = True
     as_json: bool = False
     workdir: Path | None = None
+    etcd_endpoints: list[str] | None = None  # default: the embedded SQLite store
 
 
 @dataclass
@@ -118,7 +120,9 @@ class Demo:
                        "interfaces": {"ring0": {"address": f"127.0.1.{h.index + 1}"},
                                       "ring1": {"address": f"127.0.2.{h.index + 1}"}}}
                       for h in self.hosts],
-            "store": {"kind": "sqlite", "path": str(self.workdir / "store.db")},
+            "store": ({"kind": "etcd", "endpoints": self.options.etcd_endpoints}
+                      if self.options.etcd_endpoints else
+                      {"kind": "sqlite", "path": str(self.workdir / "store.db")}),
             "vms": [{"name": vm, "cpus": 1, "memory": "1GiB",
                      "host": self.hosts[i % len(self.hosts)].name,
                      "priority": 100 if i == 0 else 0}
@@ -182,6 +186,9 @@ class Demo:
             return
         victim = self.busiest()
         pids = _pids_of(self.workdir, victim)
+        if kind == "agent_hang":  # only the agent freezes; its VMs and watchdog run on
+            frozen = next(h for h in self.hosts if h.name == victim)
+            pids = [frozen.process.pid] if frozen.process is not None else []
         sig = signal.SIGKILL if kind == "power_off" else signal.SIGSTOP
         if kind == "power_off":
             (self.power / f"{victim}.off").write_text("power cut by the demo\n")

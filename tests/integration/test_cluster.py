@@ -1,0 +1,110 @@
+"""Real clusters on this machine: agents as processes, UDP heartbeats on loopback, a shared
+store, VMs as processes writing to a shared disk file. The ground truth for split brain is the
+disk file (who wrote for which VM, when), not what any agent believes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ringfence.demo import Demo, DemoOptions, split_brains
+from ringfence.etcd_local import ETCD, make_cluster
+from ringfence.hypervisor.process import ProcessGuestChecks
+from ringfence.store.etcd import EtcdStore
+
+
+def new_demo(hosts: int, vms: int, tmp_path: Path, **options: object) -> Demo:
+    demo_options = DemoOptions(hosts=hosts, vms=vms, port=0, browser=False, as_json=True,
+                               workdir=tmp_path / "demo", **options)  # type: ignore[arg-type]
+    return Demo(demo_options)
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
+    options: dict[str, object] = getattr(request, "param", {})
+    demo = new_demo(3, 4, tmp_path, **options)
+    demo.write_cluster()
+    for host in demo.hosts:
+        demo.start_host(host)
+    try:
+        wait_for(lambda: len(demo.placement_now()) == len(demo.vms), 40, "every VM to run")
+        yield demo
+    finally:
+        demo.stop()
+
+
+def wait_for(condition: object, within: float, what: str) -> float:
+    started = time.time()
+    while time.time() - started < within:
+        if condition():  # type: ignore[operator]
+            return time.time() - started
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {within:g}s waiting for {what}")
+
+
+def moved_off(demo: Demo, victim: str) -> bool:
+    placed = demo.placement_now(window=0.5)
+    return len(placed) == len(demo.vms) and victim not in placed.values()
+
+
+def test_power_off_of_a_host_moves_its_vms_and_they_answer(cluster: Demo) -> None:
+    cluster.inject("power_off")
+    victim = cluster.faults[0].host
+    assert victim is not None
+    wait_for(lambda: moved_off(cluster, victim), 30, f"the VMs of {victim} to run elsewhere")
+    for vm, host in sorted(cluster.placement_now().items()):
+        checks = ProcessGuestChecks(cluster.state / "vms" / host, host=host)
+        assert checks.check(vm), f"{vm} does not answer on {host}"
+    assert split_brains(cluster.writes()) == []
+
+
+@pytest.mark.parametrize("cluster", [{"fencing": False}], indirect=True)
+def test_a_frozen_agent_is_reset_by_its_watchdog_before_its_vms_move(cluster: Demo) -> None:
+    # SIGSTOP the agent only: its VMs keep running (and writing). Only its process watchdog
+    # can stop them; the other hosts must not start them before it did.
+    cluster.inject("agent_hang")
+    victim = cluster.faults[0].host
+    assert victim is not None
+    wait_for(lambda: moved_off(cluster, victim), 40, f"the VMs of {victim} to run elsewhere")
+    records = cluster.writes()
+    assert split_brains(records) == []
+    last_on_victim = max(r["t"] for r in records if r["host"] == victim)
+    moved = {r["vm"] for r in records if r["host"] == victim}
+    first_elsewhere = min(r["t"] for r in records
+                          if r["vm"] in moved and r["host"] != victim
+                          and r["t"] > cluster.faults[0].wall)
+    assert last_on_victim < first_elsewhere
+
+
+@pytest.fixture
+def etcd_endpoints(tmp_path: Path) -> Iterator[list[str]]:
+    if ETCD is None:
+        pytest.skip("the etcd binary is missing: install Debian's etcd-server")
+    (tmp_path / "etcd").mkdir()
+    members = make_cluster(tmp_path / "etcd", 1)
+    members.start()
+    try:
+        with EtcdStore(members.endpoints, timeout=1.0) as store:
+            members.wait_ready(store)
+        yield members.endpoints
+    finally:
+        members.stop()
+
+
+def test_the_same_with_etcd(tmp_path: Path, etcd_endpoints: list[str]) -> None:
+    demo = new_demo(3, 3, tmp_path, fencing=False, etcd_endpoints=etcd_endpoints)
+    demo.write_cluster()
+    for host in demo.hosts:
+        demo.start_host(host)
+    try:
+        wait_for(lambda: len(demo.placement_now()) == len(demo.vms), 40, "every VM to run")
+        demo.inject("agent_hang")
+        victim = demo.faults[0].host
+        assert victim is not None
+        wait_for(lambda: moved_off(demo, victim), 40, f"the VMs of {victim} to run elsewhere")
+        assert split_brains(demo.writes()) == []
+    finally:
+        demo.stop()
