@@ -124,7 +124,59 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions
     return LibvirtHypervisor(kind, domain_xml), None
 
 
+class WatchdogPair:
+    """The host's self-fencing watchdog and, under systemd, the service watchdog beside it:
+    armed and petted together. The service watchdog is optional: failing to arm it is
+    journaled, never fatal."""
+
+    def __init__(self, primary: Watchdog, service: Watchdog | None, journal: FileJournal,
+                 host: str) -> None:
+        self.primary, self.service, self.journal, self.host = primary, service, journal, host
+
+    def arm(self, timeout: float) -> None:
+        self.primary.arm(timeout)
+        if self.service is not None:
+            try:
+                self.service.arm(timeout)
+            except OSError as exc:
+                self.journal.record("watchdog_missing", host=self.host,
+                                    text=f"systemd's service watchdog not used: {exc}")
+                self.service = None
+
+    def pet(self) -> None:
+        self.primary.pet()
+        if self.service is not None:
+            self.service.pet()
+
+    def disarm(self) -> None:
+        self.primary.disarm()
+        if self.service is not None:
+            self.service.disarm()
+
+
+def _notify_ready() -> None:
+    """Tell systemd (Type=notify) that the agent runs; nothing without $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    import socket
+
+    target = "\0" + address[1:] if address.startswith("@") else address
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", target)
+
+
 def _watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdog:
+    primary = _primary_watchdog(host, options, journal)
+    service = None
+    if os.environ.get("NOTIFY_SOCKET") and os.environ.get("WATCHDOG_USEC"):
+        from ringfence.fence.watchdog import SystemdWatchdog
+
+        service = SystemdWatchdog()
+    return WatchdogPair(primary, service, journal, host)
+
+
+def _primary_watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdog:
     choice = "none" if options.unsafe_no_watchdog else options.watchdog
     if choice == "auto":
         choice = "linux" if Path("/dev/watchdog").exists() else "missing"
@@ -168,7 +220,10 @@ def _probes(config: ClusterConfig, host: str) -> Probes | None:
 
 def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agent:
     """The real parts, wired into the same `Agent` the simulator runs."""
-    config.host(host)  # raises for an unknown host name
+    names = [h.name for h in config.hosts]
+    if host not in names:
+        raise ConfigError(f"--host: {host!r} is not a host of cluster {config.name}; its hosts "
+                          f"are {', '.join(names)}")
     from ringfence.agent.local_state import FileLocalState
     from ringfence.store.factory import open_store
 
@@ -232,6 +287,7 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
 
 def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:
     agent = build_agent(config, host, options)
+    _notify_ready()
     try:
         return asyncio.run(_drive(agent, options))
     finally:
