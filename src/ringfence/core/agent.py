@@ -205,15 +205,21 @@ class Agent:
         current = (assessment.state, assessment.reasons)
         if current == self.published_health or self.lease_id is None:
             return
+        if self._put_under_lease(leases.host_health_key(self.host), {
+                "state": assessment.state, "reasons": list(assessment.reasons),
+                "incarnation": self.incarnation}):
+            self.published_health = current
+
+    def _put_under_lease(self, key: str, value: dict[str, object]) -> bool:
+        """Write one of our own keys, attached to our lease and only while we hold it."""
+        assert self.lease_id is not None
         try:
-            self.parts.store.txn(
+            result = self.parts.store.txn(
                 [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
-                [Put(leases.host_health_key(self.host),
-                     {"state": assessment.state, "reasons": list(assessment.reasons),
-                      "incarnation": self.incarnation}, self.lease_id)])
+                [Put(key, value, self.lease_id)])
         except StoreUnavailable:
-            return
-        self.published_health = current
+            return False
+        return result.succeeded
 
     def _publish_links(self) -> None:
         """Our own view of every peer's links, for `ringfence status` and the dashboard.
@@ -232,13 +238,8 @@ class Agent:
                            "dead": list(dead)}
         view: dict[str, object] = {"state": published[1], "peers": peers,
                                    "incarnation": self.incarnation}
-        try:
-            self.parts.store.txn(
-                [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
-                [Put(leases.host_links_key(self.host), view, self.lease_id)])
-        except StoreUnavailable:
-            return
-        self.published_links = published
+        if self._put_under_lease(leases.host_links_key(self.host), view):
+            self.published_links = published
 
     # ----------------------------------------------------------------- heartbeats
     def _flags(self) -> int:
