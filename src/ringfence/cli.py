@@ -74,6 +74,40 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="the process hypervisor's shared disk file (demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
 
+    vm = commands.add_parser("vm", help="operator actions on a VM (through the store)")
+    vm_actions = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    vm_actions.required = True
+    for action, text in (("start", "let a stopped VM run again"),
+                         ("stop", "stop a VM and keep it stopped")):
+        sub = vm_actions.add_parser(action, help=text)
+        sub.add_argument("vm")
+        sub.add_argument("--config", default=None)
+        sub.add_argument("--operator", default=None, help="your name, for the journal")
+    move = vm_actions.add_parser("migrate", help="live-migrate a VM to another host")
+    move.add_argument("vm")
+    move.add_argument("--to", required=True, metavar="HOST")
+    move.add_argument("--config", default=None)
+    move.add_argument("--operator", default=None)
+    force = vm_actions.add_parser("force-start", help="override: run a VM on a host "
+                                                      "(safety rules still apply)")
+    force.add_argument("vm")
+    force.add_argument("--host", required=True)
+    force.add_argument("--confirm-down", nargs="*", default=[], metavar="HOST",
+                       help="without quorum: every other host that could run the VM")
+    force.add_argument("--operator", default=None)
+    force.add_argument("--config", default=None)
+    force.add_argument("--state-dir", default="/var/lib/ringfence",
+                       help="the local agent's state directory (used without quorum)")
+
+    host = commands.add_parser("host", help="operator actions on a host")
+    host_actions = host.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    host_actions.required = True
+    maint = host_actions.add_parser("maintenance", help="drain a host / return it")
+    maint.add_argument("name")
+    maint.add_argument("state", choices=["on", "off"])
+    maint.add_argument("--config", default=None)
+    maint.add_argument("--operator", default=None)
+
     status = commands.add_parser("status", help="hosts, quorum, VMs and leases of a cluster")
     status.add_argument("--config", default=None, metavar="CLUSTER.yaml")
     status.add_argument("--json", action="store_true")
@@ -161,6 +195,25 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(config, args.host, options)
 
 
+def _cmd_vm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ringfence import operator
+
+    if args.action in ("start", "stop"):
+        return operator.set_stopped(args.config, args.vm, args.action == "stop", args.operator)
+    if args.action == "migrate":
+        return operator.migrate(args.config, args.vm, args.to, args.operator)
+    return operator.force_start(args.config, args.vm, args.host, list(args.confirm_down),
+                                args.operator, Path(args.state_dir))
+
+
+def _cmd_host(args: argparse.Namespace) -> int:
+    from ringfence import operator
+
+    return operator.maintenance(args.config, args.name, args.state == "on", args.operator)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from ringfence.status import run_status
 
@@ -192,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
-                "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo}
+                "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
+                "vm": _cmd_vm, "host": _cmd_host}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -104,7 +104,9 @@ def collect(config: ClusterConfig, store: Store) -> dict[str, Any]:
         kv = owners.get(vm.name)
         record = kv.value if kv else {}
         state = "assigned"
-        if not kv or record.get("host") is None:
+        if record.get("stopped_by"):
+            state = f"stopped by {record['stopped_by']}"
+        elif not kv or record.get("host") is None:
             state = "pending" if "from" not in record else "released"
         elif record.get("after"):
             state = f"moving from {record['after']}"
@@ -124,7 +126,8 @@ def collect(config: ClusterConfig, store: Store) -> dict[str, Any]:
 def healthy(document: dict[str, Any]) -> bool:
     return (document["store"]["quorum"]
             and all(h["state"] == "online" for h in document["hosts"].values())
-            and all(v["host"] for v in document["vms"].values()))
+            and all(v["host"] or v["state"].startswith("stopped by")
+                    for v in document["vms"].values()))
 
 
 def render(document: dict[str, Any]) -> str:

@@ -4,6 +4,8 @@ disk file (who wrote for which VM, when), not what any agent believes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +110,36 @@ def test_the_same_with_etcd(tmp_path: Path, etcd_endpoints: list[str]) -> None:
         assert split_brains(demo.writes()) == []
     finally:
         demo.stop()
+
+
+def ringfence(demo: Demo, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "ringfence.cli", *args, "--config",
+                             str(demo.config_path)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_operator_actions_on_a_running_cluster(cluster: Demo) -> None:
+    placed = cluster.placement_now()
+    ringfence(cluster, "host", "maintenance", "host2", "on")
+    wait_for(lambda: moved_off(cluster, "host2"), 30, "host2 to be drained")
+    ringfence(cluster, "host", "maintenance", "host2", "off")
+    drained = sorted(vm for vm, host in placed.items() if host == "host2")
+    wait_for(lambda: all(cluster.placement_now(0.5).get(vm) == "host2" for vm in drained), 30,
+             "the drained VMs to come home")
+    ringfence(cluster, "vm", "migrate", "vm1", "--to", "host3")
+    wait_for(lambda: cluster.placement_now(0.5).get("vm1") == "host3", 30, "vm1 on host3")
+    ringfence(cluster, "vm", "stop", "vm2")
+    wait_for(lambda: "vm2" not in cluster.placement_now(0.5), 30, "vm2 to stop")
+    time.sleep(2.0)
+    assert "vm2" not in cluster.placement_now(0.5), "a stopped VM must stay stopped"
+    ringfence(cluster, "vm", "start", "vm2")
+    wait_for(lambda: "vm2" in cluster.placement_now(0.5), 30, "vm2 to run again")
+    out = ringfence(cluster, "vm", "force-start", "vm3", "--host", "host1", "--operator",
+                    "alice")
+    assert "alice forces vm3 onto host1" in out
+    wait_for(lambda: cluster.placement_now(0.5).get("vm3") == "host1", 30, "vm3 on host1")
+    assert split_brains(cluster.writes()) == []
+    status = ringfence(cluster, "status", "--json")
+    assert '"leader"' in status

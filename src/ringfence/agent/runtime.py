@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import LinkEndpoints, UdpTransport
@@ -270,6 +272,8 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
         origin, count = time.monotonic(), 0
         while not stop.is_set():
+            for request in _operator_requests(options.state_dir):
+                await loop.run_in_executor(executor, _force, agent, request)
             status = await loop.run_in_executor(executor, agent.tick)
             if options.on_status is not None:
                 options.on_status(status)
@@ -283,6 +287,28 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
             await loop.run_in_executor(executor, agent.tick)
             await asyncio.sleep(interval)
     return 0
+
+
+def _operator_requests(state_dir: Path) -> list[dict[str, Any]]:
+    """Forced starts handed to this agent by `ringfence vm force-start` when the store has no
+    quorum (see `ringfence.operator`). Each request file is read once and removed."""
+    inbox = state_dir / "requests"
+    requests = []
+    for path in sorted(inbox.glob("force-*.json")) if inbox.is_dir() else []:
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            requests.append(json.loads(path.read_text()))
+        path.unlink(missing_ok=True)
+    return requests
+
+
+def _force(agent: Agent, request: dict[str, Any]) -> None:
+    if request.get("host") != agent.host:
+        agent.parts.journal.record(
+            "force_start_refused", host=agent.host, vm=str(request.get("vm")),
+            text=f"a forced start for {request.get('host')} reached {agent.host}")
+        return
+    agent.force_start(str(request.get("vm")), str(request.get("operator")),
+                      [str(h) for h in request.get("confirm_down", [])])
 
 
 def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:

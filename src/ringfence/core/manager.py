@@ -414,8 +414,8 @@ class Manager:
             owner = kv.value.get("host")
             if name not in self.vm_specs:
                 continue
-            if owner is None and self._gave_up(name, kv):
-                continue
+            if owner is None and (kv.value.get("stopped_by") or self._gave_up(name, kv)):
+                continue  # an operator stopped it, or it kept dying
             if owner is None or self._releases_vms(snapshot, owner):
                 movable.append(self.vm_specs[name])
                 avoid[name] = list(kv.value.get("avoid", []))

@@ -1,0 +1,192 @@
+"""Operator actions: `ringfence vm start|stop|migrate|force-start` and
+`ringfence host maintenance NAME on|off`.
+
+Every action is a request written to the store (so it needs the store's quorum); the leader
+carries it out under the safety rules and journals it with the operator's name. Nothing here
+starts or stops a VM itself.
+
+The one exception is a forced start without quorum (seed 004: a node that can reach neither
+its partner nor the quorum server): the request then goes to the agent of the host it must
+run on, through a file in that agent's state directory, and the agent applies its own rules
+(every other host confirmed down, none of them heard, power-fenced where a fence agent
+exists). The command waits for the agent's answer in its journal.
+
+Exit codes: 0 done or accepted, 1 refused (with the reason, e.g. the first operator's name), 2
+bad input (unknown VM or host, no cluster file).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+
+from ringfence.config import ClusterConfig, load_cluster
+from ringfence.core import leases
+from ringfence.core.forced import force_request_key
+from ringfence.errors import ConfigError
+from ringfence.status import find_config
+from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
+
+FORCE_WAIT = 60.0
+
+
+def _open(config_path: str | None) -> tuple[ClusterConfig, Store]:
+    from ringfence.store.factory import open_store
+
+    config = load_cluster(find_config(config_path))
+    return config, open_store(config, host=None)
+
+
+def _check_vm(config: ClusterConfig, vm: str) -> None:
+    names = [v.name for v in config.vms]
+    if vm not in names:
+        raise ConfigError(f"unknown VM {vm!r}; the cluster's VMs: {', '.join(names)}")
+
+
+def _check_host(config: ClusterConfig, host: str, option: str = "host") -> None:
+    names = [h.name for h in config.hosts]
+    if host not in names:
+        raise ConfigError(f"--{option}: unknown host {host!r}; the cluster's hosts: "
+                          f"{', '.join(names)}")
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def maintenance(config_path: str | None, host: str, on: bool, operator: str | None) -> int:
+    config, store = _open(config_path)
+    _check_host(config, host, "NAME")
+    key = leases.host_maintenance_key(host)
+    who = operator or getpass.getuser()
+    try:
+        if on:
+            store.txn([], [Put(key, {"by": who, "reason": "maintenance"})])
+            _say(f"{host} is in maintenance: its VMs are drained by live migration "
+                 f"(watch `ringfence status`)")
+        else:
+            store.txn([], [Delete(key)])
+            _say(f"{host} is back in service: VMs drained from it return")
+    except StoreUnavailable as exc:
+        _say(f"refused: the store has no quorum ({exc})")
+        return 1
+    return 0
+
+
+def migrate(config_path: str | None, vm: str, target: str, operator: str | None) -> int:
+    config, store = _open(config_path)
+    _check_vm(config, vm)
+    _check_host(config, target, "to")
+    try:
+        result = store.txn([Compare.absent(leases.migrate_request_key(vm))],
+                           [Put(leases.migrate_request_key(vm),
+                                {"to": target, "by": operator or getpass.getuser()})])
+    except StoreUnavailable as exc:
+        _say(f"refused: the store has no quorum ({exc})")
+        return 1
+    if not result.succeeded:
+        _say(f"refused: a migration of {vm} is already pending")
+        return 1
+    _say(f"migration of {vm} to {target} requested: the leader checks room and moves it")
+    return 0
+
+
+def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None) -> int:
+    """`vm stop`: the VM's record says it must not run (its holder stops it, nobody restarts
+    it). `vm start`: it may run again (placement and admission control decide where)."""
+    config, store = _open(config_path)
+    _check_vm(config, vm)
+    key = leases.vm_owner_key(vm)
+    try:
+        kv = store.get(key)
+        value: dict[str, object] = dict(kv.value) if kv else {"host": None}
+        if stopped:
+            value.update(stopped_by=operator or getpass.getuser())
+            value.pop("after", None)
+            if value.get("host"):
+                value["after"] = value["host"]  # the holder confirms it stopped the VM
+            value["host"] = None
+        else:
+            if "stopped_by" not in value:
+                _say(f"{vm} is not stopped by an operator: nothing to do")
+                return 0
+            value.pop("stopped_by")
+        result = store.txn([Compare.unchanged(key, kv.mod_revision if kv else 0)],
+                           [Put(key, value)])
+    except StoreUnavailable as exc:
+        _say(f"refused: the store has no quorum ({exc})")
+        return 1
+    if not result.succeeded:
+        _say(f"refused: {vm}'s record changed meanwhile; try again")
+        return 1
+    _say(f"{vm}: {'stop' if stopped else 'start'} requested")
+    return 0
+
+
+def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
+                operator: str | None, state_dir: Path) -> int:
+    from ringfence.store.factory import open_store
+
+    config = load_cluster(find_config(config_path))
+    _check_vm(config, vm)
+    _check_host(config, host)
+    for down in confirm_down:
+        _check_host(config, down, "confirm-down")
+    who = operator or getpass.getuser()
+    store = open_store(config, host=host)
+    try:
+        value = {"host": host, "operator": who, "confirm_down": confirm_down}
+        result = store.txn([Compare.absent(force_request_key(vm))],
+                           [Put(force_request_key(vm), value)])
+        if not result.succeeded:
+            first = store.get(force_request_key(vm))
+            info = first.value if first else {}
+            _say(f"refused: a forced start of {vm} by {info.get('operator')} onto "
+                 f"{info.get('host')} is already pending")
+            return 1
+        _say(f"{who} forces {vm} onto {host} (with quorum: the leader moves its lease, "
+             f"audited)")
+        return 0
+    except StoreUnavailable:
+        pass
+    return _force_without_quorum(state_dir, host, vm, who, confirm_down)
+
+
+def _force_without_quorum(state_dir: Path, host: str, vm: str, who: str,
+                          confirm_down: list[str]) -> int:
+    """No quorum: hand the request to the local agent and wait for its verdict."""
+    inbox = state_dir / "requests"
+    inbox.mkdir(parents=True, exist_ok=True)
+    request = inbox / f"force-{vm}.json"
+    if request.exists():
+        first = json.loads(request.read_text())
+        _say(f"refused: a forced start of {vm} by {first.get('operator')} is already waiting "
+             f"for the agent")
+        return 1
+    started = time.time()
+    tmp = request.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"vm": vm, "host": host, "operator": who,
+                               "confirm_down": confirm_down}))
+    tmp.rename(request)
+    _say(f"no store quorum: asked {host}'s agent to force {vm} on (it fences the hosts you "
+         f"confirmed down where it can)")
+    journal = state_dir / f"journal-{host}.jsonl"
+    from ringfence.agent.journal import read_journal
+
+    while time.time() - started < FORCE_WAIT:
+        for entry in read_journal(journal):
+            if entry.get("vm") != vm or entry.get("t", 0) < started - 1:
+                continue
+            if entry["kind"] == "force_start":
+                _say(f"done: {entry['text']}")
+                return 0
+            if entry["kind"] == "force_start_refused":
+                _say(f"refused: {entry['text']}")
+                return 1
+        time.sleep(0.2)
+    _say(f"no answer from {host}'s agent within {FORCE_WAIT:g}s: is it running? (the request "
+         f"stays in {request})")
+    return 1
