@@ -30,12 +30,14 @@ from typing import Any
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import LinkEndpoints, UdpTransport
 from ringfence.config import ClusterConfig
+from ringfence.core import leases
 from ringfence.core.agent import Agent, AgentMode, AgentParts
 from ringfence.core.ports import GuestChecks, Probes
 from ringfence.core.topology import Topology
 from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
-from ringfence.hypervisor.base import Hypervisor
+from ringfence.hypervisor.base import Hypervisor, HypervisorError
+from ringfence.store.base import Compare, Put, Store, StoreUnavailable
 
 STOP_TIMEOUT = 150.0
 
@@ -103,7 +105,34 @@ def heartbeat_links(config: ClusterConfig) -> list[LinkEndpoints]:
     return links
 
 
-def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions
+def domain_xml_source(config: ClusterConfig, store: Store) -> Callable[[str], str]:
+    """Where a libvirt host finds a VM's domain XML: in the store (`vms/<vm>/domain`), so that
+    every host defines the VM alike; a host that has the cluster file's `domain_xml_file`
+    publishes it there the first time it is needed (compare-and-set: the first copy wins)."""
+    files = {vm.name: vm.domain_xml_file for vm in config.vms}
+
+    def domain_xml(vm: str) -> str:
+        key = f"{leases.VMS_PREFIX}{vm}/domain"
+        with contextlib.suppress(StoreUnavailable):
+            kv = store.get(key)
+            if kv is not None and isinstance(kv.value.get("xml"), str):
+                return str(kv.value["xml"])
+        path = files.get(vm)
+        if path is None:
+            raise HypervisorError(f"no domain XML for {vm}: not in the store, and the cluster "
+                                  f"file gives no domain_xml_file")
+        try:
+            xml = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise HypervisorError(f"no domain XML for {vm}: {path}: {exc.strerror}") from None
+        with contextlib.suppress(StoreUnavailable):
+            store.txn([Compare.absent(key)], [Put(key, {"xml": xml, "from": path})])
+        return xml
+
+    return domain_xml
+
+
+def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: Store
                 ) -> tuple[Hypervisor, GuestChecks | None]:
     spec = config.host(host)
     kind = spec.hypervisor or "process"
@@ -115,15 +144,7 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions
         return ProcessHypervisor(host, state, disk), ProcessGuestChecks(state)
     from ringfence.hypervisor.libvirt import LibvirtHypervisor
 
-    xml_files = {vm.name: vm.domain_xml_file for vm in config.vms}
-
-    def domain_xml(vm: str) -> str:
-        path = xml_files.get(vm)
-        if path is None:
-            raise ConfigError(f"vms: {vm} has no domain_xml_file", path="vms")
-        return Path(path).read_text()
-
-    return LibvirtHypervisor(kind, domain_xml), None
+    return LibvirtHypervisor(kind, domain_xml_source(config, store)), None
 
 
 class WatchdogPair:
@@ -237,10 +258,11 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     transport = UdpTransport(key, [h.name for h in config.hosts].index(host), links,
                              len(config.hosts))
     options.closers.append(transport.close)
-    hypervisor, checks = _hypervisor(config, host, options)
+    store = open_store(config, host=host)
+    hypervisor, checks = _hypervisor(config, host, options, store)
     parts = AgentParts(
         clock=MonotonicClock(),
-        store=open_store(config, host=host),
+        store=store,
         hypervisor=hypervisor,
         watchdog=_watchdog(host, options, journal),
         transport=transport,
