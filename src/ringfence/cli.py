@@ -51,9 +51,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a real cluster on this machine, a fault, a failover")
     demo.add_argument("--hosts", type=int, default=3)
     demo.add_argument("--vms", type=int, default=6)
-    demo.add_argument("--fault", default="power_off", help="power_off (default), hang, "
-                                                          "agent_hang, vm_crash or none")
-    demo.add_argument("--fault-at", default="20s", help="when, after every VM runs")
+    demo.add_argument("--fault", default="power_off",
+                      help="power_off (default: the busiest host's agent, VMs and watchdog "
+                           "die), hang (all of them freeze, the watchdog too), agent_hang (only "
+                           "the agent freezes), vm_crash or none")
+    demo.add_argument("--fault-at", default="20s",
+                      help="when, counted from the demo's start (and not before every VM runs)")
     demo.add_argument("--duration", default=None, help="stop after this long (e.g. 60s)")
     demo.add_argument("--port", type=int, default=8080, help="dashboard port (0: none)")
     demo.add_argument("--no-browser", action="store_true")

@@ -49,7 +49,8 @@ def _check_vm(config: ClusterConfig, vm: str) -> None:
 def _check_host(config: ClusterConfig, host: str, option: str = "host") -> None:
     names = [h.name for h in config.hosts]
     if host not in names:
-        raise ConfigError(f"--{option}: unknown host {host!r}; the cluster's hosts: "
+        where = f"--{option}: " if option else ""
+        raise ConfigError(f"{where}unknown host {host!r}; the cluster's hosts: "
                           f"{', '.join(names)}")
 
 
@@ -59,7 +60,7 @@ def _say(text: str) -> None:
 
 def maintenance(config_path: str | None, host: str, on: bool, operator: str | None) -> int:
     config, store = _open(config_path)
-    _check_host(config, host, "NAME")
+    _check_host(config, host, "")
     key = leases.host_maintenance_key(host)
     who = operator or getpass.getuser()
     try:

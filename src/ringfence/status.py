@@ -47,6 +47,11 @@ def find_config(given: str | None) -> Path:
                       f"{DEFAULT_CONFIG}, or start `ringfence demo`")
 
 
+def store_kind(config: ClusterConfig) -> str:
+    """The engine `open_store` picks: etcd when named or when endpoints are given."""
+    return config.store.kind or ("etcd" if config.store.endpoints else "sqlite")
+
+
 def _host_state(config: ClusterConfig, host: str, kv: dict[str, KeyValue]) -> str:
     def get(key: str) -> KeyValue | None:
         return kv.get(key)
@@ -114,8 +119,8 @@ def collect(config: ClusterConfig, store: Store) -> dict[str, Any]:
                         "state": state}
     return {
         "cluster": config.name,
-        "store": {"kind": config.store.kind or "sqlite", "members": config.store_members()
-                  if config.store.kind == "etcd" else [config.store.path or "?"],
+        "store": {"kind": store_kind(config), "members": config.store_members()
+                  if store_kind(config) == "etcd" else [config.store.path or "?"],
                   "quorum": True, "revision": max(hosts_kv.revision, vms_kv.revision)},
         "leader": leader.value.get("host") if leader else None,
         "hosts": hosts,
@@ -162,7 +167,7 @@ def run_status(config_path: str | None, *, as_json: bool) -> int:
         document = collect(config, store)
     except StoreUnavailable as exc:
         document = {"cluster": config.name,
-                    "store": {"kind": config.store.kind or "sqlite", "quorum": False,
+                    "store": {"kind": store_kind(config), "quorum": False,
                               "members": config.store_members(), "error": str(exc)},
                     "leader": None, "hosts": {}, "vms": {}}
     if as_json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import first_event, run, runs_of, scenario
 
 
@@ -124,3 +126,22 @@ def test_cold_start_waits_for_quorum() -> None:
     assert not result.violations
     assert all(end <= 10 for _, _, end in runs_of(result, "app"))
     assert result.world.host_state("host2", 100) == "waiting_for_quorum"
+
+
+def test_a_host_that_can_not_arm_its_watchdog_never_joins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ringfence.sim.parts import SimWatchdog
+
+    real_arm = SimWatchdog.arm
+
+    def arm(self: SimWatchdog, timeout: float) -> None:
+        if self.host == "host1":
+            raise OSError(19, "No such device: /dev/watchdog")
+        real_arm(self, timeout)
+
+    monkeypatch.setattr(SimWatchdog, "arm", arm)
+    result = run(scenario())
+    assert not result.violations
+    assert first_event(result, "watchdog_missing", "host1") == 0.0
+    assert all(h != "host1" for h, _, _ in runs_of(result, "app"))
+    assert result.world.host_state("host1", 60) == "waiting_for_quorum"

@@ -5,7 +5,7 @@ watchdog, fence agents, probes, a local journal and local state) and drives `Age
 fixed grid of `heartbeat_interval` from an asyncio loop; the tick itself runs in a worker
 thread, so a slow store call delays a cycle but never signal handling. SIGTERM or SIGINT: a
 clean stop (the shutdown policy applies: VMs are stopped or drained, the store is told, the
-watchdog is closed), bounded by `DRAIN_TIMEOUT`; a second signal stops at once.
+watchdog is closed), bounded by `STOP_TIMEOUT`; a second signal stops at once.
 
 Failure semantics: a missing address, port, key or watchdog is a start-up error that names the
 field (exit 2), never a traceback. Without a watchdog the agent refuses to run HA unless
@@ -73,15 +73,15 @@ class AgentOptions:
 
 def read_key(config: ClusterConfig) -> bytes:
     if config.key_file is None:
-        raise ConfigError("key_file: the heartbeat key is required to run an agent (a file "
+        raise ConfigError("the heartbeat key is required to run an agent (a file "
                           "with at least 32 random bytes)", path="key_file")
     try:
         key = Path(config.key_file).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"key_file: can not read {config.key_file}: {exc.strerror}",
+        raise ConfigError(f"can not read {config.key_file}: {exc.strerror}",
                           path="key_file") from None
     if len(key) < 32:
-        raise ConfigError(f"key_file: {config.key_file} holds {len(key)} bytes; at least 32 "
+        raise ConfigError(f"{config.key_file} holds {len(key)} bytes; at least 32 "
                           f"random bytes are needed", path="key_file")
     return key
 
@@ -143,38 +143,9 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
         disk = options.disk_file or options.state_dir / "disk.jsonl"
         return ProcessHypervisor(host, state, disk), ProcessGuestChecks(state)
     from ringfence.hypervisor.libvirt import LibvirtHypervisor
+    from ringfence.probes.guest import NetworkGuestChecks
 
-    return LibvirtHypervisor(kind, domain_xml_source(config, store)), None
-
-
-class WatchdogPair:
-    """The host's self-fencing watchdog and, under systemd, the service watchdog beside it:
-    armed and petted together. The service watchdog is optional: failing to arm it is
-    journaled, never fatal."""
-
-    def __init__(self, primary: Watchdog, service: Watchdog | None, journal: FileJournal,
-                 host: str) -> None:
-        self.primary, self.service, self.journal, self.host = primary, service, journal, host
-
-    def arm(self, timeout: float) -> None:
-        self.primary.arm(timeout)
-        if self.service is not None:
-            try:
-                self.service.arm(timeout)
-            except OSError as exc:
-                self.journal.record("watchdog_missing", host=self.host,
-                                    text=f"systemd's service watchdog not used: {exc}")
-                self.service = None
-
-    def pet(self) -> None:
-        self.primary.pet()
-        if self.service is not None:
-            self.service.pet()
-
-    def disarm(self) -> None:
-        self.primary.disarm()
-        if self.service is not None:
-            self.service.disarm()
+    return LibvirtHypervisor(kind, domain_xml_source(config, store)), NetworkGuestChecks(config)
 
 
 def _notify_ready() -> None:
@@ -189,17 +160,25 @@ def _notify_ready() -> None:
         sock.sendto(b"READY=1", target)
 
 
+def _service_watchdog(agent: Agent) -> Watchdog | None:
+    """systemd's per-service watchdog (WatchdogSec=): petted every cycle from start, so that
+    systemd kills an agent that stopped cycling. Not a self-fence by itself: /dev/watchdog is.
+    None when not run by systemd with a watchdog; failing to arm it is journaled."""
+    if not (os.environ.get("NOTIFY_SOCKET") and os.environ.get("WATCHDOG_USEC")):
+        return None
+    from ringfence.fence.watchdog import SystemdWatchdog
+
+    service = SystemdWatchdog()
+    try:
+        service.arm(agent.timing.watchdog_timeout)
+    except OSError as exc:
+        agent.parts.journal.record("watchdog_missing", host=agent.host,
+                                   text=f"systemd's service watchdog not used: {exc}")
+        return None
+    return service
+
+
 def _watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdog:
-    primary = _primary_watchdog(host, options, journal)
-    service = None
-    if os.environ.get("NOTIFY_SOCKET") and os.environ.get("WATCHDOG_USEC"):
-        from ringfence.fence.watchdog import SystemdWatchdog
-
-        service = SystemdWatchdog()
-    return WatchdogPair(primary, service, journal, host)
-
-
-def _primary_watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdog:
     choice = "none" if options.unsafe_no_watchdog else options.watchdog
     if choice == "auto":
         choice = "linux" if Path("/dev/watchdog").exists() else "missing"
@@ -291,12 +270,15 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     interval = agent.timing.heartbeat_interval
+    service = _service_watchdog(agent)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
         origin, count = time.monotonic(), 0
         while not stop.is_set():
             for request in _operator_requests(options.state_dir):
                 await loop.run_in_executor(executor, _force, agent, request)
             status = await loop.run_in_executor(executor, agent.tick)
+            if service is not None:
+                service.pet()
             if options.on_status is not None:
                 options.on_status(status)
             count = max(count + 1, int((time.monotonic() - origin) / interval) + 1)
@@ -307,7 +289,11 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
         deadline = time.monotonic() + STOP_TIMEOUT
         while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
             await loop.run_in_executor(executor, agent.tick)
+            if service is not None:
+                service.pet()
             await asyncio.sleep(interval)
+        if service is not None:
+            service.disarm()
     return 0
 
 

@@ -303,12 +303,16 @@ class Agent:
         return True
 
     def _register(self, now: float) -> None:
-        """Take a fresh host lease: the start of a new incarnation of this host."""
+        """Take a fresh host lease: the start of a new incarnation of this host. The
+        watchdog is armed first: a host that can not arm it never holds a lease (it could not
+        be trusted to stop its VMs), and says so."""
         if self._rejoin_blocked():
             return
         store = self.parts.store
         try:
             info = store.get(leases.host_info_key(self.host))
+            if not self._arm_watchdog():  # armed only once the store answers
+                return
             incarnation = int(info.value.get("incarnation", 0)) + 1 if info else 1
             lease = store.grant(self.timing.host_lease_ttl)
             result = store.txn(
@@ -330,6 +334,7 @@ class Agent:
                                              drained.mod_revision)],
                           [Delete(leases.host_maintenance_key(self.host))])
         except StoreUnavailable:
+            self._disarm_unused()
             if not self.said_waiting:
                 self.said_waiting = True
                 self.parts.journal.record(
@@ -337,18 +342,38 @@ class Agent:
                     text=f"{self.host} can not reach a store quorum; starting nothing")
             return
         if not result.succeeded:
+            self._disarm_unused()
             return  # someone else registered this host name meanwhile: retry next cycle
         self.lease_id, self.incarnation = lease, incarnation
         self.last_renewal_sent = now
         self.next_renewal = now + leases.renewal_interval(self.timing)
         self.mode = AgentMode.ACTIVE
-        if not self.watchdog_armed:
-            self.parts.watchdog.arm(self.timing.watchdog_timeout)
-            self.watchdog_armed = True
         self.parts.journal.record(
             "quorum_gained", host=self.host,
             text=f"{self.host} joined with incarnation {incarnation}")
         self.forced.claim()
+
+    def _arm_watchdog(self) -> bool:
+        if self.watchdog_armed:
+            return True
+        try:
+            self.parts.watchdog.arm(self.timing.watchdog_timeout)
+        except OSError as exc:
+            if not self.said_waiting:
+                self.said_waiting = True
+                text = f"{self.host} can not arm its watchdog ({exc}): it joins no cluster"
+                self.parts.journal.record("watchdog_missing", host=self.host, text=text)
+                self.parts.alerts.send("critical", text, host=self.host)
+            return False
+        self.watchdog_armed = True
+        return True
+
+    def _disarm_unused(self) -> None:
+        """Registration failed after arming: we hold no lease and run nothing, so close the
+        watchdog cleanly rather than let it reset a host that is only waiting."""
+        if self.watchdog_armed and self.lease_id is None:
+            self.parts.watchdog.disarm()
+            self.watchdog_armed = False
 
     def _renew(self, now: float) -> None:
         assert self.lease_id is not None

@@ -87,6 +87,9 @@ class HealthMonitor:
             if self.no_carrier[network] >= CARRIER_LOSSES and network in self.required:
                 reasons.append(f"no carrier on {network} ({nic.name})")
         events += self._storage(reading, reasons)
+        # A datastore whose last probe failed stays "failing" until a probe succeeds (a reading
+        # may carry no new probe result for it).
+        self.failing_now = self.failing_now or any(self.storage_failures.values())
         events += self._memory(now, reading)
         state: HealthState = "eligible"
         if reasons:

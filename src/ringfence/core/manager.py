@@ -161,6 +161,7 @@ class Manager:
         self.fence_failed: dict[str, int] = {}  # host -> info revision whose fencing failed
         self.pending: dict[str, str] = {}  # vm -> why it could not be placed
         self.now = 0.0
+        self.leading_since = 0.0
         self.rebooting_since: dict[tuple[str, int], float] = {}
         self.view: dict[str, str] = {}
         self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
@@ -263,6 +264,7 @@ class Manager:
         self.snapshot = None
         self.is_leader = result.succeeded
         if self.is_leader:
+            self.leading_since = now
             self.parts.journal.record("manager_elected", host=self.host,
                                       text=f"{self.host} now leads the cluster")
         return self.is_leader
@@ -656,6 +658,8 @@ class Manager:
         if target is None:
             if self.pending.get(vm) == reason and old is None:
                 return
+            if self.now - self.leading_since < 2 * self.timing.effective_heartbeat_timeout:
+                return  # a new leader does not hear everyone yet: no "no place" verdicts
             if old is not None and not self._write(
                     compare, [Put(leases.vm_owner_key(vm), {"host": None, "from": old, **carry})]):
                 return

@@ -69,8 +69,9 @@ class NicReading:
 
 @dataclass(frozen=True, slots=True)
 class HostReading:
-    """What the host's probes saw: NICs, a write-fsync-read probe per datastore (None:
-    writable, else the error), and the count of corrected memory errors (EDAC)."""
+    """What the host's probes saw: NICs, the result of each datastore's write-fsync-read probe
+    that finished since the last reading (None: writable, else the error; a datastore with
+    no new result is absent), and the count of corrected memory errors (EDAC)."""
 
     nics: tuple[NicReading, ...]
     datastores: dict[str, str | None]
@@ -85,6 +86,11 @@ class Probes(Protocol):
 
 
 class GuestChecks(Protocol):
+    def configured(self, vm: str) -> bool:
+        """Is there a check for `vm` at all? VMs without one are not verified (and nothing
+        claims they were)."""
+        ...
+
     def check(self, vm: str) -> bool | None:
         """Does `vm` answer its configured check (guest agent, ICMP or TCP)? None while the
         check has not finished. Never raises."""

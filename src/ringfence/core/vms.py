@@ -290,6 +290,9 @@ class VmKeeper:
             self.verifying.clear()
             return
         for vm, started in sorted(self.verifying.items()):
+            if not checks.configured(vm):
+                del self.verifying[vm]
+                continue
             answer = checks.check(vm)
             if answer:
                 del self.verifying[vm]

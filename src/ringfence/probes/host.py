@@ -127,6 +127,7 @@ class _Probe:
     has_result: bool = False
     started: float | None = None  # monotonic start of the probe now running
     finished: float | None = None  # monotonic end of the latest probe
+    reported: float | None = None  # `finished` of the result last handed out by `read`
 
 
 class LinuxProbes:
@@ -230,6 +231,7 @@ class LinuxProbes:
         now = self.clock()
         for probe in self.probes:
             self._maybe_start(probe, now)
+        first = self._first
         if self._first:
             self._first = False
             deadline = time.monotonic() + self.first_wait
@@ -245,9 +247,12 @@ class LinuxProbes:
                 if probe.started is not None and now - probe.started > self.timeout:
                     readings[probe.name] = (f"write probe has not finished after "
                                             f"{now - probe.started:.0f}s (storage hangs?)")
-                elif probe.has_result:
+                elif probe.has_result and probe.reported != probe.finished:
+                    # Each probe's result is handed out once: the health policy counts
+                    # consecutive failed *probes*, not readings of the same probe.
                     readings[probe.name] = probe.result
-                else:
+                    probe.reported = probe.finished
+                elif not probe.has_result and first:
                     readings[probe.name] = "write probe: no result yet"
         return readings
 
