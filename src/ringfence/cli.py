@@ -7,12 +7,18 @@ input never shows a traceback: a `ConfigError` names the file, line and field pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ringfence import __version__
 from ringfence.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ringfence.journal.report import IncidentSource
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -37,6 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="override the file's seed")
     sim.add_argument("--json", action="store_true", help="print the result as JSON")
     sim.add_argument("--timeline", action="store_true", help="print every journaled event")
+    sim.add_argument("--report", default=None, metavar="DIR",
+                     help="write the run's incident reports (Markdown and HTML) into DIR")
     fuzz = commands.add_parser("fuzz", help="random clusters and fault schedules against the "
                                              "safety checker")
     fuzz.add_argument("--runs", type=int, default=100)
@@ -119,7 +127,56 @@ def _build_parser() -> argparse.ArgumentParser:
                                                 "single failures that would hurt")
     check.add_argument("file", metavar="CLUSTER.yaml")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_journal_commands(commands)
     return parser
+
+
+def _incident_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--journal", nargs="+", action="extend", default=None,
+                        metavar="DIR|FILE", help="hosts' journal files, or state directories "
+                        "holding journal-HOST.jsonl (default: /var/lib/ringfence)")
+    parser.add_argument("--scenario", default=None, metavar="SCENARIO.yaml",
+                        help="simulate this scenario and use its journal instead")
+    parser.add_argument("--seed", type=int, default=None, help="with --scenario: its seed")
+    parser.add_argument("--config", default=None, metavar="CLUSTER.yaml",
+                        help="with --journal: the cluster file (names the cluster and its VMs)")
+
+
+def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    incident = commands.add_parser("incident", help="incidents built from the journal, and "
+                                                     "their post-incident reports")
+    actions = incident.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    listing = actions.add_parser("list", help="every incident, oldest first")
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one incident: VMs, hosts, events")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    report = actions.add_parser("report", help="the post-incident report of one incident")
+    report.add_argument("id", metavar="ID")
+    report.add_argument("--format", choices=["md", "html"], default="md")
+    report.add_argument("--out", default=None, metavar="FILE",
+                        help="write the report to FILE instead of standard output")
+    for sub in (listing, show, report):
+        _incident_sources(sub)
+
+    journal = commands.add_parser("journal", help="the hosts' journals")
+    journal_actions = journal.add_subparsers(dest="action", metavar="ACTION",
+                                             parser_class=_Parser)
+    journal_actions.required = True
+    export = journal_actions.add_parser("export", help="every event, merged across hosts")
+    export.add_argument("--since", default=None, metavar="T",
+                        help="only events at or after T: an ISO 8601 time (UTC unless it says "
+                             "otherwise), seconds since the epoch, or a duration ago (10m, 2h)")
+    export.add_argument("--json", action="store_true", help="one JSON object per line")
+    export.add_argument("--journal", nargs="+", action="extend", default=None,
+                        metavar="DIR|FILE", help="journal files or state directories "
+                                                 "(default: /var/lib/ringfence)")
+
+    page = commands.add_parser("status-page", help="write a static public status page "
+                                                   "(index.html, status.json)")
+    page.add_argument("--out", required=True, metavar="DIR")
+    _incident_sources(page)
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
@@ -241,7 +298,149 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         from ringfence.sim.render import render_result
 
         render_result(result, timeline=args.timeline)
+    if args.report:
+        from pathlib import Path
+
+        from ringfence.journal.report import incidents_of_simulation, write_reports
+
+        incidents, context = incidents_of_simulation(result)
+        written = write_reports(incidents, context, Path(args.report))
+        if not args.json:
+            print(f"incident reports ({len(incidents)} incident(s)): "
+                  f"{Path(args.report) / 'index.html'}")
+            for path in written:
+                if path.suffix == ".md" and path.name != "index.md":
+                    print(f"  {path}")
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _journal_source(args: argparse.Namespace) -> IncidentSource:
+    import time
+
+    from ringfence.journal.report import load_source
+
+    scenario = getattr(args, "scenario", None)
+    return load_source(journal=args.journal, scenario=scenario,
+                       seed=getattr(args, "seed", None), config=getattr(args, "config", None),
+                       now=None if scenario else time.time())
+
+
+def _cmd_incident(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ringfence.journal.incidents import incident_to_dict
+    from ringfence.journal.report import (
+        find_incident,
+        fmt_duration,
+        fmt_time,
+        render_html,
+        render_markdown,
+    )
+
+    source = _journal_source(args)
+    ctx = source.context
+    if args.action == "list":
+        if args.json:
+            sys.stdout.write(json.dumps([incident_to_dict(i, with_events=False)
+                                         for i in source.incidents], indent=2,
+                                        ensure_ascii=False) + "\n")
+            return EXIT_OK
+        if not source.incidents:
+            print("no incident")
+        for i in source.incidents:
+            print(f"{i.id}  {i.severity:<8}  {i.status:<30}  {fmt_time(i.opened_at, ctx)}  "
+                  f"{i.title}")
+        return EXIT_OK
+    incident = find_incident(source.incidents, args.id)
+    if args.action == "show":
+        if args.json:
+            sys.stdout.write(json.dumps(incident_to_dict(incident), indent=2,
+                                        ensure_ascii=False) + "\n")
+            return EXIT_OK
+        print(f"{incident.id}: {incident.title}")
+        print(f"severity {incident.severity}; {incident.status}; opened "
+              f"{fmt_time(incident.opened_at, ctx)}"
+              + (f"; resolved {fmt_time(incident.resolved_at, ctx)}"
+                 if incident.resolved_at is not None else ""))
+        print(f"hosts: {', '.join(incident.hosts) or '-'}")
+        for v in incident.vms:
+            print(f"  {v.vm}: {v.from_host} -> {v.to_host or '-'}, down "
+                  f"{fmt_duration(v.downtime_s)}, fence path {v.fence_path or '-'}, "
+                  f"check {v.verification}")
+        for e in incident.events:
+            about = "/".join(x for x in (e.host, e.vm) if x)
+            print(f"  {fmt_time(e.t, ctx, date=False):>14}  {e.kind:<20} {about:<18} {e.text}")
+        return EXIT_OK
+    text = (render_html if args.format == "html" else render_markdown)(incident, ctx)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(args.out)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _parse_since(value: str) -> float:
+    import time
+    from datetime import UTC, datetime
+
+    from ringfence.units import parse_duration
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"expected an ISO 8601 time (2026-05-01T12:00:00Z), seconds since "
+                          f"the epoch, or a duration ago (10m), got {value!r}",
+                          path="--since") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    from ringfence.journal.events import event_to_dict, from_journal_files
+    from ringfence.journal.report import DEFAULT_STATE_DIR, ReportContext, fmt_time
+
+    since = _parse_since(args.since) if args.since else None
+    if not args.journal and not DEFAULT_STATE_DIR.is_dir():
+        raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir): give "
+                          f"--journal DIR|FILE", file=str(DEFAULT_STATE_DIR))
+    source = from_journal_files(args.journal or [str(DEFAULT_STATE_DIR)])
+    ctx = ReportContext()
+    for event in source.events:
+        if since is not None and event.t < since:
+            continue
+        if args.json:
+            sys.stdout.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
+        else:
+            about = "/".join(x for x in (event.host, event.vm) if x) or "-"
+            sys.stdout.write(f"{fmt_time(event.t, ctx)}  {event.by or '-':<10} "
+                             f"{event.kind:<20} {about:<18} {event.text}\n")
+    if source.skipped:
+        sys.stderr.write(f"ringfence journal: {source.skipped} torn line(s) skipped\n")
+    return EXIT_OK
+
+
+def _cmd_status_page(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ringfence.journal.status_page import write_status_page
+
+    source = _journal_source(args)
+    written = write_status_page(Path(args.out), cluster=source.context.cluster,
+                                hosts_state=source.hosts_state, incidents=source.incidents,
+                                now=source.now, simulated=source.context.simulated)
+    for path in written:
+        print(path)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
                 "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
-                "vm": _cmd_vm, "host": _cmd_host}
+                "vm": _cmd_vm, "host": _cmd_host, "incident": _cmd_incident,
+                "journal": _cmd_journal, "status-page": _cmd_status_page}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
@@ -257,6 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ringfence ... | head`): not an error of ours.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stdout must stay open)
+        return 0
 
 
 if __name__ == "__main__":

@@ -251,28 +251,54 @@ class Demo:
         return sorted(entries, key=lambda e: (e["t"], e["by"], e["seq"]))
 
     def write_report(self, summary: dict[str, Any]) -> Path:
+        from ringfence.config import load_cluster
+        from ringfence.journal.events import from_entries
+        from ringfence.journal.incidents import build_incidents
+        from ringfence.journal.report import (
+            ReportContext,
+            render_html,
+            render_index_html,
+            render_index_markdown,
+            render_markdown,
+        )
+
         path = Path(summary["report"])
-        lines = ["# ringfence demo: incident report", ""]
-        for fault in summary["faults"]:
-            lines.append(f"- fault: **{fault['kind']}** of {fault.get('host') or fault.get('vm')}"
-                         f" at {fault['t']:.1f}s after the demo started")
-        lines.append(f"- split brain (from the VMs' own writes to the shared disk): "
-                     f"**{'YES' if summary['split_brain'] else 'no'}**")
-        lines += ["", "## Customer impact", "", "| VM | before | after | downtime |",
-                  "|---|---|---|---|"]
-        for vm, info in summary["vms"].items():
-            lines.append(f"| {vm} | {info['host_before']} | {info['host_after']} | "
-                         f"{info['downtime_s']:.1f} s |")
-        lines += ["", "## Timeline (every host's journal, merged)", ""]
-        interesting = {"heartbeat_lost", "host_suspect", "fence_started", "fence_agent_ok",
-                       "fence_agent_failed", "host_fenced", "lease_expired", "vm_recovered",
-                       "vm_started", "vm_stopped", "vm_verified", "self_fence",
-                       "watchdog_reset", "manager_elected", "vm_restarted", "vm_crashed"}
-        for entry in self.journal():
-            if entry["kind"] in interesting and entry["t"] >= self.started:
-                lines.append(f"- {entry['t'] - self.started:7.2f}s  `{entry['kind']}` "
-                             f"({entry['by']}) {entry['text']}")
-        path.write_text("\n".join(lines) + "\n")
+        events = from_entries(self.journal(), source=str(self.state))
+        # The demo ends by shutting every host down cleanly: that is not part of the incident.
+        fault_at = self.faults[0].wall if self.faults else self.started
+        last_shutdown: dict[str, float] = {}
+        for event in events:
+            if event.kind == "host_shutdown" and event.host and event.t >= fault_at:
+                last_shutdown[event.host] = event.t
+        end = time.time()
+        if self.hosts and all(h.name in last_shutdown for h in self.hosts):
+            end = min(last_shutdown.values())
+            events = [e for e in events if e.t < end]
+        incidents = build_incidents(events, stream_end=end)
+        truth = [f"Fault: {fault['kind']} of {fault.get('host') or fault.get('vm')} at "
+                 f"{fault['t']:.1f} s after the demo started." for fault in summary["faults"]]
+        truth.append(f"Split brain (from the VMs' own writes to the shared disk): "
+                     f"{'YES' if summary['split_brain'] else 'no'}.")
+        moved = [f"{vm} {info['downtime_s']:.1f} s ({info['host_before']} → "
+                 f"{info['host_after']})" for vm, info in summary["vms"].items()
+                 if info["downtime_s"] or info["host_before"] != info["host_after"]]
+        truth.append("Downtime measured in the VMs' own writes: "
+                     + (", ".join(moved) if moved else "none") + ".")
+        ctx = ReportContext(cluster="demo", simulated=False,
+                            source=f"the demo hosts' journals in {self.state}",
+                            config=load_cluster(self.config_path),
+                            incidents=tuple(incidents),
+                            extra=(("Ground truth (the VMs' own writes)", tuple(truth)),))
+        after = [i for i in incidents if i.last_event_at >= fault_at - 1.0]
+        main = next((i for i in after if i.severity != "warning"), after[0] if after else None)
+        if main is not None:
+            markdown, page = render_markdown(main, ctx), render_html(main, ctx)
+        else:
+            markdown = (render_index_markdown(incidents, ctx) + "\n"
+                        + "\n".join(f"- {line}" for line in truth) + "\n")
+            page = render_index_html(incidents, ctx)
+        path.write_text(markdown, encoding="utf-8")
+        path.with_suffix(".html").write_text(page, encoding="utf-8")
         return path
 
     # ------------------------------------------------------------------ stop

@@ -162,6 +162,9 @@ class Manager:
         self.pending: dict[str, str] = {}  # vm -> why it could not be placed
         self.now = 0.0
         self.leading_since = 0.0
+        # (store revision, view version) last found to need nothing: skip re-deciding it
+        self.quiet_recovery: tuple[int, int] | None = None
+        self.quiet_moves: tuple[int, int] | None = None
         self.rebooting_since: dict[tuple[str, int], float] = {}
         self.view: dict[str, str] = {}
         self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
@@ -410,6 +413,9 @@ class Manager:
 
     # ----------------------------------------------------------------- VMs
     def _recover(self, snapshot: ClusterSnapshot) -> None:
+        state = (snapshot.revision, self.view_version)
+        if state == self.quiet_recovery:
+            return
         movable: list[VM] = []
         avoid: dict[str, list[str]] = {}
         for name, kv in sorted(snapshot.owners.items()):
@@ -422,6 +428,10 @@ class Manager:
                 movable.append(self.vm_specs[name])
                 avoid[name] = list(kv.value.get("avoid", []))
         if not movable:
+            # Nothing to move, and nothing can change that until the store or the view does
+            # (except a reboot overdue with time: such hosts are `offline`, never cached).
+            if "offline" not in self.view.values():
+                self.quiet_recovery = state
             return
         rooms = self._rooms(snapshot)
         baseline = {n: HostRoom(r.name, r.free_cpus, r.free_memory, set(r.vms))
@@ -447,6 +457,8 @@ class Manager:
 
     def _migrate_requests(self, snapshot: ClusterSnapshot) -> None:
         """Operators' live migrations: to a host that may receive the VM, with room."""
+        if not snapshot.migrations:
+            return
         rooms = self._rooms(snapshot)
         for vm, request in sorted(snapshot.migrations.items()):
             target = str(request.value.get("to"))
@@ -479,6 +491,9 @@ class Manager:
     def _planned_moves(self, snapshot: ClusterSnapshot) -> None:
         """Drain hosts in maintenance, evacuate degraded hosts, bring drained VMs home,
         fail back to preferred hosts (see `core.moves`)."""
+        state = (snapshot.revision, self.view_version)
+        if state == self.quiet_moves:
+            return
         online = {h for h, s in self.view.items() if s in ("online", "jeopardy", "maintenance",
                                                           "degraded")}
         placed = {vm: str(kv.value["host"]) for vm, kv in snapshot.owners.items()
@@ -496,6 +511,8 @@ class Manager:
             kv = snapshot.owners[move.vm]
             self._start_migration(move.vm, kv, move.target, move.why, home=move.home)
         self._forget_homes(snapshot)
+        if not moves and not homes:
+            self.quiet_moves = state
 
     def _forget_homes(self, snapshot: ClusterSnapshot) -> None:
         """A VM back home (or whose home is gone for good) no longer needs to remember it."""
