@@ -114,6 +114,7 @@ class Agent:
         self.watchdog_armed = False
         self.said_waiting = False
         self.status = "starting"
+        self.want_status = True  # the simulator, which never reads it, turns it off
         self.shutdown_after_drain: tuple[bool, float] | None = None  # (reboot, deadline)
         self.vms = VmKeeper(self)
         self.forced = ForcedStarts(self)
@@ -152,7 +153,8 @@ class Agent:
             reboot, deadline = self.shutdown_after_drain
             if not self.vms.owned or now >= deadline:
                 self.shutdown(reboot=reboot)
-        self.status = self._status_line(now)
+        if self.want_status:
+            self.status = self._status_line(now)
         return self.status
 
     def _guard(self, now: float) -> None:

@@ -62,10 +62,17 @@ class HealthMonitor:
         self.degraded_why = ""
         self.assessment = HealthAssessment("eligible", ())
         self.readings = 0
+        self.last_reading: HostReading | None = None
         self.failing_now = False  # any probe failed in the latest reading
 
     def assess(self, now: float, reading: HostReading) -> list[HealthEvent]:
         """Take one reading; update `assessment`; return what to journal."""
+        if (reading == self.last_reading and self.assessment.state == "eligible"
+                and not self.flapping and not any(self.flaps.values())
+                and not any(self.storage_failures.values())
+                and not any(self.no_carrier.values())):
+            return []  # the same healthy reading again: nothing can have changed
+        self.last_reading = reading
         events: list[HealthEvent] = []
         reasons: list[str] = []
         self.readings += 1

@@ -51,6 +51,8 @@ class Membership:
         self.flags: IntArray = np.zeros(n, dtype=np.int64)
         self.states: list[PeerState] = [PeerState.UNKNOWN] * n
         self.version = 0  # bumped whenever a peer's state or links change
+        self._heard: BoolArray = np.zeros(n, dtype=np.bool_)
+        self._heard_version = -1
         self.counts: dict[PeerState, int] = dict.fromkeys(PeerState, 0)
         self.counts[PeerState.UNKNOWN] = n
 
@@ -100,10 +102,13 @@ class Membership:
         return self._links_of(self.topology.index(host))
 
     def heard(self) -> BoolArray:
-        """Hosts heard on at least one link, this host included (what our heartbeats carry)."""
-        heard: BoolArray = np.asarray(self.link_alive.any(axis=1))
-        heard[self.me] = True
-        return heard
+        """Hosts heard on at least one link, this host included (what our heartbeats carry).
+        Recomputed only when a link changed (the array is shared: do not modify it)."""
+        if self._heard_version != self.version:
+            heard: BoolArray = np.asarray(self.link_alive.any(axis=1))
+            heard[self.me] = True
+            self._heard, self._heard_version = heard, self.version
+        return self._heard
 
     def state(self, host: str) -> PeerState:
         return self.states[self.topology.index(host)]

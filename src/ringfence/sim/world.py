@@ -179,6 +179,7 @@ class World:
         self.last_payload: BoolArray = np.zeros((n, n), dtype=np.bool_)
         self.last_flags: IntArray = np.zeros(n, dtype=np.int64)
         self.hb_conn: BoolArray = np.zeros((n, n, links), dtype=np.bool_)
+        self.hb_in: list[BoolArray] = []
         self.store_ok: dict[str, bool] = {}
         self.entries: list[JournalEntry] = []
         self.alerts: list[Alert] = []
@@ -250,6 +251,7 @@ class World:
             local_state=SimLocalState(self, host.name),
         )
         host.agent = Agent(self.config, host.name, parts, self.topology)
+        host.agent.want_status = False
         host.tick_origin, host.tick_count = self.now + phase, 0
         boot = host.boot
         self.at(host.tick_origin, lambda: self._tick(host, boot))
@@ -460,8 +462,8 @@ class World:
         self.last_flags[index] = flags
 
     def heartbeat_links_to(self, index: int) -> BoolArray:
-        result: BoolArray = self.hb_conn[:, index, :]
-        return result
+        """[sender, link] connectivity into host `index` (contiguous, rebuilt on change)."""
+        return self.hb_in[index]
 
     # ================================================================ connectivity
     def _endpoint_up(self, name: str) -> bool:
@@ -500,6 +502,7 @@ class World:
                         and self.hosts[receiver].carrier[link]
                         and self._same_side(sender, receiver, link)
                     )
+        self.hb_in = [np.ascontiguousarray(self.hb_conn[:, r, :]) for r in range(len(names))]
         cliques = self._quorum_cliques()
         leader = self.store.leader
         if cliques and not any(leader in c for c in cliques):
