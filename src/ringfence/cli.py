@@ -172,6 +172,11 @@ def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     export.add_argument("--journal", nargs="+", action="extend", default=None,
                         metavar="DIR|FILE", help="journal files or state directories "
                                                  "(default: /var/lib/ringfence)")
+    export.add_argument("--store", action="store_true",
+                        help="read the journal the hosts mirror into the store (every host's "
+                             "events, from any machine that reaches the store)")
+    export.add_argument("--config", default=None, metavar="CLUSTER.yaml",
+                        help="with --store: the cluster file (default as for `status`)")
 
     page = commands.add_parser("status-page", help="write a static public status page "
                                                    "(index.html, status.json)")
@@ -410,6 +415,8 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     from ringfence.journal.report import DEFAULT_STATE_DIR, ReportContext, fmt_time
 
     since = _parse_since(args.since) if args.since else None
+    if args.store:
+        return _export_from_store(args, since)
     if not args.journal and not DEFAULT_STATE_DIR.is_dir():
         raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir): give "
                           f"--journal DIR|FILE", file=str(DEFAULT_STATE_DIR))
@@ -426,6 +433,33 @@ def _cmd_journal(args: argparse.Namespace) -> int:
                              f"{event.kind:<20} {about:<18} {event.text}\n")
     if source.skipped:
         sys.stderr.write(f"ringfence journal: {source.skipped} torn line(s) skipped\n")
+    return EXIT_OK
+
+
+def _export_from_store(args: argparse.Namespace, since: float | None) -> int:
+    from ringfence.config import load_cluster
+    from ringfence.journal.events import event_to_dict, from_entries
+    from ringfence.journal.store_mirror import read_store_journal
+    from ringfence.status import find_config
+    from ringfence.store.base import StoreUnavailable
+    from ringfence.store.factory import open_store
+
+    config = load_cluster(find_config(args.config))
+    try:
+        entries = read_store_journal(open_store(config, host=None))
+    except StoreUnavailable as exc:
+        sys.stderr.write(f"ringfence journal: the store does not answer ({exc}); read the "
+                         f"hosts' local files with --journal instead\n")
+        return EXIT_FAILED
+    for event in from_entries(entries, source="store"):
+        if since is not None and event.t < since:
+            continue
+        if args.json:
+            sys.stdout.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
+        else:
+            about = "/".join(x for x in (event.host, event.vm) if x) or "-"
+            sys.stdout.write(f"{event.t:.3f}  {event.by or '-':<10} {event.kind:<20} "
+                             f"{about:<18} {event.text}\n")
     return EXIT_OK
 
 

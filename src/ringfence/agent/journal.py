@@ -21,6 +21,8 @@ from ringfence.core.ports import Journal
 class FileJournal:
     def __init__(self, path: Path, host: str, *, echo: TextIO | None = sys.stderr,
                  echo_json: bool = False) -> None:
+        self.mirror: Any = None  # a `journal.store_mirror.StoreMirror`, once the store is open
+        self.cluster: str | None = None
         self.path = path
         self.host = host
         self.echo = echo
@@ -37,7 +39,11 @@ class FileJournal:
             "mono": round(time.monotonic(), 3),
             "seq": self.seq, "by": self.host, "kind": kind, "host": host, "vm": vm, "text": text,
         }
+        if self.cluster:
+            entry["cluster"] = self.cluster
         line = json.dumps(entry, ensure_ascii=False)
+        if self.mirror is not None:
+            self.mirror.put(entry)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:

@@ -238,6 +238,11 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
                              len(config.hosts))
     options.closers.append(transport.close)
     store = open_store(config, host=host)
+    from ringfence.journal.store_mirror import StoreMirror
+
+    journal.cluster = config.name
+    journal.mirror = StoreMirror(store, host, boot=int(time.time()))
+    options.closers.append(journal.mirror.close)
     hypervisor, checks = _hypervisor(config, host, options, store)
     parts = AgentParts(
         clock=MonotonicClock(),
