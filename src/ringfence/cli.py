@@ -18,6 +18,7 @@ from ringfence import __version__
 from ringfence.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ringfence.journal.events import Event
     from ringfence.journal.report import IncidentSource
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -411,8 +412,8 @@ def _parse_since(value: str) -> float:
 
 
 def _cmd_journal(args: argparse.Namespace) -> int:
-    from ringfence.journal.events import event_to_dict, from_journal_files
-    from ringfence.journal.report import DEFAULT_STATE_DIR, ReportContext, fmt_time
+    from ringfence.journal.events import from_journal_files
+    from ringfence.journal.report import DEFAULT_STATE_DIR
 
     since = _parse_since(args.since) if args.since else None
     if args.store:
@@ -421,16 +422,7 @@ def _cmd_journal(args: argparse.Namespace) -> int:
         raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir): give "
                           f"--journal DIR|FILE", file=str(DEFAULT_STATE_DIR))
     source = from_journal_files(args.journal or [str(DEFAULT_STATE_DIR)])
-    ctx = ReportContext()
-    for event in source.events:
-        if since is not None and event.t < since:
-            continue
-        if args.json:
-            sys.stdout.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
-        else:
-            about = "/".join(x for x in (event.host, event.vm) if x) or "-"
-            sys.stdout.write(f"{fmt_time(event.t, ctx)}  {event.by or '-':<10} "
-                             f"{event.kind:<20} {about:<18} {event.text}\n")
+    _print_events(source.events, since, as_json=args.json)
     if source.skipped:
         sys.stderr.write(f"ringfence journal: {source.skipped} torn line(s) skipped\n")
     return EXIT_OK
@@ -438,7 +430,7 @@ def _cmd_journal(args: argparse.Namespace) -> int:
 
 def _export_from_store(args: argparse.Namespace, since: float | None) -> int:
     from ringfence.config import load_cluster
-    from ringfence.journal.events import event_to_dict, from_entries
+    from ringfence.journal.events import from_entries
     from ringfence.journal.store_mirror import read_store_journal
     from ringfence.status import find_config
     from ringfence.store.base import StoreUnavailable
@@ -451,16 +443,24 @@ def _export_from_store(args: argparse.Namespace, since: float | None) -> int:
         sys.stderr.write(f"ringfence journal: the store does not answer ({exc}); read the "
                          f"hosts' local files with --journal instead\n")
         return EXIT_FAILED
-    for event in from_entries(entries, source="store"):
+    _print_events(from_entries(entries, source="store"), since, as_json=args.json)
+    return EXIT_OK
+
+
+def _print_events(events: Sequence[Event], since: float | None, *, as_json: bool) -> None:
+    from ringfence.journal.events import event_to_dict
+    from ringfence.journal.report import ReportContext, fmt_time
+
+    context = ReportContext()
+    for event in events:
         if since is not None and event.t < since:
             continue
-        if args.json:
+        if as_json:
             sys.stdout.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
         else:
             about = "/".join(x for x in (event.host, event.vm) if x) or "-"
-            sys.stdout.write(f"{event.t:.3f}  {event.by or '-':<10} {event.kind:<20} "
-                             f"{about:<18} {event.text}\n")
-    return EXIT_OK
+            sys.stdout.write(f"{fmt_time(event.t, context)}  {event.by or '-':<10} "
+                             f"{event.kind:<20} {about:<18} {event.text}\n")
 
 
 def _cmd_status_page(args: argparse.Namespace) -> int:
