@@ -36,3 +36,11 @@ def test_no_xml_anywhere_is_a_hypervisor_error_naming_the_file(tmp_path: Path) -
         source = domain_xml_source(config(str(tmp_path / "nope.xml")), store)
         with pytest.raises(HypervisorError, match=r"nope\.xml"):
             source("erp")
+
+
+def test_a_queued_reboot_target_means_the_host_reboots() -> None:
+    from ringfence.agent.runtime import reboot_queued
+
+    assert reboot_queued("1201 reboot.target start waiting\n1202 final.target start waiting\n")
+    assert not reboot_queued("1301 poweroff.target start waiting\n")
+    assert not reboot_queued("")

@@ -290,7 +290,8 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
             delay = max(0.0, origin + count * interval - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-        done = await loop.run_in_executor(executor, lambda: agent.begin_shutdown(reboot=False))
+        reboot = host_is_rebooting()
+        done = await loop.run_in_executor(executor, lambda: agent.begin_shutdown(reboot=reboot))
         deadline = time.monotonic() + STOP_TIMEOUT
         while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
             await loop.run_in_executor(executor, agent.tick)
@@ -300,6 +301,29 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
         if service is not None:
             service.disarm()
     return 0
+
+
+def host_is_rebooting() -> bool:
+    """Is the agent being stopped because the host reboots (systemd has reboot.target queued),
+    rather than shut down or the service stopped? The shutdown policy treats the two apart
+    (`conditional`: a rebooting host keeps its VMs). Without systemd: not a reboot."""
+    import shutil
+    import subprocess
+
+    systemctl = shutil.which("systemctl")
+    if systemctl is None or not Path("/run/systemd/system").is_dir():
+        return False
+    try:
+        jobs = subprocess.run([systemctl, "list-jobs", "--no-legend", "--no-pager"],
+                              capture_output=True, text=True, timeout=2, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return reboot_queued(jobs)
+
+
+def reboot_queued(jobs: str) -> bool:
+    """`systemctl list-jobs --no-legend` lines: JOB UNIT TYPE STATE."""
+    return any(line.split()[1:2] == ["reboot.target"] for line in jobs.splitlines())
 
 
 def _operator_requests(state_dir: Path) -> list[dict[str, Any]]:
