@@ -90,7 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
     vm_actions = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     vm_actions.required = True
     for action, text in (("start", "let a stopped VM run again"),
-                         ("stop", "stop a VM and keep it stopped")):
+                         ("stop", "stop a VM and keep it stopped"),
+                         ("reset", "forget where a VM kept dying (its avoid list and "
+                                   "relocation count)")):
         sub = vm_actions.add_parser(action, help=text)
         sub.add_argument("vm")
         sub.add_argument("--config", default=None)
@@ -268,6 +270,8 @@ def _cmd_vm(args: argparse.Namespace) -> int:
 
     if args.action in ("start", "stop"):
         return operator.set_stopped(args.config, args.vm, args.action == "stop", args.operator)
+    if args.action == "reset":
+        return operator.reset(args.config, args.vm, args.operator)
     if args.action == "migrate":
         return operator.migrate(args.config, args.vm, args.to, args.operator)
     return operator.force_start(args.config, args.vm, args.host, list(args.confirm_down),

@@ -342,6 +342,8 @@ class StoreConfig(_Model):
     endpoints: list[str] = Field(default_factory=list)
     path: str | None = None
     tls: StoreTLS | None = None
+    username: str | None = None  # etcd authentication; the password is read from a file
+    password_file: str | None = None
 
 
 class FenceConfig(_Model):

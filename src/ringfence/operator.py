@@ -1,4 +1,4 @@
-"""Operator actions: `ringfence vm start|stop|migrate|force-start` and
+"""Operator actions: `ringfence vm start|stop|migrate|reset|force-start` and
 `ringfence host maintenance NAME on|off`.
 
 Every action is a request written to the store (so it needs the store's quorum); the leader
@@ -124,6 +124,30 @@ def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str |
         _say(f"refused: {vm}'s record changed meanwhile; try again")
         return 1
     _say(f"{vm}: {'stop' if stopped else 'start'} requested")
+    return 0
+
+
+def reset(config_path: str | None, vm: str, operator: str | None) -> int:
+    """`vm reset`: forget where the VM failed (`avoid`) and how often it was moved
+    (`relocations`), so that a VM left stopped after it kept dying is placed again."""
+    config, store = _open(config_path)
+    _check_vm(config, vm)
+    key = leases.vm_owner_key(vm)
+    try:
+        kv = store.get(key)
+        if kv is None or not {"avoid", "relocations"} & set(kv.value):
+            _say(f"{vm} has no failure history to forget")
+            return 0
+        value = {k: v for k, v in kv.value.items() if k not in ("avoid", "relocations", "reason")}
+        value["reset_by"] = operator or getpass.getuser()
+        result = store.txn([Compare.unchanged(key, kv.mod_revision)], [Put(key, value)])
+    except StoreUnavailable as exc:
+        _say(f"refused: the store has no quorum ({exc})")
+        return 1
+    if not result.succeeded:
+        _say(f"refused: {vm}'s record changed meanwhile; try again")
+        return 1
+    _say(f"{vm}: failure history forgotten; it may run on any host again")
     return 0
 
 

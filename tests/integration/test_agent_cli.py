@@ -69,3 +69,22 @@ def test_status_of_a_store_nobody_joined_is_unhealthy(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["store"]["quorum"] is True
     assert {h["state"] for h in document["hosts"].values()} == {"never joined"}
+
+
+def test_vm_reset_forgets_where_a_vm_kept_dying(tmp_path: Path) -> None:
+    from ringfence.store.base import Put
+    from ringfence.store.sqlite import SqliteStore
+
+    data = json.loads(json.dumps(CLUSTER))
+    data["vms"] = [{"name": "app", "cpus": 1, "memory": "1GiB"}]
+    path = write(tmp_path, vms=data["vms"])
+    with SqliteStore(str(tmp_path / "store.db")) as store:
+        store.txn([], [Put("vms/app/owner", {"host": None, "avoid": ["h1", "h2"],
+                                             "relocations": 2, "reason": "died"})])
+    result = ringfence("vm", "reset", "app", "--config", str(path), "--operator", "ops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with SqliteStore(str(tmp_path / "store.db")) as store:
+        kv = store.get("vms/app/owner")
+    assert kv is not None and kv.value == {"host": None, "reset_by": "ops"}
+    unknown = ringfence("vm", "reset", "nope", "--config", str(path))
+    assert unknown.returncode == 2 and "nope" in unknown.stderr

@@ -802,3 +802,20 @@ def test_json_compare_encoding_is_canonical() -> None:
 
     assert canonical_json({"b": 1, "a": "é"}) == canonical_json({"a": "é", "b": 1})
     assert json.loads(canonical_json({"a": [1, 2]})) == {"a": [1, 2]}
+
+
+def test_etcd_credentials_come_from_the_cluster_file(tmp_path: Path) -> None:
+    from ringfence.store.factory import _etcd_credentials
+
+    secret = tmp_path / "etcd-password"
+    secret.write_text("s3cret\n")
+    base = {"networks": [{"name": "ring0", "role": "heartbeat"}],
+            "hosts": [{"name": "h1", "cpus": 1, "memory": "1GiB"}]}
+    config = ClusterConfig.model_validate({**base, "store": {
+        "kind": "etcd", "endpoints": ["http://127.0.0.1:2379"], "username": "ringfence",
+        "password_file": str(secret)}})
+    assert _etcd_credentials(config) == ("ringfence", "s3cret")
+    half = ClusterConfig.model_validate({**base, "store": {
+        "kind": "etcd", "endpoints": ["http://127.0.0.1:2379"], "username": "ringfence"}})
+    with pytest.raises(ConfigError, match="password_file"):
+        _etcd_credentials(half)

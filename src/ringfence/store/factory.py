@@ -120,13 +120,35 @@ def _open_etcd(config: ClusterConfig, host: str | None) -> EtcdStore:
         local = [e for e in endpoints if parse_endpoint(e, tls=secure).host == host]
         endpoints = local + [e for e in endpoints if e not in local]
     expand = {name: os.path.expanduser(file) if file else None for name, file in files.items()}
+    username, password = _etcd_credentials(config)
     return EtcdStore(
         endpoints,
         ca_file=expand["ca_file"],
         cert_file=expand["cert_file"],
         key_file=expand["key_file"],
+        username=username,
+        password=password,
         timeout=_call_budget(config, len(endpoints)),
     )
+
+
+def _etcd_credentials(config: ClusterConfig) -> tuple[str | None, str | None]:
+    """`store.username` with the password from `store.password_file` (never inline)."""
+    store = config.store
+    if store.username is None and store.password_file is None:
+        return None, None
+    if store.username is None or store.password_file is None:
+        missing = "username" if store.username is None else "password_file"
+        raise ConfigError("etcd authentication needs both store.username and "
+                          "store.password_file", path=f"store.{missing}")
+    try:
+        password = Path(os.path.expanduser(store.password_file)).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"can not read {store.password_file}: {exc.strerror}",
+                          path="store.password_file") from None
+    if not password:
+        raise ConfigError(f"{store.password_file} is empty", path="store.password_file")
+    return store.username, password
 
 
 def open_store(config: ClusterConfig, *, host: str | None) -> Store:
