@@ -1,8 +1,9 @@
 """`ringfence status`: what the store says about a cluster, read-only.
 
 Hosts (state, lease age, incarnation, health, each host's own view of its heartbeat links to
-every peer), the store (kind, members, whether it answers, revision, leader), and VMs (host,
-fencing token, whether they wait for a handover or a place).
+every peer), the store (kind, members, whether it answers, revision, leader), VMs (host,
+fencing token, whether they wait for a handover or a place), and the open incidents (from the
+journal the hosts mirror into the store).
 
 Exit 0 when every host is online and every VM has a host; 1 when the store does not answer,
 a host is not online, or a VM has no host; 2 when no cluster file can be found or read.
@@ -118,6 +119,7 @@ def collect(config: ClusterConfig, store: Store) -> dict[str, Any]:
         vms[vm.name] = {"host": record.get("host"), "token": kv.mod_revision if kv else None,
                         "state": state}
     return {
+        "incidents": open_incidents(store),
         "cluster": config.name,
         "store": {"kind": store_kind(config), "members": config.store_members()
                   if store_kind(config) == "etcd" else [config.store.path or "?"],
@@ -126,6 +128,26 @@ def collect(config: ClusterConfig, store: Store) -> dict[str, Any]:
         "hosts": hosts,
         "vms": vms,
     }
+
+
+def open_incidents(store: Store, horizon: float = 86_400.0) -> list[dict[str, Any]]:
+    """Incidents still open, built from the journal the hosts mirror into the store (the
+    last `horizon` seconds of it). Raises StoreUnavailable."""
+    import time
+
+    from ringfence.journal.events import from_entries
+    from ringfence.journal.incidents import build_incidents
+    from ringfence.journal.store_mirror import read_store_journal
+
+    since = time.time() - horizon
+    entries = [e for e in read_store_journal(store) if float(e.get("t", 0)) >= since]
+    try:
+        events = from_entries(entries, source="store")
+    except ConfigError:
+        return []  # a damaged mirror never hides the cluster's state
+    return [{"id": i.id, "severity": i.severity, "opened_at": round(i.opened_at, 3),
+             "title": i.title}
+            for i in build_incidents(events, stream_end=time.time()) if i.open]
 
 
 def healthy(document: dict[str, Any]) -> bool:
@@ -155,6 +177,12 @@ def render(document: dict[str, Any]) -> str:
     for name, vm in document["vms"].items():
         lines.append(f"{name:<16} {vm['host'] or '-':<12} {vm['token'] or '-':>6}  "
                      f"{vm['state']}")
+    incidents = document.get("incidents", [])
+    lines.append("")
+    lines.append(f"open incidents: {len(incidents)}"
+                 + ("" if incidents else " (ringfence incident list shows them all)"))
+    for incident in incidents:
+        lines.append(f"  {incident['id']} [{incident['severity']}] {incident['title']}")
     return "\n".join(lines)
 
 
@@ -169,7 +197,7 @@ def run_status(config_path: str | None, *, as_json: bool) -> int:
         document = {"cluster": config.name,
                     "store": {"kind": store_kind(config), "quorum": False,
                               "members": config.store_members(), "error": str(exc)},
-                    "leader": None, "hosts": {}, "vms": {}}
+                    "leader": None, "hosts": {}, "vms": {}, "incidents": []}
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
