@@ -416,7 +416,10 @@ def run_demo(options: DemoOptions) -> int:
     server = None
     if options.port:
         server = _dashboard(demo, options.port)
-        if server is not None:
+        if server is None:
+            say(f"dashboard: port {options.port} is busy; choose another with --port "
+                f"(ringfence status works meanwhile)")
+        else:
             url = f"http://127.0.0.1:{options.port}/"
             say(f"dashboard: {url}   (ringfence status works too)")
             if options.browser and not options.as_json:

@@ -120,10 +120,6 @@ class Agent:
         self.forced = ForcedStarts(self)
         self.manager = Manager(config, host, parts, self)
 
-    @property
-    def owned(self) -> dict[str, int]:
-        return {vm: a.token for vm, a in self.vms.owned.items()}
-
     # ----------------------------------------------------------------- the cycle
     def tick(self) -> str:
         now = self.parts.clock.now()

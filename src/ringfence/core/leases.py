@@ -66,10 +66,6 @@ def vm_owner_key(vm: str) -> str:
     return f"vms/{vm}/owner"
 
 
-def host_of_key(key: str) -> str:
-    return key.split("/", 2)[1]
-
-
 def renewal_interval(timing: Timing) -> float:
     return timing.host_lease_ttl / 3
 

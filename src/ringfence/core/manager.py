@@ -82,10 +82,6 @@ class ClusterSnapshot:
     requests: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> force request
     migrations: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> migrate request
 
-    def owner_of(self, vm: str) -> str | None:
-        kv = self.owners.get(vm)
-        return kv.value.get("host") if kv else None
-
 
 @dataclass
 class FenceJob:
