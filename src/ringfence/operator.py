@@ -21,7 +21,9 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ringfence.config import ClusterConfig, load_cluster
 from ringfence.core import leases
@@ -95,26 +97,20 @@ def migrate(config_path: str | None, vm: str, target: str, operator: str | None)
     return 0
 
 
-def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None) -> int:
-    """`vm stop`: the VM's record says it must not run (its holder stops it, nobody restarts
-    it). `vm start`: it may run again (placement and admission control decide where)."""
+def _rewrite_owner(config_path: str | None, vm: str,
+                   change: Callable[[dict[str, Any] | None], dict[str, Any] | str],
+                   done: str) -> int:
+    """Read `vm`'s owner record, let `change` return the new record (or a message saying there
+    is nothing to do), and write it by compare-and-set on the record read."""
     config, store = _open(config_path)
     _check_vm(config, vm)
     key = leases.vm_owner_key(vm)
     try:
         kv = store.get(key)
-        value: dict[str, object] = dict(kv.value) if kv else {"host": None}
-        if stopped:
-            value.update(stopped_by=operator or getpass.getuser())
-            value.pop("after", None)
-            if value.get("host"):
-                value["after"] = value["host"]  # the holder confirms it stopped the VM
-            value["host"] = None
-        else:
-            if "stopped_by" not in value:
-                _say(f"{vm} is not stopped by an operator: nothing to do")
-                return 0
-            value.pop("stopped_by")
+        value = change(dict(kv.value) if kv else None)
+        if isinstance(value, str):
+            _say(value)
+            return 0
         result = store.txn([Compare.unchanged(key, kv.mod_revision if kv else 0)],
                            [Put(key, value)])
     except StoreUnavailable as exc:
@@ -123,32 +119,45 @@ def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str |
     if not result.succeeded:
         _say(f"refused: {vm}'s record changed meanwhile; try again")
         return 1
-    _say(f"{vm}: {'stop' if stopped else 'start'} requested")
+    _say(done)
     return 0
+
+
+def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None) -> int:
+    """`vm stop`: the VM's record says it must not run (its holder stops it, nobody restarts
+    it). `vm start`: it may run again (placement and admission control decide where)."""
+
+    def change(record: dict[str, Any] | None) -> dict[str, Any] | str:
+        value = record or {"host": None}
+        if not stopped:
+            if "stopped_by" not in value:
+                return f"{vm} is not stopped by an operator: nothing to do"
+            value.pop("stopped_by")
+            return value
+        value.update(stopped_by=operator or getpass.getuser())
+        value.pop("after", None)
+        if value.get("host"):
+            value["after"] = value["host"]  # the holder confirms it stopped the VM
+        value["host"] = None
+        return value
+
+    return _rewrite_owner(config_path, vm, change,
+                          f"{vm}: {'stop' if stopped else 'start'} requested")
 
 
 def reset(config_path: str | None, vm: str, operator: str | None) -> int:
     """`vm reset`: forget where the VM failed (`avoid`) and how often it was moved
     (`relocations`), so that a VM left stopped after it kept dying is placed again."""
-    config, store = _open(config_path)
-    _check_vm(config, vm)
-    key = leases.vm_owner_key(vm)
-    try:
-        kv = store.get(key)
-        if kv is None or not {"avoid", "relocations"} & set(kv.value):
-            _say(f"{vm} has no failure history to forget")
-            return 0
-        value = {k: v for k, v in kv.value.items() if k not in ("avoid", "relocations", "reason")}
+
+    def change(record: dict[str, Any] | None) -> dict[str, Any] | str:
+        if record is None or not {"avoid", "relocations"} & set(record):
+            return f"{vm} has no failure history to forget"
+        value = {k: v for k, v in record.items() if k not in ("avoid", "relocations", "reason")}
         value["reset_by"] = operator or getpass.getuser()
-        result = store.txn([Compare.unchanged(key, kv.mod_revision)], [Put(key, value)])
-    except StoreUnavailable as exc:
-        _say(f"refused: the store has no quorum ({exc})")
-        return 1
-    if not result.succeeded:
-        _say(f"refused: {vm}'s record changed meanwhile; try again")
-        return 1
-    _say(f"{vm}: failure history forgotten; it may run on any host again")
-    return 0
+        return value
+
+    return _rewrite_owner(config_path, vm, change,
+                          f"{vm}: failure history forgotten; it may run on any host again")
 
 
 def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
