@@ -32,7 +32,7 @@ class FileJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
-               text: str = "") -> None:
+               text: str = "", token: int | None = None) -> None:
         self.seq += 1
         entry: dict[str, Any] = {
             "t": round(time.time(), 3),  # wall clock: for people and reports only
@@ -41,6 +41,8 @@ class FileJournal:
         }
         if self.cluster:
             entry["cluster"] = self.cluster
+        if token is not None:
+            entry["token"] = token
         line = json.dumps(entry, ensure_ascii=False)
         if self.mirror is not None:
             self.mirror.put(entry)

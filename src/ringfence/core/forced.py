@@ -209,7 +209,7 @@ class ForcedStarts:
                                          {"host": self.host, "forced_by": operator})])
         if result.succeeded:
             self.parts.journal.record(
-                "force_start", host=self.host, vm=vm,
+                "force_start", host=self.host, vm=vm, token=result.revision,
                 text=f"{operator}'s forced start of {vm} on {self.host} is now its lease "
                      f"(token {result.revision})")
             return

@@ -158,6 +158,7 @@ class Manager:
         self.pending: dict[str, str] = {}  # vm -> why it could not be placed
         self.now = 0.0
         self.leading_since = 0.0
+        self.last_revision = 0
         # (store revision, view version) last found to need nothing: skip re-deciding it
         self.quiet_recovery: tuple[int, int] | None = None
         self.quiet_moves: tuple[int, int] | None = None
@@ -229,6 +230,7 @@ class Manager:
         result = self.parts.store.txn([self._guard(), *compare], ops)
         if result.succeeded:
             self.snapshot = None
+            self.last_revision = result.revision  # the token of what this write granted
         return result.succeeded
 
     def _lead(self, now: float, snapshot: ClusterSnapshot) -> bool:
@@ -694,5 +696,5 @@ class Manager:
             why = f"{kv.value['from']} handed it back ({kv.value.get('reason', 'no reason')})"
         else:
             why = "it was waiting for a place"
-        self.parts.journal.record("vm_recovered", vm=vm, host=target,
+        self.parts.journal.record("vm_recovered", vm=vm, host=target, token=self.last_revision,
                                   text=f"{vm}: {why}; restarting on {target}")

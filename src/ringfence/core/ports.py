@@ -110,9 +110,11 @@ class LocalState(Protocol):
 
 class Journal(Protocol):
     def record(
-        self, kind: str, *, host: str | None = None, vm: str | None = None, text: str = ""
+        self, kind: str, *, host: str | None = None, vm: str | None = None, text: str = "",
+        token: int | None = None,
     ) -> None:
-        """Append an event. `host`/`vm`: what the event is about. Never raises: a journal
+        """Append an event. `host`/`vm`: what the event is about; `token`: the VM's lease
+        token (fencing token) the event concerns, where there is one. Never raises: a journal
         that can not write keeps the event in memory and says so."""
         ...
 

@@ -158,7 +158,7 @@ class VmKeeper:
         self.verifying.pop(vm, None)
         done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
         self._write_owner(vm, kv, done)
-        self.parts.journal.record("vm_migrated", host=target, vm=vm,
+        self.parts.journal.record("vm_migrated", host=target, vm=vm, token=kv.mod_revision,
                                   text=f"{vm} live-migrated from {self.host} to {target}")
         return True
 
@@ -188,7 +188,7 @@ class VmKeeper:
         if retoken:
             return
         self.parts.journal.record(
-            "vm_restarted" if restart else "vm_started", host=self.host, vm=vm,
+            "vm_restarted" if restart else "vm_started", host=self.host, vm=vm, token=token,
             text=f"{vm} {'restarted' if restart else 'started'} on {self.host} (token {token})")
         self.verifying[vm] = now
 
@@ -200,7 +200,7 @@ class VmKeeper:
             return False
         self.seen.pop(vm, None)
         self.verifying.pop(vm, None)
-        self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
+        self.parts.journal.record("vm_stopped", host=self.host, vm=vm, token=token or None,
                                   text=f"{vm} stopped on {self.host}: {why}")
         return True
 

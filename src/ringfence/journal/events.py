@@ -90,6 +90,7 @@ class Event:
     by: str | None = None
     seq: int = 0
     also: tuple[tuple[str | None, float], ...] = ()
+    token: int | None = None  # the VM's lease (fencing) token, where the event has one
 
     @property
     def observers(self) -> tuple[str, ...]:
@@ -216,7 +217,8 @@ def _entry_event(entry: Mapping[str, Any], *, file: str | None, line: int | None
     return Event(
         t=float(entry["t"]), kind=str(entry["kind"]), host=entry.get("host"),
         vm=entry.get("vm"), text=str(entry.get("text") or ""), by=entry.get("by"),
-        seq=int(entry.get("seq") or 0))
+        seq=int(entry.get("seq") or 0),
+        token=int(entry["token"]) if isinstance(entry.get("token"), int) else None)
 
 
 def from_entries(entries: Iterable[Mapping[str, Any]], *, source: str | None = None
@@ -291,4 +293,6 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     }
     if event.also:
         document["also"] = [{"by": by, "t": round(t, 3)} for by, t in event.also]
+    if event.token is not None:
+        document["token"] = event.token
     return document

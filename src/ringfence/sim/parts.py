@@ -175,7 +175,8 @@ class SimJournal:
         self.world = world
 
     def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
-               text: str = "") -> None:
+               text: str = "", token: int | None = None) -> None:
+        # The scenario contract's events carry no token field; the text names it where useful.
         self.world.journal(kind, host=host, vm=vm, text=text)
 
 
