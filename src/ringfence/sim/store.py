@@ -24,6 +24,7 @@ from ringfence.store.base import (
     RangeResult,
     StoreUnavailable,
     TxnResult,
+    check_branch,
 )
 
 if TYPE_CHECKING:
@@ -100,10 +101,8 @@ class SimStore:
 
     def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None
             ) -> TxnResult:
-        for branch in (success, failure or []):
-            keys = [op.key for op in branch]
-            if len(keys) != len(set(keys)):
-                raise ValueError("duplicate key given in txn request")  # etcd refuses it too
+        check_branch(success, "success")
+        check_branch(failure or [], "failure")
         ok = all(c.holds(self.kv.get(c.key)) for c in compare)
         ops = success if ok else (failure or [])
         if any(isinstance(op, Put) and op.lease and op.lease not in self.leases for op in ops):

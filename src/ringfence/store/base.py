@@ -95,6 +95,15 @@ class Delete:
 Op = Put | Delete
 
 
+def check_branch(ops: list[Op], name: str) -> None:
+    """Reject a branch that names a key twice, as etcd does ("duplicate key given in txn")."""
+    seen: set[str] = set()
+    for op in ops:
+        if op.key in seen:
+            raise ValueError(f"txn {name} ops name key {op.key!r} twice; etcd rejects that")
+        seen.add(op.key)
+
+
 @dataclass(frozen=True, slots=True)
 class TxnResult:
     """`succeeded`: every compare held and the success ops were applied atomically at

@@ -76,8 +76,9 @@ from ringfence.store.base import (
     RangeResult,
     StoreUnavailable,
     TxnResult,
+    check_branch,
 )
-from ringfence.store.sqlite import canonical_json, check_branch, decode_value, prefix_end
+from ringfence.store.sqlite import canonical_json, decode_value, prefix_end
 
 __all__ = ["DEFAULT_PORT", "EtcdStore", "parse_endpoint"]
 

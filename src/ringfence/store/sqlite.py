@@ -63,6 +63,7 @@ from ringfence.store.base import (
     RangeResult,
     StoreUnavailable,
     TxnResult,
+    check_branch,
 )
 
 __all__ = [
@@ -118,15 +119,6 @@ def prefix_end(prefix: bytes) -> bytes | None:
         return None
     end[-1] += 1
     return bytes(end)
-
-
-def check_branch(ops: list[Op], name: str) -> None:
-    """Reject a branch that names a key twice, as etcd does ("duplicate key given in txn")."""
-    seen: set[str] = set()
-    for op in ops:
-        if op.key in seen:
-            raise ValueError(f"txn {name} ops name key {op.key!r} twice; etcd rejects that")
-        seen.add(op.key)
 
 
 class SqliteStore:
