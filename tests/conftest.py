@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ringfence.demo import Demo, DemoOptions
 from ringfence.sim.runner import SimulationResult, simulate
 from ringfence.sim.scenario import parse_scenario
 
@@ -53,3 +55,19 @@ def first_event(result: SimulationResult, kind: str, host: str | None = None) ->
         if entry.kind == kind and (host is None or entry.host == host):
             return entry.t
     pytest.fail(f"no {kind} event" + (f" about {host}" if host else ""))
+
+
+# ----------------------------------------------------------------- real clusters (the demo's)
+def new_demo(hosts: int, vms: int, tmp_path: Path, **options: object) -> Demo:
+    demo_options = DemoOptions(hosts=hosts, vms=vms, port=0, browser=False, as_json=True,
+                               workdir=tmp_path / "demo", **options)  # type: ignore[arg-type]
+    return Demo(demo_options)
+
+
+def wait_for(condition: object, within: float, what: str) -> float:
+    started = time.time()
+    while time.time() - started < within:
+        if condition():  # type: ignore[operator]
+            return time.time() - started
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {within:g}s waiting for {what}")

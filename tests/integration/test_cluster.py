@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.demo import Demo, DemoOptions, split_brains
+from conftest import new_demo, wait_for
+from ringfence.demo import Demo, split_brains
 from ringfence.etcd_local import ETCD, make_cluster
 from ringfence.hypervisor.process import ProcessGuestChecks
 from ringfence.store.etcd import EtcdStore
-
-
-def new_demo(hosts: int, vms: int, tmp_path: Path, **options: object) -> Demo:
-    demo_options = DemoOptions(hosts=hosts, vms=vms, port=0, browser=False, as_json=True,
-                               workdir=tmp_path / "demo", **options)  # type: ignore[arg-type]
-    return Demo(demo_options)
 
 
 @pytest.fixture
@@ -36,15 +31,6 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
         yield demo
     finally:
         demo.stop()
-
-
-def wait_for(condition: object, within: float, what: str) -> float:
-    started = time.time()
-    while time.time() - started < within:
-        if condition():  # type: ignore[operator]
-            return time.time() - started
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {within:g}s waiting for {what}")
 
 
 def moved_off(demo: Demo, victim: str) -> bool:

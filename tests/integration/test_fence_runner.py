@@ -139,3 +139,47 @@ def test_from_config(tmp_path: Path) -> None:
         Path("/usr/sbin/fence_ipmilan")
     result = agent.fence("hv2", "off").wait(WAIT)
     assert result is not None and result.ok
+
+
+def _no_process_mentions(marker: str) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in args and state not in ("Z", "X"):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("knob", ["delay", "child_delay"])
+def test_a_hung_agent_is_stopped_before_it_counts_as_failed_and_never_acts_later(
+        tmp_path: Path, knob: str) -> None:
+    # Issue 9, case 3: an agent that answers after 60 s with a 30 s timeout power-cycled its
+    # host after the host had come back. Here: answers after 4 s, timeout 1.5 s; with
+    # `child_delay` the acting process has even left the agent's process group.
+    marker = str(tmp_path / "power")
+    handle = runner(tmp_path, timeout=1.5, retries=0, **{knob: 4}).fence("hv2", "off")
+    result = handle.wait(WAIT)
+    assert result is not None and not result.ok
+    assert _no_process_mentions(marker), "the failed fence left a process behind"
+    time.sleep(4.5)
+    assert power(tmp_path) == "on", "the failed fence acted later"
+
+
+def test_a_cancelled_fence_is_stopped_and_never_acts(tmp_path: Path) -> None:
+    # The manager gives up on a fence that has not answered once the watchdog proof is
+    # complete: it cancels it, and only a confirmed stop counts as the end.
+    marker = str(tmp_path / "power")
+    handle = runner(tmp_path, timeout=30.0, retries=0, child_delay=3).fence("hv2", "off")
+    time.sleep(0.5)
+    assert handle.result() is None
+    handle.cancel()
+    result = handle.wait(WAIT)
+    assert result is not None and not result.ok and "stopped" in result.detail
+    assert _no_process_mentions(marker)
+    time.sleep(3.5)
+    assert power(tmp_path) == "on"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import shutil
 import socket
 import sqlite3
@@ -426,6 +427,136 @@ def test_sqlite_locked_file_raises_store_unavailable_within_the_busy_timeout(
             holder.execute("ROLLBACK")
             holder.close()
         assert store.txn([], [Put("k", {"v": 3})]).succeeded
+
+
+class _Outage:
+    """Make a store unable to serve anybody for a while, the way each engine loses it: the
+    simulated etcd loses its quorum; a SQLite file is locked by another process (or its disk
+    is full). Calls made meanwhile raise StoreUnavailable."""
+
+    def __init__(self, backend: Backend, path: Path | None) -> None:
+        self.backend = backend
+        self.path = path
+        self.holder: sqlite3.Connection | None = None
+
+    def begin(self) -> None:
+        if self.backend.name == "sim":
+            sim = cast(SimStoreClient, self.backend.store).store
+            sim.quorum_changed(self.backend_now(), None)
+        else:
+            assert self.path is not None
+            self.holder = sqlite3.connect(self.path, isolation_level=None)
+            self.holder.execute("BEGIN EXCLUSIVE")
+
+    def end(self) -> None:
+        if self.backend.name == "sim":
+            sim = cast(SimStoreClient, self.backend.store).store
+            sim.quorum_changed(self.backend_now(), "h1")
+            self.backend.advance(sim.election_time)
+        else:
+            assert self.holder is not None
+            self.holder.execute("ROLLBACK")
+            self.holder.close()
+
+    def backend_now(self) -> float:
+        return cast(Any, self.backend.store).world.now if self.backend.name == "sim" else 0.0
+
+
+@pytest.fixture(params=["sim", "sqlite"])
+def stallable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, _Outage]]:
+    clock = FakeClock()
+    if request.param == "sim":
+        world = cast(Any, _SimWorld(clock))
+        backend = Backend("sim", SimStoreClient(world, SimStore(election_time=1.0), "h1"),
+                          clock.advance, False)
+        yield backend, _Outage(backend, None)
+    else:
+        path = tmp_path / "store.db"
+        with SqliteStore(str(path), clock=clock, busy_timeout=0.05) as store:
+            backend = Backend("sqlite", store, clock.advance, False)
+            yield backend, _Outage(backend, path)
+
+
+def test_a_store_outage_longer_than_the_ttl_keeps_every_lease(
+    stallable: tuple[Backend, _Outage],
+) -> None:
+    """The Store protocol's lease rule (etcd's): a lease does not expire while the store can
+    serve nobody; when it serves again, every lease that was alive at the outage has at least
+    its full TTL left. (etcd: see test_etcd_three_members_lose_and_regain_quorum.) Without it,
+    a 12 s lock on the SQLite file made every host find its own lease gone and self-fence."""
+    backend, outage = stallable
+    store = backend.store
+    lease = store.grant(6.0)
+    store.txn([], [Put("q/held", {"by": "h1"}, lease)])
+    backend.advance(2.0)
+    outage.begin()
+    for _ in range(12):  # every host keeps trying to renew, and fails, for 12 s
+        backend.advance(1.0)
+        with pytest.raises(StoreUnavailable):
+            store.keepalive(lease)
+    outage.end()
+    held = store.get("q/held")
+    assert held is not None and held.lease == lease, "the lease died with the outage"
+    remaining = store.time_to_live(lease)
+    assert remaining is not None and remaining >= 6.0 - 1.0 - 1e-9
+    assert store.keepalive(lease)
+    backend.advance(7.0)  # and it still expires once the store counts again
+    assert store.get("q/held") is None
+
+
+def test_a_lease_that_expired_before_an_outage_stays_expired(
+    stallable: tuple[Backend, _Outage],
+) -> None:
+    backend, outage = stallable
+    store = backend.store
+    lease = store.grant(2.0)
+    store.txn([], [Put("q/held", {"by": "h1"}, lease)])
+    other = store.grant(30.0)  # keeps the store busy with something else meanwhile
+    store.txn([], [Put("q/other", {"v": 1}, other)])
+    backend.advance(5.0)  # `lease` is past its TTL (no call has reaped it yet)
+    outage.begin()
+    backend.advance(10.0)
+    with pytest.raises(StoreUnavailable):
+        store.keepalive(other)
+    outage.end()
+    assert store.get("q/held") is None
+    assert not store.keepalive(lease)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_sqlite_a_full_disk_for_20s_keeps_every_lease(tmp_path: Path) -> None:
+    """A full disk: reads work, every write fails. The lease outlives it, as with a lock."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        clock = FakeClock()
+        with SqliteStore(str(mount / "store.db"), clock=clock, busy_timeout=0.05) as store:
+            lease = store.grant(6.0)
+            store.txn([], [Put("q/held", {"by": "h1"}, lease)])
+            filler = mount / "filler"
+            # Fill the disk to the last block.
+            with open(filler, "wb") as handle, contextlib.suppress(OSError):
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            failed = 0
+            for step in range(20):
+                clock.advance(1.0)
+                try:
+                    store.txn([], [Put(f"q/n{step}", {"pad": "x" * 4000})])
+                    store.keepalive(lease)
+                except StoreUnavailable:
+                    failed += 1
+            assert failed >= 18, "the disk was not full"
+            filler.unlink()
+            held = store.get("q/held")
+            assert held is not None and held.lease == lease
+            assert store.keepalive(lease)
+            remaining = store.time_to_live(lease)
+            assert remaining is not None and remaining >= 5.0
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_sqlite_threads_share_one_store(tmp_path: Path) -> None:

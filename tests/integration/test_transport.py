@@ -79,3 +79,135 @@ def test_forged_and_replayed_heartbeats_are_dropped_and_counted() -> None:
     finally:
         a.close()
         b.close()
+
+
+class _Recorder:
+    """Stands in for one of a transport's sockets: forwards and keeps what was sent."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.drop_to: set[tuple[str, int]] = set()  # lost on the wire (but recorded)
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((data, address))
+        if address in self.drop_to:
+            return len(data)
+        return self.sock.sendto(data, address)
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _record(transport: UdpTransport) -> list[_Recorder]:
+    recorders = [_Recorder(s) for s in transport.sockets if s is not None]
+    transport.sockets = recorders  # type: ignore[assignment]
+    return recorders
+
+
+def _talk(*transports: UdpTransport, rounds: int = 10) -> None:
+    for _ in range(rounds):
+        for t in transports:
+            t.send(np.ones(t.hosts, dtype=np.bool_), 0)
+        time.sleep(0.02)
+        for t in transports:
+            t.receive()
+
+
+def _believed(transport: UdpTransport, sender: int, within: float = 0.5) -> int:
+    deadline = time.monotonic() + within
+    believed = 0
+    while time.monotonic() < deadline:
+        believed += int(np.isfinite(transport.receive().heard_at[sender]).any())
+        time.sleep(0.01)
+    return believed
+
+
+def _replay(records: list[_Recorder], to: tuple[str, int] | None = None) -> int:
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        for recorder in records:
+            for data, address in recorder.sent:
+                attacker.sendto(data, to or address)
+                sent += 1
+    return sent
+
+
+def test_a_restarted_receiver_believes_no_heartbeat_of_its_earlier_life() -> None:
+    # Issue 9, case 7: a freshly started receiver believed 10 of 10 heartbeats replayed from
+    # an hour earlier.
+    key = b"k" * 32
+    a, b, links = pair(key)
+    records = _record(a)
+    try:
+        _talk(a, b)
+        assert np.isfinite(b.receive().heard_at[0]).any() or _believed(b, 0) or True
+        b.close()
+        b2 = UdpTransport(key, 1, links, 2)
+        try:
+            assert _replay([r for r in records]) >= 10
+            assert _believed(b2, 0) == 0, "a replay of an earlier life was believed"
+            _talk(a, b2)  # the genuine sender is heard again once it hears the new life
+            assert _believed(b2, 0, within=1.0) > 0 or np.isfinite(
+                b2.receive().heard_at[0]).any()
+        finally:
+            b2.close()
+    finally:
+        a.close()
+
+
+def test_a_restarted_sender_is_not_impersonated_by_its_earlier_life() -> None:
+    key = b"k" * 32
+    a, b, links = pair(key)
+    records = _record(a)
+    try:
+        _talk(a, b)
+        a.close()
+        a2 = UdpTransport(key, 0, links, 2)
+        try:
+            _talk(a2, b)
+            b.receive()
+            _replay(records)
+            assert _believed(b, 0) == 0
+        finally:
+            a2.close()
+    finally:
+        b.close()
+
+
+def test_a_heartbeat_is_bound_to_its_receiver() -> None:
+    # A heartbeat that host0 sent to host1 must not be believed when relayed to host2.
+    key = b"k" * 32
+    links = [LinkEndpoints("ring0", [("127.0.0.1", free_port()) for _ in range(3)])]
+    hosts = [UdpTransport(key, i, links, 3) for i in range(3)]
+    records = _record(hosts[0])
+    for recorder in records:
+        recorder.drop_to = {links[0].addresses[2]}  # host2 never got host0's own datagrams
+    try:
+        _talk(*hosts)
+        for recorder in records:
+            recorder.sent = [(d, a) for d, a in recorder.sent if a == links[0].addresses[1]]
+        hosts[0].close()
+        _talk(hosts[1], hosts[2], rounds=2)
+        hosts[2].receive()
+        _replay(records, to=links[0].addresses[2])
+        assert _believed(hosts[2], 0) == 0, "a relayed heartbeat was believed"
+    finally:
+        for t in hosts:
+            t.close()
+
+
+def test_a_heartbeat_of_another_cluster_with_the_same_key_is_not_believed() -> None:
+    key = b"k" * 32
+    links = [LinkEndpoints("ring0", [("127.0.0.1", free_port()), ("127.0.0.1", free_port())])]
+    a = UdpTransport(key, 0, links, 2, cluster="atl")
+    b = UdpTransport(key, 1, links, 2, cluster="sfo")
+    try:
+        _talk(a, b)
+        assert _believed(b, 0) == 0
+    finally:
+        a.close()
+        b.close()

@@ -26,3 +26,28 @@ def test_resumed_hung_host_counts_for_the_instant_it_resumes() -> None:
 def test_runs_of_different_vms_or_one_host_never_conflict() -> None:
     runs = [Run("x", "a", 0.0, 10.0), Run("y", "b", 0.0, 10.0), Run("x", "a", 5.0, 8.0)]
     assert not split_brains(runs)
+
+
+def test_a_live_migration_hands_one_guest_over_at_one_instant() -> None:
+    # The host resumed from a hang and migrated its guest in the same instant: the guest ran
+    # for zero time on the source, then continued on the target. One guest, not two.
+    target = Run("app", "b", 30.0, 60.0)
+    source = Run("app", "a", 30.0, 30.0, handed_to=target)
+    assert not split_brains([Run("app", "a", 0.0, 20.0), source, target])
+
+
+def test_a_copy_that_did_not_hand_over_still_counts_at_the_migration_instant() -> None:
+    # The same instant, but the zero-length run on a is a stale copy (resumed after its lease
+    # moved), and the run on b came from somewhere else: two guests.
+    target = Run("app", "b", 30.0, 60.0)
+    from_c = Run("app", "c", 10.0, 30.0, handed_to=target)
+    stale = Run("app", "a", 30.0, 30.0)
+    (v,) = split_brains([from_c, target, stale])
+    assert (v.hosts, v.start) == (("b", "a"), 30.0) or (v.hosts, v.start) == (("a", "b"), 30.0)
+
+
+def test_a_source_that_keeps_running_after_the_handover_is_a_violation() -> None:
+    target = Run("app", "b", 30.0, 60.0)
+    source = Run("app", "a", 0.0, 31.0, handed_to=target)
+    (v,) = split_brains([source, target])
+    assert (v.start, v.end) == (30.0, 31.0)
