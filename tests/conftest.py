@@ -71,3 +71,16 @@ def wait_for(condition: object, within: float, what: str) -> float:
             return time.time() - started
         time.sleep(0.1)
     pytest.fail(f"timed out after {within:g}s waiting for {what}")
+
+
+def bootstrapped(path: Path, cluster: str) -> None:
+    """A SQLite store at `path` with the cluster identity an agent's bootstrap would write
+    (tools and agents refuse a store without one)."""
+    from ringfence.store.base import Compare, Put
+    from ringfence.store.identity import IDENTITY_KEY, StoreIdentity
+    from ringfence.store.sqlite import SqliteStore
+
+    with SqliteStore(str(path)) as store:
+        store.txn([Compare.absent(IDENTITY_KEY)],
+                  [Put(IDENTITY_KEY, StoreIdentity(cluster, "test-identity", 1).value())])
+

@@ -85,6 +85,12 @@ def _build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--disk-file", default=None,
                        help="the process hypervisor's shared disk file (demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
+    agent.add_argument("--bootstrap", action="store_true",
+                       help="this host may create the cluster identity in an empty store "
+                            "(the first start of a new cluster, or a deliberate re-bootstrap)")
+    agent.add_argument("--forget-store", action="store_true",
+                       help="forget the store identity this host remembers (only when no VM "
+                            "runs here), to join a re-bootstrapped store")
 
     vm = commands.add_parser("vm", help="operator actions on a VM (through the store)")
     vm_actions = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -259,7 +265,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     options = AgentOptions(
         state_dir=Path(args.state_dir), watchdog=args.watchdog,
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
-        disk_file=Path(args.disk_file) if args.disk_file else None)
+        disk_file=Path(args.disk_file) if args.disk_file else None,
+        bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)
 
 
@@ -438,11 +445,11 @@ def _export_from_store(args: argparse.Namespace, since: float | None) -> int:
     from ringfence.journal.store_mirror import read_store_journal
     from ringfence.status import find_config
     from ringfence.store.base import StoreUnavailable
-    from ringfence.store.factory import open_store
+    from ringfence.store.factory import open_cluster_store
 
     config = load_cluster(find_config(args.config))
     try:
-        entries = read_store_journal(open_store(config, host=None))
+        entries = read_store_journal(open_cluster_store(config))
     except StoreUnavailable as exc:
         sys.stderr.write(f"ringfence journal: the store does not answer ({exc}); read the "
                          f"hosts' local files with --journal instead\n")

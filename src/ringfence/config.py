@@ -344,6 +344,9 @@ class StoreConfig(_Model):
     tls: StoreTLS | None = None
     username: str | None = None  # etcd authentication; the password is read from a file
     password_file: str | None = None
+    # The one host that may create the store's cluster identity in an empty store that no
+    # host has ever joined (`ringfence agent --bootstrap` overrides; see core.identity).
+    bootstrap: str | None = None
 
 
 class FenceConfig(_Model):
@@ -354,6 +357,8 @@ class FenceConfig(_Model):
     network: str | None = None
     delay: Duration = 0.0
     duration: Duration = 0.5
+    # Simulation only: the agent answers only after this long, and then acts (unless stopped).
+    hang: Duration | None = None
 
 
 class ProbeConfig(_Model):
@@ -711,6 +716,8 @@ class ClusterConfig(_Model):
 
         for host_name in self.fencing:
             host_ref(("fencing", host_name), host_name, "each fencing entry")
+        if self.store.bootstrap is not None:
+            host_ref(("store", "bootstrap"), self.store.bootstrap, "store.bootstrap")
         for i, group in enumerate(self.groups):
             seen: set[str] = set()
             for k, vm_name in enumerate(group.vms):

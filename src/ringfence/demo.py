@@ -120,9 +120,11 @@ class Demo:
                        "interfaces": {"ring0": {"address": f"127.0.1.{h.index + 1}"},
                                       "ring1": {"address": f"127.0.2.{h.index + 1}"}}}
                       for h in self.hosts],
-            "store": ({"kind": "etcd", "endpoints": self.options.etcd_endpoints}
+            "store": ({"kind": "etcd", "endpoints": self.options.etcd_endpoints,
+                       "bootstrap": self.hosts[0].name}
                       if self.options.etcd_endpoints else
-                      {"kind": "sqlite", "path": str(self.workdir / "store.db")}),
+                      {"kind": "sqlite", "path": str(self.workdir / "store.db"),
+                       "bootstrap": self.hosts[0].name}),
             "vms": [{"name": vm, "cpus": 1, "memory": "1GiB",
                      "host": self.hosts[i % len(self.hosts)].name,
                      "priority": 100 if i == 0 else 0}
@@ -351,10 +353,10 @@ def split_brains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _dashboard(demo: Demo, port: int) -> http.server.ThreadingHTTPServer | None:
     from ringfence.config import load_cluster
     from ringfence.status import collect
-    from ringfence.store.factory import open_store
+    from ringfence.store.factory import open_cluster_store
 
     config = load_cluster(demo.config_path)
-    store = open_store(config, host=None)
+    store = open_cluster_store(config)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

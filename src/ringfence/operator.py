@@ -36,10 +36,10 @@ FORCE_WAIT = 60.0
 
 
 def _open(config_path: str | None) -> tuple[ClusterConfig, Store]:
-    from ringfence.store.factory import open_store
+    from ringfence.store.factory import open_cluster_store
 
     config = load_cluster(find_config(config_path))
-    return config, open_store(config, host=None)
+    return config, open_cluster_store(config)
 
 
 def _check_vm(config: ClusterConfig, vm: str) -> None:
@@ -162,7 +162,7 @@ def reset(config_path: str | None, vm: str, operator: str | None) -> int:
 
 def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
                 operator: str | None, state_dir: Path) -> int:
-    from ringfence.store.factory import open_store
+    from ringfence.store.factory import open_cluster_store
 
     config = load_cluster(find_config(config_path))
     _check_vm(config, vm)
@@ -170,7 +170,7 @@ def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[
     for down in confirm_down:
         _check_host(config, down, "confirm-down")
     who = operator or getpass.getuser()
-    store = open_store(config, host=host)
+    store = open_cluster_store(config)
     try:
         value = {"host": host, "operator": who, "confirm_down": confirm_down}
         result = store.txn([Compare.absent(force_request_key(vm))],

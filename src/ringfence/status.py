@@ -187,10 +187,10 @@ def render(document: dict[str, Any]) -> str:
 
 
 def run_status(config_path: str | None, *, as_json: bool) -> int:
-    from ringfence.store.factory import open_store
+    from ringfence.store.factory import open_cluster_store
 
     config = load_cluster(find_config(config_path))
-    store = open_store(config, host=None)
+    store = open_cluster_store(config)
     try:
         document = collect(config, store)
     except StoreUnavailable as exc:

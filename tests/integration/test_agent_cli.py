@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from conftest import bootstrapped
+
 CLUSTER = {
     "name": "t",
     "networks": [{"name": "ring0", "role": "heartbeat", "port": 45405}],
@@ -64,11 +66,27 @@ def test_agent_for_an_unknown_host_is_refused(tmp_path: Path) -> None:
 
 
 def test_status_of_a_store_nobody_joined_is_unhealthy(tmp_path: Path) -> None:
-    result = ringfence("status", "--config", str(write(tmp_path)), "--json")
+    path = write(tmp_path)
+    bootstrapped(tmp_path / "store.db", "t")
+    result = ringfence("status", "--config", str(path), "--json")
     assert result.returncode == 1, result.stderr
     document = json.loads(result.stdout)
     assert document["store"]["quorum"] is True
     assert {h["state"] for h in document["hosts"].values()} == {"never joined"}
+
+
+def test_status_of_a_store_without_the_cluster_identity_says_so(tmp_path: Path) -> None:
+    from ringfence.store.base import Put
+    from ringfence.store.sqlite import SqliteStore
+
+    path = write(tmp_path)
+    with SqliteStore(str(tmp_path / "store.db")) as store:
+        store.txn([], [Put("hosts/h1/info", {"incarnation": 3})])
+    result = ringfence("status", "--config", str(path), "--json")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert document["store"]["quorum"] is False
+    assert "no cluster identity" in document["store"]["error"]
 
 
 def test_vm_reset_forgets_where_a_vm_kept_dying(tmp_path: Path) -> None:
@@ -78,6 +96,7 @@ def test_vm_reset_forgets_where_a_vm_kept_dying(tmp_path: Path) -> None:
     data = json.loads(json.dumps(CLUSTER))
     data["vms"] = [{"name": "app", "cpus": 1, "memory": "1GiB"}]
     path = write(tmp_path, vms=data["vms"])
+    bootstrapped(tmp_path / "store.db", "t")
     with SqliteStore(str(tmp_path / "store.db")) as store:
         store.txn([], [Put("vms/app/owner", {"host": None, "avoid": ["h1", "h2"],
                                              "relocations": 2, "reason": "died"})])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import bootstrapped
 from ringfence.agent.journal import FileJournal, read_journal
 from ringfence.journal import store_mirror
 from ringfence.journal.store_mirror import StoreMirror, read_store_journal
@@ -39,6 +40,7 @@ def test_events_of_two_hosts_are_exported_from_the_store(tmp_path: Path) -> None
                "store": {"kind": "sqlite", "path": str(db)}}
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(cluster))
+    bootstrapped(db, "t")
     result = subprocess.run([sys.executable, "-m", "ringfence.cli", "journal", "export",
                              "--store", "--config", str(path), "--json"],
                             capture_output=True, text=True, check=False, timeout=60)

@@ -39,6 +39,7 @@ from ringfence.sim.store import SimStore, SimStoreClient
 from ringfence.store.base import (
     Compare,
     Delete,
+    GuardFailed,
     KeyValue,
     Put,
     Store,
@@ -46,6 +47,13 @@ from ringfence.store.base import (
 )
 from ringfence.store.etcd import EtcdStore
 from ringfence.store.factory import open_store
+from ringfence.store.identity import (
+    IDENTITY_KEY,
+    IdentifiedStore,
+    IdentityRef,
+    StoreForeign,
+    StoreIdentity,
+)
 from ringfence.store.retry import Retry, RetryFailed
 from ringfence.store.sqlite import SqliteStore
 
@@ -279,6 +287,18 @@ def test_get_prefix_is_sorted_and_read_at_one_revision(backend: Backend) -> None
     assert [kv.key for kv in everything.items] == sorted(keys)
     empty = store.get_prefix("nothing/")
     assert empty.items == () and empty.revision == result.revision
+
+
+def test_a_guarded_read_reads_only_while_its_guard_holds(backend: Backend) -> None:
+    store = backend.store
+    store.txn([], [Put("g/id", {"id": "a"}), Put("g/x/1", {"n": 1}), Put("g/x/2", {"n": 2})])
+    found = store.get_prefix("g/x/", guard=Compare.equals("g/id", {"id": "a"}))
+    assert [kv.key for kv in found.items] == ["g/x/1", "g/x/2"]
+    assert found.revision == store.revision()
+    with pytest.raises(GuardFailed):
+        store.get_prefix("g/x/", guard=Compare.equals("g/id", {"id": "b"}))
+    with pytest.raises(GuardFailed):
+        store.get_prefix("g/x/", guard=Compare.equals("g/missing", {"id": "a"}))
 
 
 def test_values_round_trip_as_json(backend: Backend) -> None:
@@ -749,6 +769,72 @@ def test_etcd_three_members_lose_and_regain_quorum(tmp_path: Path) -> None:
         cluster.stop()
 
 
+# ----------------------------------------------------------------------------- identity
+
+ATL = StoreIdentity("atl", "0123456789abcdef", 1)
+
+
+def _joined(raw: Store) -> IdentifiedStore:
+    raw.txn([Compare.absent(IDENTITY_KEY)], [Put(IDENTITY_KEY, ATL.value())])
+    raw.txn([], [Put("vms/app/owner", {"host": "hv1"})])
+    return IdentifiedStore(raw, IdentityRef(ATL, raw.revision()))
+
+
+def _refuses_everything(store: IdentifiedStore) -> None:
+    for call in (store.revision, lambda: store.get_prefix("vms/"),
+                 lambda: store.txn([], [Put("vms/app/owner", {"host": "hv2"})])):
+        with pytest.raises(StoreUnavailable):
+            call()
+
+
+def test_sqlite_a_deleted_store_file_is_never_replaced_by_an_empty_one(tmp_path: Path) -> None:
+    """Issue 9, case 1, at the store: the file deleted under a running agent, and an empty one
+    created at the same path. The running store refuses (one store or none); a restarted host
+    that remembers the identity refuses the new file; nothing is written into it."""
+    path = tmp_path / "store.db"
+    running = _joined(SqliteStore(str(path)))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreUnavailable, match="deleted"):
+        running.get_prefix("vms/")
+    with SqliteStore(str(path)) as fresh:  # someone creates an empty store at the path
+        assert fresh.revision() == 1
+    _refuses_everything(running)
+    restarted = IdentifiedStore(SqliteStore(str(path), create=False), IdentityRef(ATL, 3))
+    with pytest.raises(StoreForeign, match="no cluster identity"):
+        restarted.get_prefix("vms/")
+    _refuses_everything(restarted)
+    with SqliteStore(str(path)) as fresh:
+        assert fresh.get_prefix("").items == (), "something was written into the empty store"
+
+
+@needs_etcd
+def test_etcd_a_wiped_cluster_at_the_same_address_is_refused(tmp_path: Path) -> None:
+    """The etcd member's data lost and a new, empty cluster started at the same address."""
+    cluster = make_cluster(tmp_path, 1)
+    cluster.start()
+    try:
+        raw = EtcdStore(cluster.endpoints, timeout=1.0)
+        cluster.wait_ready(raw)
+        lease = raw.grant(30)
+        joined = _joined(raw)
+        joined.txn([], [Put("hosts/hv1/lease", {"host": "hv1"}, lease)])
+        member = cluster.members[0]
+        member.kill()
+        shutil.rmtree(member.data_dir)
+        cluster.start(member)
+        cluster.wait_ready(raw)
+        with pytest.raises(StoreForeign, match="no cluster identity"):
+            joined.get_prefix("vms/")
+        with pytest.raises(StoreForeign):
+            joined.keepalive(lease)  # "my lease is gone" is not concluded in another store
+        _refuses_everything(joined)
+        assert raw.get_prefix("").items == (), "something was written into the new cluster"
+        raw.close()
+    finally:
+        cluster.stop()
+
+
 # ----------------------------------------------------------------------------- TLS and auth
 
 
@@ -895,6 +981,11 @@ def cluster_config(store: dict[str, Any]) -> ClusterConfig:
 def test_factory_chooses_the_engine_and_names_missing_fields(tmp_path: Path) -> None:
     sqlite_store = open_store(cluster_config({"path": str(tmp_path / "s.db")}), host="h1")
     assert isinstance(sqlite_store, SqliteStore)
+    with pytest.raises(StoreUnavailable, match="no such file"):
+        sqlite_store.revision()  # only a host that may bootstrap creates the file
+    created = open_store(cluster_config({"path": str(tmp_path / "s.db")}), host="h1",
+                         create=True)
+    assert created.revision() == 1
     assert sqlite_store.revision() == 1
     explicit = open_store(cluster_config({"kind": "sqlite", "path": str(tmp_path / "t.db")}),
                           host=None)

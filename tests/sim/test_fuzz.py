@@ -76,3 +76,22 @@ def test_the_wait_after_lease_expiry_is_load_bearing(monkeypatch: pytest.MonkeyP
     broken = run(scenario(events=events))
     assert [v.text() for v in broken.violations] == [
         "split brain: app ran on host2 and host1 at 28.000s"]
+
+
+def test_a_migration_that_leaves_a_copy_behind_is_still_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The checker treats a live migration's switchover instant as one guest. Break the
+    # hypervisor so that the source keeps running after the handover: a split brain.
+    from ringfence.sim.world import World
+
+    real = World.vm_migrate
+
+    def leaky(self: World, source: str, vm: str, target: str, token: int) -> None:
+        real(self, source, vm, target, token)
+        self.hosts[source].domains[vm] = token  # the source's copy runs on
+        self._open_run(vm, source)
+
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "maintenance-drain-and-return.yaml"
+    assert not simulate(load_scenario(path)).violations
+    monkeypatch.setattr(World, "vm_migrate", leaky)
+    assert simulate(load_scenario(path)).violations

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from ringfence.agent.journal import FileJournal, JournalAlerts
-from ringfence.agent.transport import LinkEndpoints, UdpTransport
+from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.agent import Agent, AgentMode, AgentParts
-from ringfence.core.ports import GuestChecks, Probes
+from ringfence.core.ports import GuestChecks, LocalState, Probes
 from ringfence.core.topology import Topology
 from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
@@ -67,6 +68,8 @@ class AgentOptions:
     unsafe_no_watchdog: bool = False
     log_json: bool = False
     disk_file: Path | None = None  # the `process` hypervisor's shared "disk"
+    bootstrap: bool = False  # may create the cluster identity in an empty store
+    forget_store: bool = False  # forget the remembered store identity (no VM may run)
     on_status: Callable[[str], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -92,7 +95,7 @@ def heartbeat_links(config: ClusterConfig) -> list[LinkEndpoints]:
     topology = Topology.from_config(config)
     links = []
     for j, name in enumerate(topology.links):
-        port = config.network(name).port or 5405 + j
+        port = config.network(name).port or DEFAULT_PORT + j
         addresses = []
         for i, host in enumerate(config.hosts):
             interface = host.interfaces.get(name)
@@ -234,16 +237,26 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
                           echo_json=options.log_json)
     key = read_key(config)
     links = heartbeat_links(config)
-    transport = UdpTransport(key, [h.name for h in config.hosts].index(host), links,
-                             len(config.hosts))
+    try:
+        transport = UdpTransport(key, [h.name for h in config.hosts].index(host), links,
+                                 len(config.hosts), cluster=config.name,
+                                 epoch_file=options.state_dir / f"epoch-{host}")
+    except TransportError as exc:
+        raise ConfigError(f"{exc.strerror or exc}", path="networks") from None
     options.closers.append(transport.close)
-    store = open_store(config, host=host)
-    from ringfence.journal.store_mirror import StoreMirror
-
+    for why in transport.down.values():
+        journal.record("heartbeat_unbound", host=host,
+                       text=f"{why}: that heartbeat link stays down (retried at every "
+                            f"heartbeat) until the address is on this host")
+    # Only a host that may bootstrap the cluster creates a SQLite store file; the others
+    # wait for it (a missing file is an unreachable store, never a new empty one).
+    bootstrap = options.bootstrap or config.store.bootstrap == host
+    store = open_store(config, host=host, create=bootstrap)
     journal.cluster = config.name
-    journal.mirror = StoreMirror(store, host, boot=int(time.time()))
-    options.closers.append(journal.mirror.close)
     hypervisor, checks = _hypervisor(config, host, options, store)
+    local_state = FileLocalState(options.state_dir / f"local-{host}")
+    if options.forget_store:
+        _forget_store(host, hypervisor, local_state, journal)
     parts = AgentParts(
         clock=MonotonicClock(),
         store=store,
@@ -255,9 +268,44 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
         fence_agents=_fence_agents(config),
         probes=_probes(config, host),
         guest_checks=checks,
-        local_state=FileLocalState(options.state_dir / f"local-{host}"),
+        local_state=local_state,
+        new_id=lambda: uuid.uuid4().hex,
     )
-    return Agent(config, host, parts)
+    agent = Agent(config, host, parts, bootstrap=bootstrap)
+    # The journal's copy in the store: its own connection (a slow mirror write never delays
+    # a decision), and only into the store this host joined.
+    from ringfence.journal.store_mirror import StoreMirror
+    from ringfence.store.identity import IdentifiedStore
+
+    mirror_store = open_store(config, host=host)
+    journal.mirror = StoreMirror(IdentifiedStore(mirror_store, agent.identity, strict=True),
+                                 host, boot=int(time.time()))
+    options.closers.append(journal.mirror.close)
+    return agent
+
+
+def _forget_store(host: str, hypervisor: Hypervisor, local_state: LocalState,
+                  journal: FileJournal) -> None:
+    """`--forget-store`: drop the remembered store identity, so that this host can join a
+    store that was deliberately re-bootstrapped. Refused while VMs run here (they belong to
+    the store it remembers)."""
+    from ringfence.core.identity import IDENTITY_MEMORY, Remembered
+
+    try:
+        running = sorted(hypervisor.list_running())
+    except HypervisorError as exc:
+        raise ConfigError(f"--forget-store: can not ask the hypervisor whether VMs run here "
+                          f"({exc}); refusing to forget the store") from None
+    if running:
+        raise ConfigError(f"--forget-store: VMs run on {host} ({', '.join(running)}); they "
+                          f"belong to the store it remembers. Stop them first")
+    old = Remembered.parse(local_state.get(IDENTITY_MEMORY))
+    seen = max(old.generation_seen, old.identity.generation if old.identity else 0)
+    local_state.put(IDENTITY_MEMORY, Remembered(None, 0, seen).value())
+    journal.record("store_forgotten", host=host,
+                   text=f"{host} forgot the store it remembered"
+                        + (f" ({old.identity.short()})" if old.identity else "")
+                        + " (--forget-store): it joins the store it finds")
 
 
 async def _drive(agent: Agent, options: AgentOptions) -> int:

@@ -1,41 +1,70 @@
-"""Heartbeats over UDP: one socket per heartbeat network, HMAC-SHA256 with the cluster key,
-sequence numbers and a replay window.
+"""Heartbeats over UDP: one socket per heartbeat network, authenticated, bound to their
+receiver and cluster, and fresh: a heartbeat recorded earlier is never believed again.
 
 Why hand-written: a heartbeat is one small datagram; corosync/knet would bring a membership
 protocol of its own (we only want "who hears whom on which link"), and no maintained Python
 library does authenticated heartbeats. `hmac`, `struct` and `socket` from the standard
 library are all it takes.
 
-Wire format (big-endian): magic "RF", version 1, link index (u8), sender index (u16),
-epoch (u64: the sender's start time in ns, so that a restarted sender's counter restarts
-above its last life), sequence (u64), flags (u8), host count (u16), the heard bitmap
-(ceil(n/8) bytes), then HMAC-SHA256 over all of it, keyed with the cluster key.
+Wire format, version 2 (big-endian): magic "RF", version, link index (u8), sender index (u16),
+sender epoch (u64), sequence (u64), flags (u8), store fingerprint (u64: the store identity the
+sender joined, 0 for none), host count (u16), the heard bitmap (ceil(n/8) bytes), receiver
+index (u16), echo (u64: the receiver's epoch, as the sender last heard it; 0 before it has),
+then HMAC-SHA256 over all of it. The HMAC key is derived from the cluster key and the
+cluster's name, so a heartbeat of another cluster that shares the key file is not one of ours.
 
-A datagram is believed only if its HMAC is right, its cluster size matches, and it is newer
+A datagram is believed only if its HMAC is right, its cluster size matches, it names this
+host as its receiver (a heartbeat relayed to another host is refused), it echoes this host's
+*current* epoch (a heartbeat recorded in an earlier life of this host, however it comes back,
+is refused: that is what makes a replay fail after a restart of the receiver), and it is newer
 than what we have from that sender on that link (a newer epoch, or the same epoch with a
-sequence not seen in the last 64). Everything else is dropped and counted, never believed.
-Sending never raises: a link that can not send stays silent, and the peers notice.
+sequence not seen in the last 64: a restart of the sender). Everything else is dropped and
+counted, never believed. The epoch is the start time in nanoseconds, kept on disk
+(`epoch_file`) so that it grows across restarts even if the wall clock steps back.
+
+Freshness costs one heartbeat interval at start: a host is heard only once its peer has
+heard its own epoch (from any of its datagrams that are authentic and addressed to it).
+
+Sending never raises: a link that can not send stays silent, and the peers notice. Binding is
+checked at start: an address already in use (another program on the port, corosync's 5405 for
+example) is a `TransportError`; an address not (yet) on this host leaves that link down,
+counted and retried at every send.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
+import os
 import socket
 import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ringfence.core.ports import BoolArray, HeartbeatBatch
 
 MAGIC = b"RF"
-VERSION = 1
-HEADER = struct.Struct("!2sBBHQQBH")
+VERSION = 2
+HEADER = struct.Struct("!2sBBHQQBQH")  # magic, version, link, sender, epoch, seq, flags, store, n
+TAIL = struct.Struct("!HQ")  # receiver, echo
 DIGEST = 32
 WINDOW = 64
+DEFAULT_PORT = 5420  # + the heartbeat network's index; not corosync's 5404/5405
+
+
+class TransportError(OSError):
+    """A heartbeat network can not be used at all (its address is taken by someone else)."""
+
+
+def cluster_key(key: bytes, cluster: str) -> bytes:
+    """The HMAC key of one cluster's heartbeats (version 2)."""
+    return hmac.new(key, b"ringfence heartbeat v2\0" + cluster.encode(), hashlib.sha256).digest()
 
 
 @dataclass
@@ -49,9 +78,12 @@ class LinkEndpoints:
 @dataclass
 class DropCounts:
     forged: int = 0
-    replayed: int = 0
+    replayed: int = 0  # an earlier life of the sender, or a sequence already seen
+    stale: int = 0  # not echoing this host's current life (recorded earlier, or too early)
+    misdirected: int = 0  # addressed to another host
     malformed: int = 0
     send_errors: int = 0
+    unbound: int = 0  # sends skipped because a link's address is not on this host
 
 
 @dataclass
@@ -78,77 +110,148 @@ class _Replay:
         return True
 
 
-def encode(key: bytes, *, link: int, sender: int, epoch: int, seq: int, flags: int,
-           heard: Sequence[bool]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    link: int
+    sender: int
+    epoch: int
+    seq: int
+    flags: int
+    store: int
+    heard: BoolArray
+    receiver: int
+    echo: int
+
+
+def encode_for(key: bytes, *, link: int, sender: int, epoch: int, seq: int, flags: int,
+               store: int, heard: Sequence[bool], receivers: Sequence[tuple[int, int]]
+               ) -> list[bytes]:
+    """One datagram per (receiver, echo); `key` is the cluster key (`cluster_key`). The
+    common part is hashed once."""
     bits = np.packbits(np.asarray(heard, dtype=np.bool_)).tobytes()
-    body = HEADER.pack(MAGIC, VERSION, link, sender, epoch, seq, flags, len(heard)) + bits
-    return body + hmac.new(key, body, hashlib.sha256).digest()
+    body = HEADER.pack(MAGIC, VERSION, link, sender, epoch, seq, flags, store,
+                       len(heard)) + bits
+    common = hmac.new(key, body, hashlib.sha256)
+    out = []
+    for receiver, echo in receivers:
+        tail = TAIL.pack(receiver, echo)
+        mac = common.copy()
+        mac.update(tail)
+        out.append(body + tail + mac.digest())
+    return out
 
 
-def decode(key: bytes, data: bytes, hosts: int) -> tuple[int, int, int, int, int, BoolArray]:
-    """(link, sender, epoch, seq, flags, heard) or ValueError (malformed) / PermissionError
-    (bad HMAC)."""
-    if len(data) < HEADER.size + DIGEST:
+def decode(key: bytes, data: bytes, hosts: int) -> Heartbeat:
+    """The heartbeat in `data`, or ValueError (malformed) / PermissionError (bad HMAC)."""
+    if len(data) < HEADER.size + TAIL.size + DIGEST:
         raise ValueError("short datagram")
     body, digest = data[:-DIGEST], data[-DIGEST:]
     if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest):
         raise PermissionError("bad HMAC")
-    magic, version, link, sender, epoch, seq, flags, count = HEADER.unpack_from(body)
+    magic, version, link, sender, epoch, seq, flags, store, count = HEADER.unpack_from(body)
     if magic != MAGIC or version != VERSION or count != hosts or sender >= hosts:
         raise ValueError("not one of our heartbeats")
-    bits = np.frombuffer(body[HEADER.size:], dtype=np.uint8)
+    size = (count + 7) // 8
+    if len(body) != HEADER.size + size + TAIL.size:
+        raise ValueError("truncated heartbeat")
+    bits = np.frombuffer(body[HEADER.size:HEADER.size + size], dtype=np.uint8)
     heard: BoolArray = np.unpackbits(bits)[:count].astype(np.bool_)
-    if heard.size != count:
-        raise ValueError("truncated bitmap")
-    return link, sender, epoch, seq, flags, heard
+    receiver, echo = TAIL.unpack_from(body, HEADER.size + size)
+    return Heartbeat(link, sender, epoch, seq, flags, store, heard, receiver, echo)
+
+
+def next_epoch(path: Path | None) -> int:
+    """This life's epoch: the start time in ns, above every earlier life's (kept in `path`)."""
+    epoch = time.time_ns()
+    if path is None:
+        return epoch
+    with contextlib.suppress(OSError, ValueError):
+        epoch = max(epoch, int(path.read_text().strip()) + 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{epoch}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    return epoch
 
 
 @dataclass
 class UdpTransport:
     """The `Transport` of a real host. `links[j].addresses[i]` is where host `i` listens on
-    heartbeat network `j`; this host binds its own address on every link."""
+    heartbeat network `j`; this host binds its own address on every link. `cluster`: the
+    cluster's name (bound into the HMAC key); `epoch_file`: where this host keeps its epoch."""
 
     key: bytes
     me: int
     links: list[LinkEndpoints]
     hosts: int
+    cluster: str = ""
+    epoch_file: Path | None = None
     drops: DropCounts = field(default_factory=DropCounts)
 
     def __post_init__(self) -> None:
-        self.epoch = time.time_ns()  # not decision code: only orders this host's lives
+        self.mac_key = cluster_key(self.key, self.cluster)
+        self.epoch = next_epoch(self.epoch_file)
         self.seq = 0
-        self.sockets: list[socket.socket | None] = []
+        self.peer_epoch = [0] * self.hosts  # the newest epoch of each peer seen authentic
         self.replay = [[_Replay() for _ in self.links] for _ in range(self.hosts)]
+        self.sockets: list[socket.socket | None] = []
+        self.down: dict[str, str] = {}  # link -> why it is not bound
         for link in self.links:
-            self.sockets.append(self._bind(link.addresses[self.me]))
+            self.sockets.append(self._bind(link))
+        if self.links and all(s is None for s in self.sockets):
+            self.close()
+            raise TransportError(errno.EADDRNOTAVAIL, "no heartbeat network can be bound: "
+                                 + "; ".join(f"{n}: {w}" for n, w in self.down.items()))
 
-    @staticmethod
-    def _bind(address: tuple[str, int]) -> socket.socket | None:
+    def _bind(self, link: LinkEndpoints) -> socket.socket | None:
+        address = link.addresses[self.me]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
-            sock.setblocking(False)
-            return sock
-        except OSError:
-            return None  # a NIC that is down at start: that link stays silent
+        except OSError as exc:
+            sock.close()
+            where = f"heartbeat network {link.name} on {address[0]}:{address[1]}"
+            if exc.errno == errno.EADDRINUSE:
+                raise TransportError(exc.errno, f"{where}: the port is already in use by "
+                                     f"another program (corosync uses 5404-5405); choose "
+                                     f"another networks[].port") from None
+            self.down[link.name] = f"{where}: {exc.strerror}"
+            return None
+        sock.setblocking(False)
+        self.down.pop(link.name, None)
+        return sock
 
-    def send(self, heard: BoolArray, flags: int) -> None:
+    def send(self, heard: BoolArray, flags: int, store: int = 0) -> None:
         self.seq += 1
-        for j, (link, sock) in enumerate(zip(self.links, self.sockets, strict=True)):
+        flat = heard.tolist()
+        receivers = [(i, self.peer_epoch[i]) for i in range(self.hosts) if i != self.me]
+        for j, link in enumerate(self.links):
+            sock = self.sockets[j]
             if sock is None:
-                sock = self.sockets[j] = self._bind(link.addresses[self.me])
+                sock = self.sockets[j] = self._rebind(link)
                 if sock is None:
+                    self.drops.unbound += 1
                     continue
-            datagram = encode(self.key, link=j, sender=self.me, epoch=self.epoch, seq=self.seq,
-                              flags=flags, heard=heard.tolist())
-            for i, address in enumerate(link.addresses):
-                if i == self.me:
-                    continue
+            datagrams = encode_for(self.mac_key, link=j, sender=self.me, epoch=self.epoch,
+                                   seq=self.seq, flags=flags, store=store, heard=flat,
+                                   receivers=receivers)
+            for (i, _), datagram in zip(receivers, datagrams, strict=True):
                 try:
-                    sock.sendto(datagram, address)
+                    sock.sendto(datagram, link.addresses[i])
                 except OSError:
                     self.drops.send_errors += 1
+
+    def _rebind(self, link: LinkEndpoints) -> socket.socket | None:
+        try:
+            return self._bind(link)
+        except TransportError as exc:
+            self.down[link.name] = exc.strerror or str(exc)
+            return None
 
     def receive(self) -> HeartbeatBatch:
         n = self.hosts
@@ -156,6 +259,7 @@ class UdpTransport:
         views = np.zeros((n, n), dtype=np.bool_)
         valid = np.zeros(n, dtype=np.bool_)
         flags = np.zeros(n, dtype=np.int64)
+        stores = np.zeros(n, dtype=np.int64)
         now = time.monotonic()
         for j, sock in enumerate(self.sockets):
             if sock is None:
@@ -167,25 +271,41 @@ class UdpTransport:
                     break
                 except OSError:
                     break
-                try:
-                    link, sender, epoch, seq, bits, heard = decode(self.key, data, n)
-                except PermissionError:
-                    self.drops.forged += 1
+                beat = self._check(data, j)
+                if beat is None:
                     continue
-                except (ValueError, struct.error):
-                    self.drops.malformed += 1
-                    continue
-                if link != j or sender == self.me:
-                    self.drops.malformed += 1
-                    continue
-                if not self.replay[sender][j].accept(epoch, seq):
-                    self.drops.replayed += 1
-                    continue
-                heard_at[sender, j] = now
-                views[sender] = heard
-                valid[sender] = True
-                flags[sender] = bits
-        return HeartbeatBatch(heard_at, views, valid, flags)
+                heard_at[beat.sender, j] = now
+                views[beat.sender] = beat.heard
+                valid[beat.sender] = True
+                flags[beat.sender] = beat.flags
+                stores[beat.sender] = beat.store
+        return HeartbeatBatch(heard_at, views, valid, flags, stores)
+
+    def _check(self, data: bytes, link: int) -> Heartbeat | None:
+        """The heartbeat if it is to be believed; else None, counted by why."""
+        try:
+            beat = decode(self.mac_key, data, self.hosts)
+        except PermissionError:
+            self.drops.forged += 1
+            return None
+        except (ValueError, struct.error):
+            self.drops.malformed += 1
+            return None
+        if beat.link != link or beat.sender == self.me:
+            self.drops.malformed += 1
+            return None
+        if beat.receiver != self.me:
+            self.drops.misdirected += 1
+            return None
+        # Authentic and ours: learn the sender's life, so that our heartbeats echo it.
+        self.peer_epoch[beat.sender] = max(self.peer_epoch[beat.sender], beat.epoch)
+        if beat.echo != self.epoch:
+            self.drops.stale += 1
+            return None
+        if not self.replay[beat.sender][link].accept(beat.epoch, beat.seq):
+            self.drops.replayed += 1
+            return None
+        return beat
 
     def close(self) -> None:
         for sock in self.sockets:

@@ -8,6 +8,9 @@ Failure semantics, in the order a cycle meets them:
 - Store unreachable at start: the agent starts nothing and reports `waiting_for_quorum`
   (cold start waits for quorum). A host that left a failsafe cluster cleanly also waits until
   it hears again the hosts it left (its promise, kept in `LocalState`).
+- A store that answers but is not this cluster's store (empty, another identity, rolled back:
+  `core.identity`, `store.identity`): refused, journaled (`store_foreign`) and alerted; to
+  the agent it is an unreachable store, never one in which its lease is gone.
 - Store unreachable later: the agent keeps its VMs while its last successful renewal is
   younger than `host_lease_ttl - safety_margin` (see `core.leases`). After that it keeps them
   only in failsafe (`core.failsafe`: everyone heard, nobody reaches the store); otherwise it
@@ -21,7 +24,8 @@ Failure semantics, in the order a cycle meets them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -30,6 +34,7 @@ from ringfence.core import leases
 from ringfence.core.failsafe import failsafe_blocker
 from ringfence.core.forced import HELD_KEY, ForcedStarts
 from ringfence.core.health import HealthMonitor
+from ringfence.core.identity import IDENTITY_MEMORY, Remembered, judge
 from ringfence.core.manager import Manager
 from ringfence.core.membership import Membership, PeerChange, PeerState
 from ringfence.core.ports import (
@@ -49,6 +54,7 @@ from ringfence.core.vms import VmKeeper
 from ringfence.fence.base import FenceAgent, Watchdog
 from ringfence.hypervisor.base import Hypervisor
 from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
+from ringfence.store.identity import IDENTITY_KEY, IdentifiedStore, IdentityRef, read_identity
 
 # Timers are checked once per cycle; float noise of a microsecond must not cost a cycle.
 TIMER_SLACK = 1e-6
@@ -56,6 +62,7 @@ PROBE_INTERVAL = 1.0
 DRAIN_TIMEOUT = 120.0  # shutdown policy `migrate`: how long a shutdown waits for the drain
 ALERT_HOLD = 600.0  # a flapping link alerts once per peer in this long, not at every flap
 DEPARTURE_KEY = "failsafe_departure"
+REMEMBER_EVERY = 30.0  # how often the highest revision seen is written to the host's disk
 
 
 class AgentMode(StrEnum):
@@ -80,6 +87,7 @@ class AgentParts:
     probes: Probes | None = None
     guest_checks: GuestChecks | None = None
     local_state: LocalState | None = None
+    new_id: Callable[[], str] | None = None  # random ids (a store identity at bootstrap)
 
 
 class Agent:
@@ -89,10 +97,20 @@ class Agent:
         host: str,
         parts: AgentParts,
         topology: Topology | None = None,
+        *,
+        bootstrap: bool = False,
     ) -> None:
         self.config = config
         self.host = host
-        self.parts = parts
+        # Every store call of this host proves the store is the one it joined.
+        self.identity = IdentityRef()
+        self.raw_store = parts.store
+        self.parts = dataclasses.replace(parts, store=IdentifiedStore(
+            parts.store, self.identity, on_foreign=self._store_foreign))
+        self.bootstrap = bootstrap
+        self.foreign_said: str | None = None
+        self.store_conflict: tuple[str, ...] = ()  # peers heard that joined another store
+        self.remembered_at = float("-inf")
         self.timing = config.timing
         self.topology = topology or Topology.from_config(config)
         self.membership = Membership(
@@ -108,7 +126,7 @@ class Agent:
         self.store_lost_since: float | None = None
         self.failsafe = False
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
-        self.published_health: tuple[str, tuple[str, ...]] | None = None
+        self.published_health: tuple[str, tuple[str, ...], bool] | None = None
         self.published_links: tuple[int, str] | None = None
         self.jeopardy_alerted: dict[str, float] = {}
         self.watchdog_armed = False
@@ -118,7 +136,7 @@ class Agent:
         self.shutdown_after_drain: tuple[bool, float] | None = None  # (reboot, deadline)
         self.vms = VmKeeper(self)
         self.forced = ForcedStarts(self)
-        self.manager = Manager(config, host, parts, self)
+        self.manager = Manager(config, host, self.parts, self)
 
     # ----------------------------------------------------------------- the cycle
     def tick(self) -> str:
@@ -141,8 +159,9 @@ class Agent:
                 self._publish_health()
                 self._publish_links()
                 self.vms.reconcile(now, fresh_read=fresh_read, unfit=self._unfit(),
-                                   may_start=self._may_start_vms())
-                self.manager.tick(now)
+                                   may_start=self._may_start_vms() and not self.store_conflict)
+                if not self.store_conflict:
+                    self.manager.tick(now)
             self.parts.watchdog.pet()
         self.vms.verify(now)
         if self.shutdown_after_drain is not None and self.mode == AgentMode.ACTIVE:
@@ -198,14 +217,17 @@ class Agent:
         return "; ".join(assessment.reasons) if assessment.state == "ineligible" else None
 
     def _publish_health(self) -> None:
-        """Tell the manager (through the store, under our lease) whether we may get VMs."""
+        """Tell the manager (through the store, under our lease) whether we may get VMs. Until
+        a full probe round has passed (`HealthMonitor.settled`) the record says `settled:
+        false`, and the manager places nothing here."""
         assessment = self.health.assessment
-        current = (assessment.state, assessment.reasons)
+        settled = self.parts.probes is None or self.health.settled
+        current = (assessment.state, assessment.reasons, settled)
         if current == self.published_health or self.lease_id is None:
             return
         if self._put_under_lease(leases.host_health_key(self.host), {
                 "state": assessment.state, "reasons": list(assessment.reasons),
-                "incarnation": self.incarnation}):
+                "settled": settled, "incarnation": self.incarnation}):
             self.published_health = current
 
     def _put_under_lease(self, key: str, value: dict[str, object]) -> bool:
@@ -256,7 +278,27 @@ class Agent:
             for host in self.manager.host_names:
                 if host != self.host and self.membership.flags_of(host) & FLAG_LEAVING:
                     self.departed.add(host)
-        self.parts.transport.send(self.membership.heard(), self._flags())
+        self.parts.transport.send(self.membership.heard(), self._flags(), self._fingerprint())
+        self._check_other_stores()
+
+    def _fingerprint(self) -> int:
+        identity = self.identity.identity
+        return identity.fingerprint if identity is not None else 0
+
+    def _check_other_stores(self) -> None:
+        """Peers we hear that joined another store than ours: two stores live at once (a
+        store re-bootstrapped while the old one still serves some hosts). Nothing can be
+        proven across two stores, so while that lasts this host starts and moves nothing."""
+        mine = self._fingerprint()
+        others = self.membership.other_stores(mine) if mine else []
+        names = tuple(sorted(peer for peer, _ in others))
+        if names and names != self.store_conflict:
+            text = (f"{self.host} hears {', '.join(names)} using another store than its own "
+                    f"({self.identity.identity.short() if self.identity.identity else '-'}): "
+                    f"two stores are live at once; starting and moving nothing until it ends")
+            self.parts.journal.record("store_conflict", host=self.host, text=text)
+            self.parts.alerts.send("critical", text, host=self.host)
+        self.store_conflict = names
 
     def _journal_peer_change(self, change: PeerChange, now: float) -> None:
         journal, me = self.parts.journal, self.host
@@ -308,6 +350,8 @@ class Agent:
             return
         store = self.parts.store
         try:
+            if not self._join_store():
+                return
             info = store.get(leases.host_info_key(self.host))
             if not self._arm_watchdog():  # armed only once the store answers
                 return
@@ -350,6 +394,69 @@ class Agent:
             "quorum_gained", host=self.host,
             text=f"{self.host} joined with incarnation {incarnation}")
         self.forced.claim()
+
+    def _join_store(self) -> bool:
+        """Make sure the store is this cluster's store (see `core.identity`): join it,
+        bootstrap it, wait, or refuse it. True once joined. Raises StoreUnavailable."""
+        if self.identity.identity is not None:
+            return True
+        local = self.parts.local_state
+        remembered = Remembered.parse(local.get(IDENTITY_MEMORY) if local else None)
+        raw, found = read_identity(self.raw_store)
+        revision = self.raw_store.revision()
+        hosts_joined = False
+        new_id = None
+        if raw is None and remembered.identity is None:
+            hosts_joined = bool(self.raw_store.get_prefix(leases.HOSTS_PREFIX).items)
+            new_id = self.parts.new_id() if self.parts.new_id is not None else None
+        verdict = judge(cluster=self.config.name, found=found, found_raw=raw is not None,
+                        store_revision=revision, hosts_joined=hosts_joined,
+                        remembered=remembered, bootstrap_flag=self.bootstrap,
+                        named_bootstrap=self.config.store.bootstrap, host=self.host,
+                        new_id=new_id)
+        if verdict.action == "refuse":
+            self._store_foreign(verdict.reason)
+            return False
+        if verdict.action == "wait":
+            if not self.said_waiting:
+                self.said_waiting = True
+                self.parts.journal.record("waiting_for_quorum", host=self.host,
+                                          text=f"{self.host}: {verdict.reason}")
+            return False
+        identity = verdict.identity
+        assert identity is not None
+        if verdict.action == "bootstrap":
+            made = self.raw_store.txn([Compare.absent(IDENTITY_KEY)],
+                                      [Put(IDENTITY_KEY, identity.value())])
+            if not made.succeeded:
+                return False  # another host bootstrapped it meanwhile: judge again
+            revision = made.revision
+            self.parts.journal.record(
+                "store_bootstrapped", host=self.host,
+                text=f"{self.host} bootstrapped the store of cluster {identity.cluster}: "
+                     f"identity {identity.short()}")
+        self.identity.set(identity, max(revision, remembered.revision))
+        self.foreign_said = None
+        self._remember()
+        return True
+
+    def _remember(self) -> None:
+        """Keep the joined identity and the highest revision seen on this host's disk."""
+        local = self.parts.local_state
+        if local is None or self.identity.identity is None:
+            return
+        local.put(IDENTITY_MEMORY, Remembered(self.identity.identity,
+                                              self.identity.max_revision).value())
+
+    def _store_foreign(self, reason: str) -> None:
+        """The store answers but is not ours: say so once per reason, loudly."""
+        if reason == self.foreign_said:
+            return
+        self.foreign_said = reason
+        self.parts.journal.record("store_foreign", host=self.host,
+                                  text=f"{self.host} refuses the store: {reason}")
+        self.parts.alerts.send("critical", f"{self.host}: not this cluster's store: {reason}",
+                               host=self.host)
 
     def _arm_watchdog(self) -> bool:
         if self.watchdog_armed:
@@ -398,8 +505,12 @@ class Agent:
                 text=f"{self.host} reaches the store again after {lost_for:.1f}s")
             self.store_lost_since = None
             self.forced.claim()
+        self.foreign_said = None
         self.last_renewal_sent = now
         self.next_renewal = now + leases.renewal_interval(self.timing)
+        if now - self.remembered_at >= REMEMBER_EVERY:
+            self.remembered_at = now
+            self._remember()
 
     def _lease_fresh(self, now: float) -> bool:
         return self.last_renewal_sent is not None and leases.lease_is_fresh(
@@ -477,7 +588,8 @@ class Agent:
             others = [h for h in self.manager.host_names if h != self.host]
             if self.parts.local_state is not None and self.lease_id is not None:
                 self.parts.local_state.put(DEPARTURE_KEY, {"hosts": others})
-            self.parts.transport.send(self.membership.heard(), FLAG_LEAVING)
+            self.parts.transport.send(self.membership.heard(), FLAG_LEAVING,
+                                      self._fingerprint())
         if self.watchdog_armed:
             self.parts.watchdog.disarm()
         self.mode = AgentMode.STOPPED

@@ -68,4 +68,14 @@ EVENT_KINDS: dict[str, str] = {
     "watchdog_missing": "an agent runs without a watchdog (--unsafe-no-watchdog)",
     "vm_adopted": "a VM of the cluster file got its first lease record",
     "reboot_overdue": "a cleanly rebooted host did not come back in time: its VMs move",
+    "store_foreign": "a host refuses a store that answers but is not this cluster's store",
+    "store_bootstrapped": "a host created the cluster identity in an empty store",
+    "heartbeat_unbound": "a heartbeat network's address is not on this host at start: that "
+                         "link stays down until it is",
+    "store_conflict": "a host hears peers that joined another store than its own: it starts "
+                      "and moves nothing while that lasts",
+    "store_forgotten": "an operator made a host forget the store it belonged to (--forget-store)",
+    "vm_stranded": "a VM stays on an ineligible host: no eligible host can take it",
+    "vm_relocating": "the leader gave a VM of an ineligible host to an eligible one: the "
+                     "holder stops it, then the new host starts it",
 }

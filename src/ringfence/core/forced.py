@@ -52,6 +52,7 @@ class PendingForce:
     fire_at: float
     fences: dict[str, FenceHandle | None] = field(default_factory=dict)
     confirmed: set[str] = field(default_factory=set)
+    fence_started: float | None = None
 
 
 class ForcedStarts:
@@ -138,13 +139,16 @@ class ForcedStarts:
                 del self.pending[vm]
                 self._refuse(vm, f"{', '.join(heard)} came back before {vm} was forced on")
                 continue
-            if not self._fences_done(job):
+            if not self._fences_done(now, job):
                 continue
             del self.pending[vm]
             self._start(now, job)
 
-    def _fences_done(self, job: PendingForce) -> bool:
+    def _fences_done(self, now: float, job: PendingForce) -> bool:
         done = True
+        if job.fence_started is None:
+            job.fence_started = now
+        late = now - job.fence_started >= self.agent.timing.fence_timeout
         for host, handle in sorted(job.fences.items()):
             if handle is None:
                 job.fences[host] = self.parts.fence_agents[host].fence(host, "off")
@@ -155,6 +159,8 @@ class ForcedStarts:
                 continue
             result = handle.result()
             if result is None:
+                if late:
+                    handle.cancel()  # stopped, never to act later; refused once it says so
                 done = False
             elif result.ok:
                 if host not in job.confirmed:

@@ -57,6 +57,7 @@ class HealthMonitor:
         self.flapping: set[str] = set()
         self.storage_failures: dict[str, int] = {}
         self.unwritable: dict[str, str] = {}
+        self.datastores = list(spec.datastores)
         self.memory_errors: int | None = None
         self.degraded_until = float("-inf")
         self.degraded_why = ""
@@ -106,6 +107,19 @@ class HealthMonitor:
             reasons = [self.degraded_why]
         events += self._transition(HealthAssessment(state, tuple(reasons)))
         return events
+
+    @property
+    def settled(self) -> bool:
+        """Has a full probe round passed, so that the assessment can be trusted to place VMs
+        here? Every datastore has reported, and no failure streak is still undecided (one
+        failed probe, or one reading without carrier, on the way to the verdict)."""
+        if self.readings == 0:
+            return False
+        if any(name not in self.storage_failures for name in self.datastores):
+            return False
+        if any(0 < n < STORAGE_FAILURES for n in self.storage_failures.values()):
+            return False
+        return not any(0 < self.no_carrier.get(n, 0) < CARRIER_LOSSES for n in self.required)
 
     @property
     def may_start_vms(self) -> bool:

@@ -51,8 +51,14 @@ class HostRecord:
 
     @property
     def fit(self) -> bool:
-        """May receive VMs, as far as its own probes say."""
-        return self.health is None or self.health.value.get("state") == "eligible"
+        """May receive VMs, as far as its own probes say: it said so (no record yet: it has
+        not said), and a full probe round has passed (`settled`)."""
+        return (self.health is not None and self.health.value.get("state") == "eligible"
+                and self.health.value.get("settled", True) is True)
+
+    @property
+    def ineligible(self) -> bool:
+        return self.health is not None and self.health.value.get("state") == "ineligible"
 
     @property
     def degraded(self) -> bool:
@@ -89,6 +95,7 @@ class FenceJob:
     started: float
     info_revision: int
     incarnation: int
+    stopping: str | None = None  # why it was cancelled; its result is awaited
 
 
 @dataclass
@@ -162,6 +169,8 @@ class Manager:
         # (store revision, view version) last found to need nothing: skip re-deciding it
         self.quiet_recovery: tuple[int, int] | None = None
         self.quiet_moves: tuple[int, int] | None = None
+        self.quiet_unfit: tuple[int, int] | None = None
+        self.stranded: dict[str, str] = {}  # vm -> the ineligible host it stays on
         self.rebooting_since: dict[tuple[str, int], float] = {}
         self.view: dict[str, str] = {}
         self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
@@ -203,6 +212,7 @@ class Manager:
             self._force_requests(snapshot)
             self._confirm_stopped_holders(snapshot)
             self._recover(snapshot)
+            self._evacuate_unfit(snapshot)
             self._migrate_requests(snapshot)
             self._planned_moves(snapshot)
         except StoreUnavailable:
@@ -291,8 +301,11 @@ class Manager:
                 return "maintenance" if record.maintenance is not None else "online"
             self._suspect_alive(now, host, record)
             return "suspect"
-        if record.info is None and host not in self._owners_in(snapshot):
-            return "offline"  # never registered and owns nothing: nothing to prove
+        if record.info is None:
+            # Never registered in this store: nothing about it can be proven from the store
+            # (it may be alive, running VMs under another store, or not booted yet). Its VMs
+            # stay where the records put them until it joins or an operator decides.
+            return "unknown" if host in self._owners_in(snapshot) else "offline"
         if record.marks(record.offline):
             return "offline"
         if record.marks(record.fenced):
@@ -338,15 +351,21 @@ class Manager:
                     "lease_expired", host=host,
                     text=f"the store no longer holds {host}'s lease (incarnation "
                          f"{record.incarnation})")
-        # A host that never registered is not shot: it only waits out the watchdog rule
-        # (it may simply not have booted yet).
-        may_fence = record.info is not None and host in self.parts.fence_agents
-        if may_fence and self.fence_failed.get(host) != record.info_revision:
-            if host not in self.fencing:
-                self._start_fence(now, host, record, "lease expired")
-            return "suspect"
         waited = now - seen[1]
-        if leases.proven_by_expiry(waited, self.timing):
+        proven = leases.proven_by_expiry(waited, self.timing)
+        may_fence = host in self.parts.fence_agents
+        if may_fence and self.fence_failed.get(host) != record.info_revision:
+            job = self.fencing.get(host)
+            if job is None:
+                self._start_fence(now, host, record, "lease expired")
+            elif proven and job.stopping is None:
+                # The watchdog proof is complete and the fence agent has not answered: stop
+                # it (it must never act later) and, once stopped, take the watchdog's word.
+                job.stopping = (f"no answer in {now - job.started:.1f}s, and {host}'s "
+                                f"watchdog deadline has passed")
+                job.handle.cancel()
+            return "suspect"
+        if proven:
             method = ("watchdog (fence agent failed)" if host in self.parts.fence_agents
                       else "watchdog")
             self._mark_fenced(host, record, method,
@@ -369,7 +388,12 @@ class Manager:
         for host in sorted(self.fencing):
             job = self.fencing[host]
             result = job.handle.result()
-            if result is None and now - job.started < self.timing.fence_timeout:
+            if result is None:
+                if job.stopping is None and now - job.started >= self.timing.fence_timeout:
+                    # Stopped before it counts as failed: a late fence would shoot a host
+                    # that came back meanwhile.
+                    job.stopping = f"no answer in {self.timing.fence_timeout:g}s"
+                    job.handle.cancel()
                 continue
             del self.fencing[host]
             record = snapshot.hosts[host]
@@ -379,7 +403,7 @@ class Manager:
                                   info_revision=job.info_revision,
                                   incarnation=job.incarnation)
                 continue
-            detail = result.detail if result else f"no answer in {self.timing.fence_timeout:g}s"
+            detail = result.detail if job.stopping is None else f"{job.stopping}; stopped"
             self.fence_failed[host] = job.info_revision
             self.parts.journal.record("fence_agent_failed", host=host, text=detail)
             self.parts.alerts.send(
@@ -447,6 +471,57 @@ class Manager:
                 else:
                     baseline[target].take(spec)
             self._move(snapshot, spec.name, target, reason)
+
+    def _evacuate_unfit(self, snapshot: ClusterSnapshot) -> None:
+        """VMs on a live host that says it is ineligible (storage unwritable, NIC gone) move,
+        by restart, to an eligible host with room; where none exists they stay where they
+        run, and an alert says so (stopping them would help nobody: VM Component Protection's
+        rule). The holder stops each VM and confirms (`after`) before the target starts it."""
+        state = (snapshot.revision, self.view_version)
+        if state == self.quiet_unfit:
+            return
+        unfit = {h for h, r in snapshot.hosts.items()
+                 if r.ineligible and r.lease is not None
+                 and self.view.get(h) in ("online", "jeopardy", "degraded", "ineligible")}
+        on_unfit = sorted((vm, str(kv.value["host"])) for vm, kv in snapshot.owners.items()
+                          if kv.value.get("host") in unfit and kv.value.get("after") is None
+                          and vm in self.vm_specs)
+        for vm in [v for v, h in self.stranded.items() if (v, h) not in on_unfit]:
+            del self.stranded[vm]
+        if not on_unfit:
+            self.quiet_unfit = state
+            return
+        rooms = self._rooms(snapshot)
+        placement = plan([self.vm_specs[vm] for vm, _ in on_unfit], rooms, self.config.groups)
+        for vm, source in on_unfit:
+            target = placement.assignments[vm]
+            reasons = snapshot.hosts[source].health
+            why = "; ".join(reasons.value.get("reasons", [])) if reasons else "ineligible"
+            if target is None:
+                if self.stranded.get(vm) != source:
+                    self.stranded[vm] = source
+                    text = (f"{vm} stays on {source}, which is ineligible ({why}): no eligible "
+                            f"host can take it ({placement.reasons.get(vm, 'no room')})")
+                    self.parts.journal.record("vm_stranded", vm=vm, host=source, text=text)
+                    self.parts.alerts.send("critical", text, vm=vm)
+                continue
+            kv = snapshot.owners[vm]
+            target_lease = snapshot.hosts[target].lease
+            assert target_lease is not None
+            value = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
+            value.update(host=target, after=source, **{"from": source},
+                         reason=f"{source} is ineligible: {why}")
+            if self._write([Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision),
+                            Compare.unchanged(leases.host_info_key(source),
+                                              snapshot.hosts[source].info_revision),
+                            Compare.unchanged(leases.host_lease_key(target),
+                                              target_lease.mod_revision)],
+                           [Put(leases.vm_owner_key(vm), value)]):
+                self.stranded.pop(vm, None)
+                self.parts.journal.record(
+                    "vm_relocating", vm=vm, host=target, token=self.last_revision,
+                    text=f"{vm}: {source} is ineligible ({why}); restarting on {target} once "
+                         f"{source} has stopped it")
 
     @staticmethod
     def _is_new_start(kv: KeyValue) -> bool:
@@ -621,7 +696,7 @@ class Manager:
         if state != "offline":
             return False
         record = snapshot.hosts[owner]
-        if record.info is None or any_policy:
+        if any_policy:
             return True
         reason = record.offline.value.get("reason") if record.offline else "shutdown"
         policy = self.config.policy.shutdown

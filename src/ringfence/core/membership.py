@@ -49,6 +49,7 @@ class Membership:
         self.link_alive: BoolArray = np.zeros((n, links), dtype=np.bool_)
         self.views: BoolArray = np.zeros((n, n), dtype=np.bool_)
         self.flags: IntArray = np.zeros(n, dtype=np.int64)
+        self.stores: IntArray = np.zeros(n, dtype=np.int64)  # store fingerprints, by peer
         self.states: list[PeerState] = [PeerState.UNKNOWN] * n
         self.version = 0  # bumped whenever a peer's state or links change
         self._heard: BoolArray = np.zeros(n, dtype=np.bool_)
@@ -61,6 +62,7 @@ class Membership:
         np.maximum(self.last_heard, batch.heard_at, out=self.last_heard)
         np.copyto(self.views, batch.peer_views, where=batch.view_valid[:, None])
         np.copyto(self.flags, batch.peer_flags, where=batch.view_valid)
+        np.copyto(self.stores, batch.peer_stores, where=batch.view_valid)
         alive = ((now - self.last_heard) <= self.timeout) & self.shared
         differs = alive != self.link_alive
         if not differs.any():
@@ -120,6 +122,13 @@ class Membership:
     def flags_of(self, host: str) -> int:
         """The `FLAG_*` bits of the latest heartbeat from `host`."""
         return int(self.flags[self.topology.index(host)])
+
+    def other_stores(self, mine: int) -> list[tuple[str, int]]:
+        """Peers heard now whose heartbeats name a store identity other than `mine` (0s are
+        not counted: a host that joined no store yet)."""
+        direct: BoolArray = np.asarray(self.link_alive.any(axis=1))
+        odd = np.flatnonzero(direct & (self.stores != 0) & (self.stores != mine))
+        return [(self.topology.hosts[i], int(self.stores[i])) for i in odd.tolist()]
 
     def ever_heard(self, host: str) -> bool:
         return self.states[self.topology.index(host)] != PeerState.UNKNOWN

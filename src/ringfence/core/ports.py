@@ -36,19 +36,22 @@ class HeartbeatBatch:
 
     `heard_at[p, l]`: this host's clock time of the latest heartbeat from host index `p` on
     heartbeat link `l` (-inf: none). `peer_views[p]`: the latest list of hosts that host `p`
-    said it hears, and `peer_flags[p]` its `FLAG_*` bits (both valid where `view_valid[p]`).
+    said it hears, `peer_flags[p]` its `FLAG_*` bits and `peer_stores[p]` the fingerprint of
+    the store identity it joined (0: none) (all valid where `view_valid[p]`).
     """
 
     heard_at: FloatArray
     peer_views: BoolArray
     view_valid: BoolArray
     peer_flags: IntArray
+    peer_stores: IntArray
 
 
 class Transport(Protocol):
-    def send(self, heard: BoolArray, flags: int) -> None:
-        """Send one heartbeat on every heartbeat link, carrying the hosts this host hears and
-        its `FLAG_*` bits. Never raises: a link that can not send simply stays silent."""
+    def send(self, heard: BoolArray, flags: int, store: int = 0) -> None:
+        """Send one heartbeat on every heartbeat link, carrying the hosts this host hears, its
+        `FLAG_*` bits and the fingerprint of the store identity it joined (0: none). Never
+        raises: a link that can not send simply stays silent."""
         ...
 
     def receive(self) -> HeartbeatBatch:

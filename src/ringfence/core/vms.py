@@ -9,11 +9,14 @@ fencing token every hypervisor call carries. The rules this module follows:
 - Stop at once any VM that runs here but is not assigned here; then, if the record waits for
   this host (`after` is us), confirm by clearing `after` with a compare-and-set.
 - A VM that dies under us (its domain vanished with the token we started it with) is
-  restarted in place up to `policy.max_restart` times within `RESTART_WINDOW`; after that, and
-  whenever the host is unfit, the VM is *released*: stopped here, then its record rewritten to
+  restarted in place up to `policy.max_restart` times within `RESTART_WINDOW`; after that the
+  VM is *released*: stopped here, then its record rewritten to
   `{"host": None, "avoid": [...]}` with a compare-and-set guarded by our own host lease. The
   manager then places it elsewhere. Releasing is safe because the holder itself does it after
   stopping the VM.
+- An unfit host (ineligible by its own probes) starts nothing and keeps what runs: the manager
+  moves those VMs to an eligible host when one has room, and leaves them where they are
+  (alerting) when none has.
 - After every start the guest's check runs until it answers (`vm_verified`) or
   `VERIFY_DEADLINE` passes (`vm_verify_failed`, alert).
 
@@ -110,9 +113,8 @@ class VmKeeper:
         for vm in crashed:
             self._crashed(now, vm)
         if unfit is not None:
-            if fresh_read:
-                for vm in sorted(self.owned):
-                    self.release(vm, f"{self.host} is unfit: {unfit}", crash=False)
+            # An unfit host starts nothing; what runs here stays until the manager finds an
+            # eligible host for it (`Manager._evacuate_unfit`), or for good if none exists.
             return
         if not fresh_read or not may_start:
             return

@@ -3,7 +3,10 @@
 `FenceAgent`: acts on another host out of band (IPMI, Redfish, a PDU, a hypervisor's API).
 Operations take seconds, so `off` returns a handle that the manager polls once per cycle; it
 never blocks a decision cycle. An operation that times out or errs is a *failed* fence: the
-host is not proven off, and the manager falls back to the watchdog path, loudly.
+host is not proven off, and the manager falls back to the watchdog path, loudly. A fence that
+has not answered is stopped (`FenceHandle.cancel`) before it counts as failed, so that it can
+never power a host off after the host came back. Unreachable device: a failed result with
+the agent's own words, after at most the runner's timeout.
 
 `Watchdog`: a hardware (or supervising process) timer that resets this host unless petted
 within its timeout. It is armed once and then petted only after a fresh store renewal (the
@@ -28,6 +31,12 @@ class FenceResult:
 class FenceHandle(Protocol):
     def result(self) -> FenceResult | None:
         """None while the operation runs; then its result (stable once returned)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the operation; never blocks. The agent is stopped for good (it will not act
+        later), and `result` then reports a failure once that is certain — or the success
+        that was reported before. Cancelling a finished operation changes nothing."""
         ...
 
 

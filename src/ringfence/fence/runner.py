@@ -23,8 +23,13 @@ handle, never blocking the decision cycle:
    ``off`` that fails, or a status that does not reach "off" within its share of the time
    left, is retried (at most `retries` more times); each attempt's share is the time left
    divided by the attempts left, so the last attempt gets a real chance.
-2. The whole operation is bounded by `timeout`: a hanging agent is killed (with its process
-   group), and the handle reports failure. ``ok`` is True only when a ``status`` said off.
+2. The whole operation is bounded by `timeout`: a hanging agent is stopped, and only then
+   does the handle report failure. Stopping means every process of the agent's session is
+   killed (each call runs in a session of its own, so this reaches the tools it runs even
+   when they left its process group) and gone; a failed fence therefore never acts later.
+   ``ok`` is True only when a ``status`` said off. `RunnerHandle.cancel` stops it the same
+   way at once (the manager does so when a watchdog proof made the fence unnecessary). A
+   process that left the session itself (``setsid``) can not be found, and is not stopped.
 3. ``reboot`` is off, confirm off, then ``action=on``; the result is reported as soon as off
    is confirmed (the `FenceAgent` protocol), powering on follows in the same thread and its
    outcome is logged and kept in ``handle.power_on``.
@@ -60,6 +65,43 @@ STATUS_ON, STATUS_OFF = 0, 2
 TAIL = 600  # characters of the agent's stderr quoted in a failure
 
 
+def _session_members(session: int) -> list[int]:
+    """Processes of one session (by /proc/PID/stat), the leader included."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[0] not in ("Z", "X") and int(fields[3]) == session:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_session(process: subprocess.Popen[bytes], wait: float = 5.0) -> bool:
+    """Kill every process of the session `process` leads and wait until none is left;
+    False if some survived `wait` (then it is logged)."""
+    deadline = time.monotonic() + wait
+    while True:
+        members = _session_members(process.pid)
+        for pid in members:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            process.communicate(timeout=0.1)
+        if not members and process.poll() is not None:
+            return True
+        if time.monotonic() >= deadline:
+            log.error("fence agent session %d: processes %s survive SIGKILL", process.pid,
+                      members)
+            return False
+        time.sleep(0.02)
+
+
 def read_secret_file(path: str) -> str:
     """The content of a secret file without its final newline."""
     return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
@@ -72,9 +114,22 @@ class RunnerHandle:
         self._result: FenceResult | None = None
         self._done = threading.Event()
         self.power_on: FenceResult | None = None  # reboot only: how powering on ended
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
 
     def result(self) -> FenceResult | None:
         return self._result
+
+    def cancel(self) -> None:
+        """Stop the operation (never blocks): no new call starts, the running one is killed;
+        `result` reports the stop once every process of it is gone."""
+        self.cancelled.set()
+        with self._lock:
+            process = self._process
+        if process is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> FenceResult | None:
         """Block until the result is known (for tools and tests, not for decision code)."""
@@ -89,6 +144,10 @@ class RunnerHandle:
 
 class _Failed(Exception):
     pass
+
+
+class _Cancelled(Exception):
+    """The handle was cancelled: stop at once."""
 
 
 class FenceAgentRunner:
@@ -111,6 +170,7 @@ class FenceAgentRunner:
         self.retries = max(0, retries)
         self.secret_loader = secret_loader
         self.poll_interval = poll_interval
+        self._handle: RunnerHandle | None = None
 
     @classmethod
     def from_config(cls, host: str, config: FenceConfig, *, timeout: float = 60.0,
@@ -145,9 +205,17 @@ class FenceAgentRunner:
     # ------------------------------------------------------------------ the operation
     def _run(self, handle: RunnerHandle, action: Literal["off", "reboot"]) -> None:
         deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        self._handle = handle
         try:
             lines, secrets = self._arguments()
             detail = self._off_confirmed(lines, secrets, deadline)
+        except _Cancelled:
+            why = (f"fencing {self.host} stopped after {time.monotonic() - started:.1f}s "
+                   f"without an answer: the agent's processes are killed")
+            log.warning("%s", why)
+            handle._finish(FenceResult(False, why))
+            return
         except _Failed as exc:
             log.warning("fencing %s failed: %s", self.host, exc)
             handle._finish(FenceResult(False, str(exc)))
@@ -236,8 +304,13 @@ class FenceAgentRunner:
 
     def _call(self, lines: list[str], action: str, secrets: list[str],
               deadline: float) -> tuple[int | None, str]:
-        """Run the agent once; (exit status or None on timeout, masked stderr tail)."""
+        """Run the agent once; (exit status or None on timeout, masked stderr tail). On a
+        timeout or a cancellation, every process of the call's session is killed and gone
+        before this returns (or raises `_Cancelled`)."""
+        handle = self._handle
         left = deadline - time.monotonic()
+        if handle is not None and handle.cancelled.is_set():
+            raise _Cancelled
         if left <= 0:
             return None, ""
         stdin = "\n".join([f"action={action}", *lines]) + "\n"
@@ -249,18 +322,38 @@ class FenceAgentRunner:
         except OSError as exc:
             raise _Failed(f"can not run fence agent {self.executable}: "
                           f"{exc.strerror or exc}") from None
+        if handle is not None:
+            with handle._lock:
+                handle._process = process
+            if handle.cancelled.is_set():  # cancelled while it started
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        timed_out, err = False, b""
+        data: bytes | None = stdin.encode()
         try:
-            _, err = process.communicate(stdin.encode(), timeout=left)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
-            try:
-                _, err = process.communicate(timeout=2.0)
-            except subprocess.TimeoutExpired:  # a child that left the group holds the pipes
-                process.kill()
-                process.wait()
-                err = b""
+            while True:  # in slices, so that a cancellation is acted on at once
+                try:
+                    _, err = process.communicate(data, timeout=max(0.0, min(
+                        0.1, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    data = None  # sent with the first call
+                    if time.monotonic() >= deadline:
+                        timed_out = True
+                        break
+                    if handle is not None and handle.cancelled.is_set():
+                        break
+        finally:
+            if handle is not None:
+                with handle._lock:
+                    handle._process = None
+        cancelled = handle is not None and handle.cancelled.is_set()
+        if timed_out or cancelled:
+            stop_session(process)
+            if cancelled:
+                raise _Cancelled
             return None, self._mask(err, secrets)
+        stop_session(process)  # a tool it started in the background must not act later
         return process.returncode, self._mask(err, secrets)
 
     @staticmethod

@@ -315,6 +315,7 @@ class _HostTrack:
     problems: set[str] = field(default_factory=set)
     changes: list[tuple[float, bool]] = field(default_factory=list)  # (t, problem-free after)
     fences: list[tuple[float, FencePath]] = field(default_factory=list)
+    lost_by: set[str] = field(default_factory=set)  # who journaled that they lost it
 
 
 class _Pass1:
@@ -333,6 +334,8 @@ class _Pass1:
         self.last_up: dict[str, int] = {}  # VM -> index of its last start
         for index, event in enumerate(events):
             self._step(index, event)
+        if events:
+            self._still_lost(len(events) - 1, events[-1].t)
 
     def host(self, name: str) -> _HostTrack:
         return self.hosts.setdefault(name, _HostTrack())
@@ -361,6 +364,19 @@ class _Pass1:
             track.last_self = e.t
             if kind not in _BOOT_KINDS and kind != "quorum_gained":
                 track.booting = False
+
+    def _still_lost(self, i: int, end: float) -> None:
+        """At the end of the stream, a host that most of its peers lost, and that has said
+        nothing since (no restore, no boot, no proof, no event of its own): its VMs are down or
+        unknown since it went silent."""
+        others = len(self.hosts) - 1
+        for name, track in sorted(self.hosts.items()):
+            lost_at = track.lost_event
+            if (track.lost_heard is None or lost_at is None or track.shutting_down
+                    or track.fences or 2 * len(track.lost_by - {name}) <= others):
+                continue
+            if track.last_self is None or track.last_self <= lost_at:
+                self._lose_vms_of(i, lost_at, name)
 
     def _booted(self, i: int, e: Event, host: str) -> None:
         """A host that was lost journals from a fresh boot: its VMs died with it."""
@@ -510,10 +526,16 @@ class _Pass1:
             self._close(track.outage, target, e.t, i)
             track.last, track.outage = track.outage, None
         else:
-            draft = _OutageDraft(vm, source, e.t, f"live-migrated from {source} to {target}",
-                                 live=True, exact=True, isolated_at=None, operator=False,
-                                 opened_index=i, down_earliest=e.t, down_latest=e.t,
-                                 closed_index=i, to_host=target, back_at=e.t)
+            # A source nobody heard before the migration may have been frozen (a hang) from
+            # its last heartbeat until it handed the guest over: say so, as a range.
+            lost = self.host(source).lost_heard if source is not None else None
+            since = min(e.t, lost) if lost is not None else e.t
+            draft = _OutageDraft(vm, source, since, f"live-migrated from {source} to {target}"
+                                 + ("" if lost is None else f" after {source} was not heard "
+                                                            f"for {e.t - since:.1f}s"),
+                                 live=lost is None, exact=lost is None, isolated_at=None,
+                                 operator=False, opened_index=i, down_earliest=since,
+                                 down_latest=e.t, closed_index=i, to_host=target, back_at=e.t)
             self.opens[i].append(draft)
             self.outages.append(draft)
             track.last = draft
@@ -552,6 +574,7 @@ class _Pass1:
         before = not h.problems
         nic = _nic(e.text)
         if kind == "heartbeat_lost":
+            h.lost_by.update(e.observers)
             timeout = _timeout(e.text)
             heard = e.last_t - timeout
             if h.lost_heard is None:
@@ -562,6 +585,7 @@ class _Pass1:
             if not h.shutting_down:
                 h.problems.add("unreachable")
         elif kind in ("heartbeat_restored", "host_alive"):
+            h.lost_by.clear()
             h.lost_heard = h.lost_event = None
             h.problems -= {"unreachable", "suspect"}
         elif kind == "host_suspect" and not h.shutting_down:

@@ -5,6 +5,12 @@ journal, the agents' and the leader's published states); it never asks the decis
 it believes. A VM "runs" on a host while the host's hypervisor executes it; a hung host's
 guests do not execute, but the instant the host resumes they do, so a resumed host that still
 holds a VM whose lease moved is a violation even if its agent destroys the VM at once.
+
+A live migration hands one guest over: the source's run ends at the switchover instant and the
+target's run begins at that same instant (`Run.handed_to` links them). That shared instant is
+not an overlap, even when the source's run is zero-length (a host that resumed from a hang
+and migrated its guest in the same instant). Anything else is: a source that kept running
+after the switchover, or a copy on a third host at that instant.
 """
 
 from __future__ import annotations
@@ -45,8 +51,16 @@ def _end(run: Run) -> float:
     return run.end
 
 
+def _handover(a: Run, b: Run) -> bool:
+    """Is one run the other's live migration, meeting it at the switchover instant?"""
+    return (a.handed_to is b and _end(a) == b.start) or (b.handed_to is a and _end(b) == a.start)
+
+
 def _overlap(a: Run, b: Run) -> tuple[float, float] | None:
-    """The instants both runs share. A zero-length run is the single instant it happened."""
+    """The instants both runs share. A zero-length run is the single instant it happened;
+    the switchover instant of a live migration belongs to one guest, not two."""
+    if _handover(a, b):
+        return None
     a_end, b_end = _end(a), _end(b)
     start = max(a.start, b.start)
     if a.start == a_end or b.start == b_end:

@@ -10,7 +10,8 @@ written as a scenario file that reproduces it.
 
 Two kinds of fault are drawn only where they are honest, because no system can be safe
 against them: a hang that also freezes the hardware watchdog is drawn only on hosts with a
-fence agent; a forced start without quorum confirms down only hosts that have a fence agent
+fence agent that answers (not one drawn to hang); a forced start without quorum confirms down
+only hosts that have a fence agent
 (an operator who declares a running host "down" with no fence to prove it is the one case the
 design documents as the operator's responsibility).
 
@@ -36,8 +37,9 @@ FAULT_KINDS = (
     "power_off", "power_on", "reboot", "shutdown", "hang", "resume", "link_down", "link_up",
     "link_flap", "partition", "heal", "witness_down", "witness_up", "rename_nics",
     "storage_fail", "storage_ok", "memory_errors", "vm_crash", "force_start", "maintenance",
-    "migrate",
+    "migrate", "store_wipe",
 )
+RARE = {"store_wipe": 0.1}  # drawn this much less often than the others (it ends the cluster)
 
 
 @dataclass
@@ -84,8 +86,7 @@ def random_cluster(rng: random.Random, hosts: int | None, vms: int | None) -> di
         "hosts": [{"name": h, "cpus": 32, "memory": "128GiB"} for h in names],
         "witnesses": [{"name": w, "networks": ["biz"]} for w in witnesses],
         "store": {"members": members},
-        "fencing": {h: {"agent": "power", "duration": _duration(rng.uniform(0.2, 3.0))}
-                    for h in fenced},
+        "fencing": {h: _fence(rng) for h in fenced},
         "vms": [{"name": f"vm{i}", "cpus": rng.choice([1, 2, 4]),
                  "memory": rng.choice(["2GiB", "4GiB", "8GiB"]),
                  "host": names[i % n_hosts], "priority": rng.randint(0, 3) * 50}
@@ -98,6 +99,14 @@ def random_cluster(rng: random.Random, hosts: int | None, vms: int | None) -> di
     return cluster
 
 
+def _fence(rng: random.Random) -> dict[str, Any]:
+    """A power fence; one in eight hangs (answers, and acts, only after 2-60 s)."""
+    entry: dict[str, Any] = {"agent": "power", "duration": _duration(rng.uniform(0.2, 3.0))}
+    if rng.random() < 0.125:
+        entry["hang"] = _duration(rng.uniform(2.0, 60.0))
+    return entry
+
+
 def random_events(rng: random.Random, cluster: dict[str, Any], duration: float,
                   count: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     hosts = [h["name"] for h in cluster["hosts"]]
@@ -105,6 +114,9 @@ def random_events(rng: random.Random, cluster: dict[str, Any], duration: float,
     endpoints = hosts + witnesses
     vms = [v["name"] for v in cluster["vms"]]
     fenced = set(cluster["fencing"])
+    # A frozen watchdog is made safe only by a fence that answers: not on hanging fences.
+    answering = {h for h, f in cluster["fencing"].items() if "hang" not in f}
+    members = list(cluster["store"]["members"])
     choices = [k for k in kinds if witnesses or not k.startswith("witness")]
     events: list[dict[str, Any]] = []
     t = rng.uniform(5, 30)
@@ -113,9 +125,12 @@ def random_events(rng: random.Random, cluster: dict[str, Any], duration: float,
         if t >= duration - 1:
             break
         kind = rng.choice(choices)
+        if kind in RARE and rng.random() >= RARE[kind]:
+            kind = rng.choice([k for k in choices if k not in RARE] or choices)
         # A failing host shows several symptoms: half the time, the same host again.
         focus = last_host if last_host is not None and rng.random() < 0.5 else None
-        event = _one_event(rng, kind, hosts, witnesses, endpoints, vms, fenced, focus)
+        event = _one_event(rng, kind, hosts, witnesses, endpoints, vms, fenced, focus,
+                           answering, members)
         last_host = event.get("host", last_host)
         event["at"] = _duration(t)
         events.append(event)
@@ -149,14 +164,15 @@ def _undo(event: dict[str, Any]) -> dict[str, Any] | None:
 
 def _one_event(rng: random.Random, kind: str, hosts: list[str], witnesses: list[str],
                endpoints: list[str], vms: list[str], fenced: set[str],
-               focus: str | None = None) -> dict[str, Any]:
+               focus: str | None = None, answering: set[str] | None = None,
+               members: list[str] | None = None) -> dict[str, Any]:
     host = focus or rng.choice(hosts)
     event: dict[str, Any] = {"do": kind}
     if kind in ("power_off", "power_on", "reboot", "shutdown", "resume", "rename_nics"):
         event["host"] = host
     elif kind == "hang":
         event["host"] = host
-        if host in fenced and rng.random() < 0.5:
+        if host in (fenced if answering is None else answering) and rng.random() < 0.5:
             event["watchdog"] = "frozen"
     elif kind in ("link_down", "link_up"):
         event.update(host=host, network=rng.choice(["ring0", "ring1", "biz", "all"]))
@@ -187,6 +203,9 @@ def _one_event(rng: random.Random, kind: str, hosts: list[str], witnesses: list[
         event.update(host=host, on=True)
     elif kind == "migrate":
         event.update(vm=rng.choice(vms), to=host)
+    elif kind == "store_wipe":
+        if members and rng.random() < 0.7:
+            event["member"] = rng.choice(members)
     elif kind == "force_start":
         others = [h for h in hosts if h != host]
         honest = all(h in fenced for h in others) and rng.random() < 0.7

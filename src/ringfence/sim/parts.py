@@ -38,8 +38,8 @@ class SimTransport:
         self.index = world.topology.index(host)
         self.rate = world.clock_rate(host)
 
-    def send(self, heard: BoolArray, flags: int) -> None:
-        self.world.heartbeat_sent(self.index, heard, flags)
+    def send(self, heard: BoolArray, flags: int, store: int = 0) -> None:
+        self.world.heartbeat_sent(self.index, heard, flags, store)
 
     def receive(self) -> HeartbeatBatch:
         world = self.world
@@ -55,7 +55,8 @@ class SimTransport:
             sent = np.where(late, sent - world.interval * self.rate, sent)
         heard_at = np.where(connected, sent, -np.inf)
         valid: BoolArray = np.asarray(connected.any(axis=1))
-        return HeartbeatBatch(heard_at, world.last_payload, valid, world.last_flags)
+        return HeartbeatBatch(heard_at, world.last_payload, valid, world.last_flags,
+                              world.last_store)
 
 
 class SimHypervisor:
@@ -111,9 +112,16 @@ class SimWatchdog:
 @dataclass
 class SimFenceHandle:
     outcome: FenceResult | None = None
+    cancelled: bool = False
 
     def result(self) -> FenceResult | None:
         return self.outcome
+
+    def cancel(self) -> None:
+        """Stopping a simulated fence is immediate: it will not act."""
+        if self.outcome is None:
+            self.cancelled = True
+            self.outcome = FenceResult(False, "fence stopped before it answered")
 
 
 class SimPowerFence:

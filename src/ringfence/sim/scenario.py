@@ -81,6 +81,7 @@ EventKind = Literal[
     "maintenance",
     "migrate",
     "force_start",
+    "store_wipe",
 ]
 
 EVENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -105,6 +106,7 @@ EVENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "maintenance": (("host", "on"), ()),
     "migrate": (("vm", "to"), ()),
     "force_start": (("vm", "host", "operator"), ("confirm_down",)),
+    "store_wipe": ((), ("member",)),
 }
 """For each event ``do``: (required fields, optional fields), besides ``at`` and ``do``."""
 
@@ -193,6 +195,7 @@ class Event(_Model):
     on: bool | None = None
     operator: str | None = None
     confirm_down: list[str] = Field(default_factory=list)
+    member: str | None = None
 
     @model_validator(mode="after")
     def _fields_fit_kind(self) -> Self:
@@ -473,6 +476,9 @@ class Scenario(_Model):
                         placed[member] = where
         if event.vm is not None and event.vm not in vms:
             add((*loc, "vm"), unknown_name("VM", event.vm, vms))
+        members = cluster.store_members()
+        if event.member is not None and event.member not in members:
+            add((*loc, "member"), unknown_name("store member", event.member, members))
         host("to", event.to)
         for index, name in enumerate(event.confirm_down):
             host("confirm_down", name, (index,))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ringfence.store.base import (
     Compare,
     Delete,
+    GuardFailed,
     KeyValue,
     Op,
     Put,
@@ -71,6 +72,15 @@ class SimStore:
     def available(self, now: float) -> bool:
         return self.has_quorum and now >= self.ready_at
 
+    def wipe(self) -> None:
+        """The data is lost: an empty store answers at the same place (`do: store_wipe`).
+        Revisions and lease ids start again, as in a new etcd cluster."""
+        self.kv.clear()
+        self.leases.clear()
+        self.expiry_heap.clear()
+        self.rev = 1
+        self.next_lease = 1
+
     # ------------------------------------------------------------ expiry
     def expire(self, now: float) -> None:
         if not self.available(now):
@@ -95,7 +105,9 @@ class SimStore:
     def get(self, key: str) -> KeyValue | None:
         return self.kv.get(key)
 
-    def get_prefix(self, prefix: str) -> RangeResult:
+    def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
+        if guard is not None and not guard.holds(self.kv.get(guard.key)):
+            raise GuardFailed(f"guard on {guard.key} does not hold")
         items = tuple(kv for key, kv in sorted(self.kv.items()) if key.startswith(prefix))
         return RangeResult(items, self.rev)
 
@@ -150,18 +162,28 @@ class SimStore:
 
 class SimStoreClient:
     """The `Store` as one host sees it: every call first asks the world whether this host
-    reaches a store quorum right now, and raises StoreUnavailable if not."""
+    reaches a store quorum right now, and raises StoreUnavailable if not. A host whose own
+    store member lost its data (`store_wipe` with `member`) talks to that member alone: an
+    empty store that always answers it (the world's `foreign_stores`)."""
 
     def __init__(self, world: World, store: SimStore, host: str) -> None:
         self.world = world
-        self.store = store
+        self.cluster_store = store
         self.host = host
+
+    @property
+    def store(self) -> SimStore:
+        foreign: dict[str, SimStore] = getattr(self.world, "foreign_stores", {})
+        return foreign.get(self.host, self.cluster_store)
 
     def _now(self) -> float:
         now = self.world.now
-        if not self.world.store_reachable(self.host) or not self.store.available(now):
+        store = self.store
+        if store is self.cluster_store and not self.world.store_reachable(self.host):
             raise StoreUnavailable(f"{self.host} reaches no store quorum")
-        self.store.expire(now)
+        if not store.available(now):
+            raise StoreUnavailable(f"{self.host} reaches no store quorum")
+        store.expire(now)
         return now
 
     def revision(self) -> int:
@@ -172,9 +194,9 @@ class SimStoreClient:
         self._now()
         return self.store.get(key)
 
-    def get_prefix(self, prefix: str) -> RangeResult:
+    def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
         self._now()
-        return self.store.get_prefix(prefix)
+        return self.store.get_prefix(prefix, guard)
 
     def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
             ) -> TxnResult:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
+from ringfence.core.identity import IDENTITY_MEMORY, Remembered
 from ringfence.core.leases import (
     MANAGER_KEY,
     host_maintenance_key,
@@ -51,6 +52,7 @@ from ringfence.sim.scenario import Event, Scenario, SimSettings
 from ringfence.sim.store import SimStore, SimStoreClient
 from ringfence.sim.timeline import Timeline
 from ringfence.store.base import Delete, Op, Put
+from ringfence.store.identity import IDENTITY_KEY, StoreIdentity
 
 IMPLICIT_DATASTORE = "vmstore"  # the datastore of a host whose cluster file names none
 
@@ -112,10 +114,14 @@ class SimHost:
 
 @dataclass
 class Run:
+    """An interval during which `vm` executed on `host`. `handed_to`: the run on the target
+    that this run's live migration started at its end (the same guest, continuing)."""
+
     vm: str
     host: str
     start: float
     end: float | None = None
+    handed_to: Run | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -174,10 +180,13 @@ class World:
         self.partitions: dict[str, dict[str, int]] = {}  # network -> endpoint -> group
         self.store_members = self.config.store_members()
         self.store = SimStore(self.settings.store_election_time)
+        self.lost_members: set[str] = set()  # members whose data was wiped (store_wipe)
+        self.foreign_stores: dict[str, SimStore] = {}  # host -> the empty store it reaches
         n, links = self.topology.host_links.shape
         self.last_sent: FloatArray = np.full(n, -np.inf)
         self.last_payload: BoolArray = np.zeros((n, n), dtype=np.bool_)
         self.last_flags: IntArray = np.zeros(n, dtype=np.int64)
+        self.last_store: IntArray = np.zeros(n, dtype=np.int64)
         self.hb_conn: BoolArray = np.zeros((n, n, links), dtype=np.bool_)
         self.hb_in: list[BoolArray] = []
         self.store_ok: dict[str, bool] = {}
@@ -213,9 +222,15 @@ class World:
         return lambda: self.apply_fault(event)
 
     def _bootstrap(self) -> None:
-        """The store as a running cluster left it: every VM owned by its starting host."""
-        ops: list[Op] = [Put(vm_owner_key(vm.name), {"host": vm.host}) for vm in self.config.vms]
+        """The store as a running cluster left it: its identity (remembered by every host),
+        and every VM owned by its starting host."""
+        identity = StoreIdentity(self.config.name, f"sim-{self.seed:x}", 1)
+        ops: list[Op] = [Put(IDENTITY_KEY, identity.value()),
+                         *(Put(vm_owner_key(vm.name), {"host": vm.host})
+                           for vm in self.config.vms)]
         self.store.txn([], ops, None)
+        for host in self.hosts.values():
+            host.disk[IDENTITY_MEMORY] = Remembered(identity, self.store.rev).value()
         self._topology_changed()
         self.store.ready_at = 0.0  # the store was already running: no election at t=0
         interval = self.config.timing.heartbeat_interval
@@ -249,12 +264,16 @@ class World:
             probes=SimProbes(self, host.name),
             guest_checks=SimGuestChecks(self, host.name),
             local_state=SimLocalState(self, host.name),
+            new_id=self._new_id,
         )
         host.agent = Agent(self.config, host.name, parts, self.topology)
         host.agent.want_status = False
         host.tick_origin, host.tick_count = self.now + phase, 0
         boot = host.boot
         self.at(host.tick_origin, lambda: self._tick(host, boot))
+
+    def _new_id(self) -> str:
+        return f"sim-{int(self.rng_np.integers(0, 2**62)):x}"
 
     def _tick(self, host: SimHost, boot: int) -> None:
         if host.boot != boot or host.agent is None:
@@ -405,15 +424,19 @@ class World:
         if vm in dst.domains:
             raise HypervisorError(f"{vm} already exists on {target}")
         del src.domains[vm]
+        handed = self.open_runs.get((vm, source))
         self._close_run(vm, source)
         dst.domains[vm] = token
         dst.started_at[vm] = src.started_at.pop(vm, self.now)
-        self._open_run(vm, target)
+        arrived = self._open_run(vm, target)
+        if handed is not None:
+            handed.handed_to = arrived
 
-    def _open_run(self, vm: str, host: str) -> None:
+    def _open_run(self, vm: str, host: str) -> Run:
         run = Run(vm, host, self.now)
         self.runs.append(run)
         self.open_runs[(vm, host)] = run
+        return run
 
     def _close_run(self, vm: str, host: str) -> None:
         run = self.open_runs.pop((vm, host), None)
@@ -456,10 +479,11 @@ class World:
         self._power_up(host)
 
     # ================================================================ heartbeats
-    def heartbeat_sent(self, index: int, heard: BoolArray, flags: int) -> None:
+    def heartbeat_sent(self, index: int, heard: BoolArray, flags: int, store: int) -> None:
         self.last_sent[index] = self.now
         self.last_payload[index] = heard
         self.last_flags[index] = flags
+        self.last_store[index] = store
 
     def heartbeat_links_to(self, index: int) -> BoolArray:
         """[sender, link] connectivity into host `index` (contiguous, rebuilt on change)."""
@@ -517,7 +541,7 @@ class World:
         """Majorities of store members that are up and all talk to each other."""
         members = self.store_members
         need = len(members) // 2 + 1
-        up = [m for m in members if self._endpoint_up(m)]
+        up = [m for m in members if self._endpoint_up(m) and m not in self.lost_members]
         if len(up) < need:
             return []
         cliques: list[tuple[str, ...]] = []
@@ -545,9 +569,13 @@ class World:
     # ================================================================ fencing
     def power_fence(self, fencer: str, target: str, action: str, handle: SimFenceHandle
                     ) -> None:
+        """The power controller acts after `delay + duration` (or, with `hang`, only then:
+        the agent answers late and acts when it answers), unless the fence was stopped."""
         spec = self.config.fencing[target]
 
         def done() -> None:
+            if handle.cancelled:
+                return  # stopped: it never acts
             network = spec.network
             if network and not (self._endpoint_up(fencer) and self._carrier(fencer, network)):
                 handle.outcome = FenceResult(False, f"{fencer} can not reach {target}'s power "
@@ -560,7 +588,8 @@ class World:
             if action == "reboot":
                 self._power_up(host)
 
-        self.at(self.now + spec.delay + spec.duration, done)
+        self.at(self.now + spec.delay + (spec.hang if spec.hang is not None else spec.duration),
+                done)
 
     # ================================================================ journal
     def journal(self, kind: str, *, host: str | None = None, vm: str | None = None,
@@ -779,6 +808,21 @@ class World:
         elif self._operator_write(f"maintenance off {host.name}", [Delete(key)]):
             self.journal("maintenance_off", host=host.name,
                          text=f"operator takes {host.name} out of maintenance")
+
+    def _fault_store_wipe(self, event: Event) -> None:
+        """The store's data is lost. Without `member`: the whole store answers empty. With a
+        member: that member lost its data and came back as a new, empty, one-member cluster
+        at its address; it no longer counts for the cluster's quorum, and a host that is that
+        member talks to it (its own member first, as `store.factory` orders endpoints)."""
+        if event.member is None:
+            self.store.wipe()
+            return
+        self.lost_members.add(event.member)
+        if event.member in self.hosts:
+            fresh = SimStore(self.settings.store_election_time)
+            fresh.leader = event.member
+            self.foreign_stores[event.member] = fresh
+        self._topology_changed()
 
     def _fault_migrate(self, event: Event) -> None:
         assert event.vm is not None and event.to is not None

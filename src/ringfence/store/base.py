@@ -11,6 +11,19 @@ cannot be reached or has no quorum; return a falsy result when a compare-and-set
 that raised may or may not have been applied (the answer was lost); callers therefore write only
 idempotent values or guard writes by revision, and re-read before they act again.
 
+**Leases and outages** (every engine, etcd's rule): a lease expires `ttl` seconds after its
+grant or last keepalive, counted on the store's clock, but only while the store can serve. When
+it could serve nobody for a while (etcd: no leader; the simulated etcd: no quorum; SQLite: the
+file could not be written by anybody, see `store.sqlite`), every lease that was alive when the
+outage began has at least its full TTL left once it serves again. So a store stall longer than
+the host lease never makes every host find its own lease gone; a lease that had run out before
+the outage began stays gone. Engines may expire late (etcd checks every 500 ms and counts whole
+seconds); none expires early.
+
+**Identity**: which store this is, is not the engine's business; `store.identity` guards every
+call of an agent with the cluster identity it joined (a compare on every transaction, a guard on
+every read), so that an empty or foreign store at the same address is never believed.
+
 Revisions double as fencing tokens: the `mod_revision` of `vms/<vm>/owner` is the token that
 every hypervisor action for that VM carries.
 """
@@ -25,6 +38,10 @@ JsonValue = dict[str, Any]
 
 class StoreUnavailable(Exception):
     """The store could not be reached, or it has no quorum. Nothing can be concluded."""
+
+
+class GuardFailed(Exception):
+    """A guarded read found its guard false: nothing was read (see `Store.get_prefix`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +161,11 @@ class Store(Protocol):
         """Linearizable read of one key; None if absent. Raises StoreUnavailable."""
         ...
 
-    def get_prefix(self, prefix: str) -> RangeResult:
+    def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
         """Linearizable read of every key starting with `prefix`, sorted by key, at one
-        revision. Raises StoreUnavailable."""
+        revision. With `guard`: atomically, only if the guard holds at that revision, else
+        `GuardFailed` (etcd: a transaction whose success branch is the range). Raises
+        StoreUnavailable."""
         ...
 
     def txn(

@@ -71,6 +71,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, SSLError
 from ringfence.store.base import (
     Compare,
     Delete,
+    GuardFailed,
     KeyValue,
     Op,
     RangeResult,
@@ -423,16 +424,28 @@ class EtcdStore:
         kvs = body.get("kvs") or []
         return self._kv(kvs[0]) if kvs else None
 
-    def get_prefix(self, prefix: str) -> RangeResult:
+    def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
         start = prefix.encode()
         end = prefix_end(start)
         payload = {
             "key": _b64(start or b"\0"),
             "range_end": _b64(end if end is not None else b"\0"),  # "\0": no end
         }
-        body = self._range(payload)
-        items = tuple(self._kv(item) for item in body.get("kvs") or [])
-        return RangeResult(items, self._revision(body))
+        if guard is None:
+            body = self._range(payload)
+            items = tuple(self._kv(item) for item in body.get("kvs") or [])
+            return RangeResult(items, self._revision(body))
+        # A read-only transaction: the range only if the guard holds, at one revision.
+        answer = self._call("kv/txn", {"compare": self._compare(guard),
+                                       "success": [{"request_range": payload}],
+                                       "failure": []}, resend=True)
+        assert isinstance(answer, dict)
+        if not answer.get("succeeded", False):
+            raise GuardFailed(f"guard on {guard.key} does not hold")
+        responses = answer.get("responses") or [{}]
+        found = responses[0].get("response_range") or {}
+        items = tuple(self._kv(item) for item in found.get("kvs") or [])
+        return RangeResult(items, self._revision(answer))
 
     @staticmethod
     def _compare(condition: Compare) -> list[dict[str, Any]]:

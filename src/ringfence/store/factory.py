@@ -32,7 +32,7 @@ from ringfence.store.sqlite import SqliteStore
 if TYPE_CHECKING:
     from ringfence.store.etcd import EtcdStore
 
-__all__ = ["open_store", "store_kind"]
+__all__ = ["open_cluster_store", "open_store", "store_kind"]
 
 _MAX_REQUEST_TIMEOUT = 2.0
 _MIN_REQUEST_TIMEOUT = 0.2
@@ -51,7 +51,7 @@ def _call_budget(config: ClusterConfig, requests: int) -> float:
     return max(_MIN_REQUEST_TIMEOUT, min(_MAX_REQUEST_TIMEOUT, budget))
 
 
-def _open_sqlite(config: ClusterConfig) -> SqliteStore:
+def _open_sqlite(config: ClusterConfig, create: bool) -> SqliteStore:
     store = config.store
     problems: list[Problem] = []
     if store.endpoints:
@@ -75,7 +75,7 @@ def _open_sqlite(config: ClusterConfig) -> SqliteStore:
     if path.is_dir():
         raise ConfigError(f"{str(path)!r} is a directory; path names the database file",
                           path="store.path")
-    return SqliteStore(str(path), busy_timeout=_call_budget(config, 1))
+    return SqliteStore(str(path), create=create, busy_timeout=_call_budget(config, 1))
 
 
 def _open_etcd(config: ClusterConfig, host: str | None) -> EtcdStore:
@@ -151,10 +151,22 @@ def _etcd_credentials(config: ClusterConfig) -> tuple[str | None, str | None]:
     return store.username, password
 
 
-def open_store(config: ClusterConfig, *, host: str | None) -> Store:
+def open_store(config: ClusterConfig, *, host: str | None, create: bool = False) -> Store:
     """The store of `config`, as host `host` uses it (None: an operator's tool, no host).
+    `create`: a SQLite store may create its file (only a host that may bootstrap the cluster;
+    etcd ignores it). The raw engine: agents guard it with their identity (`Agent`).
 
     Raises `ConfigError` for a store section that cannot work; never contacts the store."""
     if store_kind(config) == "etcd":
         return _open_etcd(config, host)
-    return _open_sqlite(config)
+    return _open_sqlite(config, create)
+
+
+def open_cluster_store(config: ClusterConfig) -> Store:
+    """The store for an operator's tool: every call first proves that the store holds this
+    cluster's identity (`store.identity`); an empty or foreign store is `StoreUnavailable`
+    (`StoreForeign`), and nothing is read from it or written to it."""
+    from ringfence.store.identity import IdentifiedStore, IdentityRef
+
+    return IdentifiedStore(open_store(config, host=None), IdentityRef(), strict=True,
+                           learn_cluster=config.name)

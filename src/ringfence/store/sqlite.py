@@ -23,10 +23,26 @@ a network filesystem or share it between machines. CLOCK_MONOTONIC restarts at b
 whose expiry lies more than a second beyond ``now + ttl`` (impossible unless the clock went
 back) is given its full TTL again from now, which is what etcd does to leases on a new leader.
 
+**Leases outlive an outage, as in etcd** (the `Store` protocol's lease rule). etcd counts lease
+time only while it has a leader and gives every lease its full TTL again on a new leader; the
+SQLite store's "no leader" is a file nobody can write (locked by another process longer than
+``busy_timeout``, a full disk, an I/O error). A call that fails that way marks the outage in a
+small file beside the database (``PATH-outage``): its modification time carries the store
+clock's value at the start of the failed call (the earliest one wins; a full disk can not take
+a write, but it can take a timestamp). The next write transaction that succeeds, in whatever
+process, first gives every lease that was alive when the outage began at least its full TTL
+from now, and then clears the mark. Without this, a 12 s lock on the file made every host find
+its own lease gone and self-fence. A lease that had expired before the outage began still
+expires.
+
 Failure semantics (the `Store` protocol's): every SQLite failure — the file cannot be opened,
 is not a database, was written by a newer schema, or stays locked longer than ``busy_timeout``
-— raises `StoreUnavailable`, never a raw ``sqlite3`` exception. A call that raised may or may not
-have been applied only when the failure struck during ``COMMIT``; otherwise it was rolled back.
+— raises `StoreUnavailable`, never a raw ``sqlite3`` exception. With ``create=False`` (agents
+that may not bootstrap, and operator tools) a missing file or a file without ringfence's schema
+is `StoreUnavailable` too, and nothing is created. A file that was deleted or replaced while the
+store had it open is `StoreUnavailable` on every call from then on (one store or none: the
+unlinked copy is never used on). A call that raised may or may not have been applied only when
+the failure struck during ``COMMIT``; otherwise it was rolled back.
 A compare-and-set that lost returns ``TxnResult(False, ...)``. A stored value that is not a
 JSON object (written by something else) raises ``ValueError`` naming the key.
 
@@ -51,11 +67,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from ringfence.store.base import (
     Compare,
     Delete,
+    GuardFailed,
     JsonValue,
     KeyValue,
     Op,
@@ -79,6 +98,10 @@ SCHEMA_VERSION = 1
 
 _CLOCK_JUMP = 1.0
 """A lease expiring more than this beyond ``now + ttl`` means the clock went back: restart it."""
+
+# SQLite primary result codes of a store that serves nobody (another process holds the lock,
+# the disk is full, I/O fails), as opposed to a problem of one call.
+_OUTAGE_CODES = frozenset({5, 6, 10, 13})  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -124,7 +147,8 @@ def prefix_end(prefix: bytes) -> bytes | None:
 class SqliteStore:
     """The `Store` protocol on one SQLite file shared by the processes of one machine.
 
-    `path`: the database file (created with its schema on first use; its directory must exist).
+    `path`: the database file (its directory must exist). `create`: create the file and its
+    schema on first use (mode 0600); otherwise a missing or foreign file is `StoreUnavailable`.
     `clock`: the store's clock for lease time; every process sharing the file must use the same
     one (CLOCK_MONOTONIC by default). `busy_timeout`: how long a call waits for another
     process's write lock before it raises `StoreUnavailable`.
@@ -134,15 +158,20 @@ class SqliteStore:
         self,
         path: str,
         *,
+        create: bool = True,
         clock: Callable[[], float] = time.monotonic,
         busy_timeout: float = 2.0,
     ) -> None:
         self.path = str(path)
+        self.create = create
         self.clock = clock
         self.busy_timeout = busy_timeout
+        self.outage_file = Path(f"{self.path}-outage")
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._inode: tuple[int, int] | None = None  # (device, inode) of the file we opened
+        self._gone: str | None = None  # why the file we opened is no longer the store
 
     # ------------------------------------------------------------------ connection
     def close(self) -> None:
@@ -161,11 +190,28 @@ class SqliteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
+            self._check_file()
             return self._conn
         # A connection inherited across fork belongs to the parent: leave it untouched.
         self._conn = None
+        if self._gone is not None:
+            raise StoreUnavailable(self._gone)
+        if not self.create and not os.path.exists(self.path):
+            raise StoreUnavailable(
+                f"sqlite store {self.path}: no such file (it is created when the cluster is "
+                "bootstrapped; see `ringfence agent --bootstrap`)")
+        if self.create and not os.path.exists(self.path):
+            # Created readable by its owner only: the store holds the cluster's state.
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"sqlite store {self.path}: can not create it: {exc.strerror}") from None
         conn = sqlite3.connect(
-            self.path,
+            f"file:{quote(self.path)}?mode=rw",
+            uri=True,
             timeout=self.busy_timeout,
             isolation_level=None,
             check_same_thread=False,
@@ -179,18 +225,47 @@ class SqliteStore:
                 )
             conn.execute("PRAGMA synchronous=FULL")
             self._ensure_schema(conn)
+            found = os.stat(self.path)
+        except OSError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            raise StoreUnavailable(f"sqlite store {self.path}: {exc.strerror}") from None
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
             raise
+        inode = (found.st_dev, found.st_ino)
+        if self._inode is not None and inode != self._inode:
+            conn.close()
+            self._gone = (f"sqlite store {self.path}: the file was replaced since this store "
+                          "opened it; it is not the same store")
+            raise StoreUnavailable(self._gone)
+        self._inode = inode
         self._conn = conn
         self._pid = os.getpid()
         return conn
+
+    def _check_file(self) -> None:
+        """The open file must still be the one at `path`: a deleted or replaced store file
+        is never used on (other processes would open another store at the same path)."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            found = None
+        if found is None or (found.st_dev, found.st_ino) != self._inode:
+            self._gone = (f"sqlite store {self.path}: the file was "
+                          f"{'deleted' if found is None else 'replaced'} while in use; it is "
+                          "not this cluster's store any more")
+            self._discard(self._conn)
+            raise StoreUnavailable(self._gone)
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         row = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone()
+        if row is None and not self.create:
+            raise StoreUnavailable(f"sqlite store {self.path}: not a ringfence store (no "
+                                   "schema), and this store may not create one")
         if row is None:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -223,6 +298,7 @@ class SqliteStore:
         is held, so lease time never runs backwards between serialised writers."""
         with self._lock:
             conn: sqlite3.Connection | None = None
+            started = self.clock()
             try:
                 conn = self._connection()
                 if not write:
@@ -235,12 +311,19 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
                 now = self.clock()
+                outage = self._outage_began()
+                if outage is not None:
+                    self._restart_leases(conn, now, outage)
                 self._reap(conn, now)
                 result = body(conn, now)
                 conn.execute("COMMIT")
+                if outage is not None:
+                    self._clear_outage()
                 return result
             except sqlite3.Error as exc:
                 self._discard(conn)
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _OUTAGE_CODES:
+                    self._mark_outage(started)
                 raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
             except BaseException:
                 if conn is not None:
@@ -264,6 +347,37 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
+
+    # ------------------------------------------------------------------ outages
+    def _outage_began(self) -> float | None:
+        """The store-clock time at which the pending outage began, or None."""
+        try:
+            mark = self.outage_file.stat().st_mtime_ns
+        except OSError:
+            return None
+        return mark / 1e9 if mark else None
+
+    def _mark_outage(self, began: float) -> None:
+        """Record (the earliest start of) an outage for whichever process writes next."""
+        marked = self._outage_began()
+        if marked is not None and marked <= began:
+            return
+        stamp = max(1, int(began * 1e9))
+        with contextlib.suppress(OSError):
+            if not self.outage_file.exists():
+                self.outage_file.touch(mode=0o600)
+            os.utime(self.outage_file, ns=(stamp, stamp))
+
+    def _clear_outage(self) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self.outage_file, ns=(0, 0))
+
+    @staticmethod
+    def _restart_leases(conn: sqlite3.Connection, now: float, outage: float) -> None:
+        """etcd's new leader: every lease alive when the outage began gets its full TTL."""
+        conn.execute(
+            "UPDATE leases SET expiry = MAX(expiry, ? + ttl) WHERE expiry > ?", (now, outage)
+        )
 
     # ------------------------------------------------------------------ leases and revisions
     @staticmethod
@@ -321,11 +435,13 @@ class SqliteStore:
     def get(self, key: str) -> KeyValue | None:
         return self._transaction(lambda conn, now: self._read(conn, key), write=False)
 
-    def get_prefix(self, prefix: str) -> RangeResult:
+    def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
         start = prefix.encode()
         end = prefix_end(start)
 
-        def body(conn: sqlite3.Connection, now: float) -> RangeResult:
+        def body(conn: sqlite3.Connection, now: float) -> RangeResult | None:
+            if guard is not None and not guard.holds(self._read(conn, guard.key)):
+                return None
             columns = "SELECT key, value, create_revision, mod_revision, lease FROM kv"
             if end is None:
                 rows = conn.execute(f"{columns} WHERE key >= ? ORDER BY key", (start,))
@@ -336,7 +452,11 @@ class SqliteStore:
             items = tuple(self._row(bytes(row[0]).decode(), row) for row in rows.fetchall())
             return RangeResult(items, self._rev(conn))
 
-        return self._transaction(body, write=False)
+        result = self._transaction(body, write=False)
+        if result is None:
+            assert guard is not None
+            raise GuardFailed(f"guard on {guard.key} does not hold")
+        return result
 
     def txn(
         self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
