@@ -8,12 +8,14 @@ running on two hosts at once. On a violation the schedule is shrunk (events remo
 time while the violation persists, then VMs and witnesses the violation does not need) and
 written as a scenario file that reproduces it.
 
-Two kinds of fault are drawn only where they are honest, because no system can be safe
+Three kinds of fault are drawn only where they are honest, because no system can be safe
 against them: a hang that also freezes the hardware watchdog is drawn only on hosts with a
 fence agent that answers (not one drawn to hang); a forced start without quorum confirms down
-only hosts that have a fence agent
-(an operator who declares a running host "down" with no fence to prove it is the one case the
-design documents as the operator's responsibility).
+only hosts that have a fence agent (an operator who declares a running host "down" with no
+fence to prove it is the one case the design documents as the operator's responsibility); and
+a host confirmed down for a forced start is not powered on again afterwards (the operator's
+promise that it stays down: seed 004, "determine the node that you do not wish to operate and
+power it down").
 
 Deterministic: the same arguments give the same runs.
 """
@@ -142,7 +144,23 @@ def random_events(rng: random.Random, cluster: dict[str, Any], duration: float,
                 events.append({**undo, "at": _duration(end)})
         # Bursts: half the time the next fault follows within seconds.
         t += rng.uniform(0.1, 8.0) if rng.random() < 0.5 else rng.uniform(5, duration / 4)
-    return sorted(events, key=lambda e: float(e["at"][:-1]))
+    return _keep_confirmed_down(sorted(events, key=lambda e: float(e["at"][:-1])))
+
+
+def _keep_confirmed_down(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An operator who confirms a host down for a forced start keeps it down (seed 004:
+    "determine the node that you do not wish to operate and power it down"): powering it on
+    again while the forced copy runs without the store is the operator's second copy, not a
+    fault ringfence can see. So no power_on or reboot of such a host follows."""
+    down: set[str] = set()
+    kept = []
+    for event in events:
+        if event["do"] in ("power_on", "reboot") and event.get("host") in down:
+            continue
+        if event["do"] == "force_start":
+            down.update(event.get("confirm_down", []))
+        kept.append(event)
+    return kept
 
 
 UNDO = {"maintenance": "maintenance", "hang": "resume", "partition": "heal",
