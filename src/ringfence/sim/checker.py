@@ -28,14 +28,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Violation:
-    vm: str
-    hosts: tuple[str, str]
+    """A safety violation. `split_brain`: `vm` ran on both `hosts` over [start, end].
+    `stale_pet`: `hosts[0]` petted its watchdog at `start` while its lease was stale (`age`).
+    `overdue_vm`: `vm` still ran on `hosts[0]` over [start, end], past its own self-fence
+    deadline (see `sim.obligations`)."""
+
+    vm: str | None
+    hosts: tuple[str, ...]
     start: float
     end: float
+    kind: str = "split_brain"
+    age: float | None = None
 
     def text(self) -> str:
         span = (f"at {self.start:.3f}s" if self.start == self.end
                 else f"from {self.start:.3f}s to {self.end:.3f}s")
+        if self.kind == "stale_pet":
+            return (f"stale pet: {self.hosts[0]} petted its watchdog at {self.start:.3f}s with "
+                    f"its lease last renewed {self.age or 0.0:.2f}s before")
+        if self.kind == "overdue_vm":
+            return (f"overdue VM: {self.vm} ran on {self.hosts[0]} {span}, past {self.hosts[0]}"
+                    f"'s own self-fence deadline")
         return f"split brain: {self.vm} ran on {self.hosts[0]} and {self.hosts[1]} {span}"
 
 

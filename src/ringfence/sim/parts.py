@@ -67,6 +67,7 @@ class SimHypervisor:
         self.host = host
 
     def _check(self) -> None:
+        self.world.calls.charge(self.host, "hypervisor")
         if not self.world.host_runs(self.host):
             raise HypervisorError(f"{self.host} is not running")
 
@@ -133,6 +134,7 @@ class SimPowerFence:
         self.fencer = fencer
 
     def fence(self, host: str, action: Literal["off", "reboot"]) -> SimFenceHandle:
+        self.world.calls.charge(self.fencer, "fence")
         handle = SimFenceHandle()
         self.world.power_fence(self.fencer, host, action, handle)
         return handle

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringfence.sim.checker import Outcome, Violation, downtime, evaluate, split_brains
+from ringfence.sim.obligations import overdue_vms
 from ringfence.sim.scenario import Scenario
 from ringfence.sim.world import World
 
@@ -28,13 +29,24 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimulationResult:
     seed = scenario.seed if seed is None else seed
     world = World(scenario, seed)
     world.run(scenario.duration)
-    violations = split_brains(world.runs)
+    violations = [*split_brains(world.runs), *world.obligation_violations,
+                  *overdue_vms(world, scenario.duration)]
     outcomes = [evaluate(world, e, scenario.duration) for e in scenario.expect]
     return SimulationResult(scenario, seed, world, violations, outcomes)
 
 
 def _t(value: float) -> float:
     return round(value, 3)
+
+
+def _violation(v: Violation) -> dict[str, Any]:
+    """A split brain in the contract's shape; `stale_pet` and `overdue_vm` alike, with the
+    host in `hosts` (and `vm: null` for a pet)."""
+    out: dict[str, Any] = {"kind": v.kind, "vm": v.vm, "hosts": list(v.hosts),
+                           "from": _t(v.start), "to": _t(v.end), "text": v.text()}
+    if v.age is not None:
+        out["age"] = _t(v.age)
+    return out
 
 
 def to_json(result: SimulationResult) -> dict[str, Any]:
@@ -55,11 +67,7 @@ def to_json(result: SimulationResult) -> dict[str, Any]:
         "scenario": scenario.name,
         "seed": result.seed,
         "passed": result.passed,
-        "violations": [
-            {"kind": "split_brain", "vm": v.vm, "hosts": list(v.hosts), "from": _t(v.start),
-             "to": _t(v.end), "text": v.text()}
-            for v in result.violations
-        ],
+        "violations": [_violation(v) for v in result.violations],
         "expectations": [
             {"expect": o.expectation.as_written(), "passed": o.passed, "detail": o.detail}
             for o in result.outcomes

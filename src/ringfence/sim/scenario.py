@@ -41,7 +41,7 @@ from ringfence.config import (
     validate_document,
 )
 from ringfence.core.events import EVENT_KINDS
-from ringfence.units import Duration, format_duration
+from ringfence.units import Duration, Size, format_duration
 
 __all__ = [
     "EVENT_FIELDS",
@@ -82,6 +82,9 @@ EventKind = Literal[
     "migrate",
     "force_start",
     "store_wipe",
+    "agent_stall",
+    "slow_calls",
+    "lost_answers",
 ]
 
 EVENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -107,8 +110,14 @@ EVENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "migrate": (("vm", "to"), ()),
     "force_start": (("vm", "host", "operator"), ("confirm_down",)),
     "store_wipe": ((), ("member",)),
+    "agent_stall": (("host", "for_"), ()),
+    "slow_calls": (("host", "part", "latency", "for_"), ()),
+    "lost_answers": (("host", "for_"), ()),
 }
-"""For each event ``do``: (required fields, optional fields), besides ``at`` and ``do``."""
+"""For each event ``do``: (required fields, optional fields), besides ``at`` and ``do``
+(``for_`` is written ``for`` in files)."""
+
+CallPart = Literal["store", "hypervisor", "fence"]
 
 HostStateName = Literal[
     "online",
@@ -166,6 +175,31 @@ def _valid_shapes() -> str:
     )
 
 
+class LatencyRange(_Model):
+    """A call latency drawn uniformly from [min, max] (the run's seeded random)."""
+
+    min: Duration
+    max: Duration
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max < self.min:
+            raise FieldProblems([(("max",), f"max ({format_duration(self.max)}) is below min "
+                                             f"({format_duration(self.min)})")])
+        return self
+
+
+Latency = Duration | LatencyRange
+
+
+class Latencies(_Model):
+    """How long each call of a part takes on the caller's clock (default: no time)."""
+
+    store: Latency = 0.0
+    hypervisor: Latency = 0.0
+    fence: Latency = 0.0
+
+
 class SimSettings(_Model):
     """Simulation knobs that are not part of the cluster (our extension of the contract)."""
 
@@ -175,6 +209,22 @@ class SimSettings(_Model):
     packet_loss: float = Field(default=0.0, ge=0.0, le=1.0)
     link_jitter: Duration = 0.0
     clock_drift_ppm: float = Field(default=0.0, allow_inf_nan=False)
+    latency: Latencies = Field(default_factory=Latencies)
+    migration_bandwidth: Size = 1 << 30  # bytes per second of a live migration's memory copy
+    migration_switchover: Duration = 0.3
+
+    @model_validator(mode="after")
+    def _positive_bandwidth(self) -> Self:
+        if self.migration_bandwidth <= 0:
+            raise FieldProblems([(("migration_bandwidth",),
+                                  "a live migration copies memory at more than 0 bytes per "
+                                  "second, such as 1GiB")])
+        return self
+
+
+def _written(name: str) -> str:
+    """A field's name as files write it (``for_`` is ``for``)."""
+    return "for" if name == "for_" else name
 
 
 class Event(_Model):
@@ -196,21 +246,31 @@ class Event(_Model):
     operator: str | None = None
     confirm_down: list[str] = Field(default_factory=list)
     member: str | None = None
+    for_: Duration | None = Field(default=None, alias="for")
+    part: CallPart | None = None
+    latency: Duration | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _fields_fit_kind(self) -> Self:
         required, optional = EVENT_FIELDS[self.do]
-        takes = _shape_text(required, optional)
+        takes = _shape_text(tuple(_written(n) for n in required),
+                            tuple(_written(n) for n in optional))
         allowed = {"at", "do", *required, *optional}
         problems: list[tuple[Loc, str]] = []
         for name in type(self).model_fields:
             if name in self.model_fields_set and name not in allowed:
+                shown = _written(name)
                 problems.append(
-                    ((name,), f"{name!r} does not belong to do: {self.do}; it takes: {takes}")
+                    ((shown,), f"{shown!r} does not belong to do: {self.do}; it takes: {takes}")
                 )
         for name in required:
             if getattr(self, name) is None:
-                problems.append(((name,), f"do: {self.do} needs {name!r}; it takes: {takes}"))
+                shown = _written(name)
+                problems.append(((shown,), f"do: {self.do} needs {shown!r}; it takes: {takes}"))
+        if self.for_ is not None and self.for_ <= 0:
+            problems.append((("for",), "for must be longer than 0s"))
         if self.groups is not None:
             if not self.groups and "groups" in required:
                 problems.append(
@@ -427,7 +487,7 @@ class Scenario(_Model):
             return False
 
         self._late(loc, "at", event.at, add)
-        host_ok = host("host", event.host)
+        host_ok = (event.do == "slow_calls" and event.host == "all") or host("host", event.host)
         if event.witness is not None and event.witness not in witnesses:
             message = (
                 f"{event.witness!r} is a host; do: {event.do} needs a witness"

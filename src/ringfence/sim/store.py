@@ -170,6 +170,7 @@ class SimStoreClient:
         self.world = world
         self.cluster_store = store
         self.host = host
+        self.granted: dict[int, float] = {}  # lease -> when it was granted
 
     @property
     def store(self) -> SimStore:
@@ -180,38 +181,91 @@ class SimStoreClient:
         now = self.world.now
         store = self.store
         if store is self.cluster_store and not self.world.store_reachable(self.host):
+            self._wait()
             raise StoreUnavailable(f"{self.host} reaches no store quorum")
         if not store.available(now):
+            self._wait()
             raise StoreUnavailable(f"{self.host} reaches no store quorum")
         store.expire(now)
         return now
 
+    def _wait(self) -> None:
+        """The call's latency (`sim.calls`): the request is applied when it is made, the
+        answer comes back this much later."""
+        calls = getattr(self.world, "calls", None)
+        if calls is not None:
+            calls.charge(self.host, "store")
+
+    def _answered(self) -> None:
+        """After a write was applied: wait for the answer, which may be lost."""
+        self._wait()
+        calls = getattr(self.world, "calls", None)
+        if calls is not None and calls.answer_lost(self.host):
+            raise StoreUnavailable(f"{self.host}: the store's answer was lost")
+
     def revision(self) -> int:
         self._now()
-        return self.store.rev
+        revision = self.store.rev
+        self._wait()
+        return revision
 
     def get(self, key: str) -> KeyValue | None:
         self._now()
-        return self.store.get(key)
+        found = self.store.get(key)
+        self._wait()
+        return found
 
     def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
         self._now()
-        return self.store.get_prefix(prefix, guard)
+        found = self.store.get_prefix(prefix, guard)
+        self._wait()
+        return found
 
     def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
             ) -> TxnResult:
-        self._now()
-        return self.store.txn(compare, success, failure)
+        now = self._now()
+        result = self.store.txn(compare, success, failure)
+        if result.succeeded:
+            self._saw_registration(now, success)
+        self._answered()
+        return result
 
     def grant(self, ttl: float) -> int:
-        return self.store.grant(self._now(), ttl)
+        now = self._now()
+        lease = self.store.grant(now, ttl)
+        self.granted[lease] = now
+        self._answered()
+        return lease
 
     def keepalive(self, lease: int) -> bool:
-        return self.store.keepalive(self._now(), lease)
+        now = self._now()
+        alive = self.store.keepalive(now, lease)
+        mine = self.store.kv.get(f"hosts/{self.host}/lease")
+        if alive and mine is not None and mine.lease == lease:
+            self._renewed(now)
+        self._answered()
+        return alive
 
     def time_to_live(self, lease: int) -> float | None:
-        return self.store.time_to_live(self._now(), lease)
+        ttl = self.store.time_to_live(self._now(), lease)
+        self._wait()
+        return ttl
 
     def revoke(self, lease: int) -> None:
         self._now()
         self.store.revoke(lease)
+        self._answered()
+
+    # ---------------------------------------------------------------- ground truth
+    def _saw_registration(self, now: float, ops: list[Op]) -> None:
+        key = f"hosts/{self.host}/lease"
+        for op in ops:
+            if isinstance(op, Put) and op.key == key and op.lease in self.granted:
+                self._renewed(self.granted[op.lease])
+
+    def _renewed(self, sent: float) -> None:
+        """The host's lease was renewed by a request made at `sent` (for the checker's
+        `stale_pet` and `overdue_vm`, which judge by what really happened)."""
+        record = getattr(self.world, "lease_renewed", None)
+        if record is not None:
+            record(self.host, sent)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from greenlet import GreenletExit, greenlet
 
 from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
@@ -35,6 +36,9 @@ from ringfence.core.ports import BoolArray, FloatArray, HostReading, IntArray, N
 from ringfence.core.topology import Topology
 from ringfence.fence.base import FenceResult
 from ringfence.hypervisor.base import HypervisorError
+from ringfence.sim.calls import Calls, SlowCalls
+from ringfence.sim.checker import Violation
+from ringfence.sim.obligations import pet_violation
 from ringfence.sim.parts import (
     SimAlerts,
     SimClock,
@@ -110,6 +114,9 @@ class SimHost:
     memory_errors: int = 0
     started_at: dict[str, float] = field(default_factory=dict)
     disk: dict[str, dict[str, object]] = field(default_factory=dict)
+    tick_g: greenlet | None = None  # the decision cycle running now (maybe waiting in a call)
+    resume_pending: bool = False  # its call answered while the agent did not execute
+    stalled: bool = False  # `agent_stall`: the agent does not execute; VMs and watchdog do
 
 
 @dataclass
@@ -180,6 +187,9 @@ class World:
         self.partitions: dict[str, dict[str, int]] = {}  # network -> endpoint -> group
         self.store_members = self.config.store_members()
         self.store = SimStore(self.settings.store_election_time)
+        self.calls = Calls(self, self.settings, seed)
+        self.vm_memory = {vm.name: vm.memory for vm in self.config.vms}
+        self.migrations: dict[tuple[str, str, str], bool] = {}  # in flight: still intact?
         self.lost_members: set[str] = set()  # members whose data was wiped (store_wipe)
         self.foreign_stores: dict[str, SimStore] = {}  # host -> the empty store it reaches
         n, links = self.topology.host_links.shape
@@ -200,6 +210,12 @@ class World:
         self.local_tl = {h: Timeline[str | None](None) for h in self.hosts}
         self.view_tl = {h: Timeline[str | None](None) for h in self.hosts}
         self.view_source: tuple[str | None, int] = (None, -1)
+        # Per host and life (power on to power off): the renewals that really happened, and
+        # when that life began (ground truth for `sim.obligations`).
+        self.lives: dict[str, list[tuple[list[float], float]]] = {h: [([], 0.0)]
+                                                                 for h in self.hosts}
+        self.duty_tl = {h: Timeline[bool](True) for h in self.hosts}  # executing, no failsafe
+        self.obligation_violations: list[Violation] = []
 
     # ================================================================ event loop
     def at(self, t: float, fn: Callable[[], None]) -> None:
@@ -275,25 +291,99 @@ class World:
     def _new_id(self) -> str:
         return f"sim-{int(self.rng_np.integers(0, 2**62)):x}"
 
+    def _executes(self, host: SimHost) -> bool:
+        """Does the host's agent execute now (powered up, not hung, not stalled)?"""
+        return host.power == Power.UP and not host.stalled
+
     def _tick(self, host: SimHost, boot: int) -> None:
         if host.boot != boot or host.agent is None:
             return
-        if host.power == Power.HUNG:
+        if host.power == Power.HUNG or (host.power == Power.UP and host.stalled):
             host.tick_missed = True
             return
         if host.power != Power.UP:
             return
+        if host.tick_g is not None:
+            return  # the last cycle still waits in a call: this slot is skipped
+        # The cycle runs in a greenlet, so that the calls it makes can take simulated time
+        # (`sim.calls`); without latencies it runs to its end at once.
+        cycle = greenlet(self._cycle)
+        host.tick_g = cycle
+        cycle.switch(host)
+        self._after_switch(host, boot)
+
+    @staticmethod
+    def _cycle(host: SimHost) -> None:
+        assert host.agent is not None
         host.agent.tick()
+
+    def _after_switch(self, host: SimHost, boot: int) -> None:
+        """Back from a host's cycle: it ended, or it waits in a call."""
+        cycle = host.tick_g
+        if cycle is None or not cycle.dead:
+            return
+        host.tick_g = None
+        if host.boot != boot:
+            return
         self._record_states(host)
         # Cycles on a fixed grid (origin + k * interval): no drift from summing floats. A
-        # host that resumes from a hang ticks at once and then rejoins its grid.
+        # cycle that overran skips the slots it missed; a host that resumes from a hang or a
+        # stall cycles at once and then rejoins its grid.
         interval = self.config.timing.heartbeat_interval
         host.tick_count = max(host.tick_count + 1,
                               int((self.now - host.tick_origin) / interval) + 1)
         self.at(host.tick_origin + host.tick_count * interval, lambda: self._tick(host, boot))
 
+    def suspend(self, host: SimHost, seconds: float) -> None:
+        """The host's running cycle waits `seconds` in a call (see `sim.calls`)."""
+        cycle = host.tick_g
+        assert cycle is not None and cycle.parent is not None
+        boot = host.boot
+        self.at(self.now + seconds, lambda: self._resume(host, cycle, boot))
+        cycle.parent.switch()
+
+    def _resume(self, host: SimHost, cycle: greenlet, boot: int) -> None:
+        if host.boot != boot or cycle.dead or host.tick_g is not cycle:
+            return
+        if not self._executes(host):
+            host.resume_pending = True  # the answer is there; the agent runs again later
+            return
+        cycle.switch()
+        self._after_switch(host, boot)
+
+    def _kill_cycle(self, host: SimHost) -> None:
+        """The host lost power (or rebooted) while its cycle waited in a call."""
+        cycle, host.tick_g = host.tick_g, None
+        host.resume_pending = False
+        if cycle is not None and not cycle.dead:
+            cycle.throw(GreenletExit)
+
+    def _wake(self, host: SimHost) -> None:
+        """The agent executes again (a hang resumed, a stall ended): what waited runs now."""
+        boot = host.boot
+        if host.resume_pending and host.tick_g is not None:
+            host.resume_pending = False
+            self._resume(host, host.tick_g, boot)
+        if host.tick_missed:
+            host.tick_missed = False
+            self._tick(host, boot)
+
+    def lease_renewed(self, host: str, sent: float) -> None:
+        """Ground truth for `sim.obligations`: the host's lease was renewed by a request made
+        at `sent` (a keepalive, or the grant of the lease a registration attached)."""
+        self.lives[host][-1][0].append(sent)
+
+    def duty_cuts(self, host: str) -> list[tuple[float, bool]]:
+        return self.duty_tl[host].changes()
+
+    def _record_duty(self, host: SimHost) -> None:
+        on_duty = (self._executes(host) and host.agent is not None
+                   and not host.agent.failsafe)
+        self.duty_tl[host.name].set(self.now, on_duty)
+
     def _record_states(self, host: SimHost) -> None:
         assert host.agent is not None
+        self._record_duty(host)
         self.local_tl[host.name].set(self.now, host.agent.local_state())
         leader_kv = self.store.kv.get(MANAGER_KEY) if self.store.has_quorum else None
         leader = leader_kv.value.get("host") if leader_kv else None
@@ -313,6 +403,10 @@ class World:
         return self.hosts[name].power == Power.UP
 
     def _power_down(self, host: SimHost, why: str) -> None:
+        self._kill_cycle(host)
+        host.stalled = False
+        self.lives[host.name].append(([], self.now))  # a new life proves itself anew
+
         for vm in sorted(host.domains):
             self._close_run(vm, host.name)
         host.domains.clear()
@@ -325,6 +419,7 @@ class World:
         self.last_sent[host.index] = -np.inf
         self.power_tl[host.name].set(self.now, Power.OFF.value)
         self.local_tl[host.name].set(self.now, None)
+        self._record_duty(host)
         self._topology_changed()
 
     def _power_up(self, host: SimHost) -> None:
@@ -413,9 +508,17 @@ class World:
         if self.hosts[host].domains.pop(vm, None) is not None:
             self._close_run(vm, host)
 
+    def migration_time(self, vm: str) -> float:
+        """A live migration copies the guest's memory, then switches over."""
+        memory = self.vm_memory.get(vm, 0)
+        return memory / self.settings.migration_bandwidth + self.settings.migration_switchover
+
     def vm_migrate(self, source: str, vm: str, target: str, token: int) -> None:
-        """Live migration: the guest stops executing on `source` and continues on `target`
-        at the same instant (no overlap, no downtime to speak of)."""
+        """Live migration: the guest keeps running on `source` while its memory is copied
+        (`migration_time`), then stops executing there and continues on `target` at the same
+        instant (no overlap). It fails, and the guest stays on `source`, if the target goes
+        down or the two can no longer talk before the switchover; if the source goes down,
+        the guest dies with it."""
         src, dst = self.hosts[source], self.hosts[target]
         if vm not in src.domains:
             raise HypervisorError(f"{vm} does not run on {source}")
@@ -423,6 +526,15 @@ class World:
             raise HypervisorError(f"{target} can not be reached from {source} for migration")
         if vm in dst.domains:
             raise HypervisorError(f"{vm} already exists on {target}")
+        key = (vm, source, target)
+        self.migrations[key] = True
+        self.calls.wait(source, self.migration_time(vm))
+        intact = self.migrations.pop(key, False)
+        if not intact or dst.power != Power.UP or not self.talk(source, target):
+            raise HypervisorError(f"the migration of {vm} to {target} failed: {target} went "
+                                  f"down or could not be reached before the switchover")
+        if vm not in src.domains or src.power != Power.UP:
+            raise HypervisorError(f"{vm} no longer runs on {source}")
         del src.domains[vm]
         handed = self.open_runs.get((vm, source))
         self._close_run(vm, source)
@@ -453,6 +565,9 @@ class World:
         host = self.hosts[name]
         if not host.wd_armed:
             return
+        stale = pet_violation(self, name)
+        if stale is not None:
+            self.obligation_violations.append(stale)
         host.wd_deadline = self.now + host.wd_timeout
         if not host.wd_check_pending:
             host.wd_check_pending = True
@@ -532,6 +647,10 @@ class World:
         if cliques and not any(leader in c for c in cliques):
             leader = cliques[0][0]
         self.store.quorum_changed(self.now, leader if cliques else None)
+        for key in self.migrations:
+            _vm, source, target = key
+            if self.hosts[target].power != Power.UP or not self.talk(source, target):
+                self.migrations[key] = False
         self.store_ok = {
             h: self._endpoint_up(h) and any(all(self.talk(h, m) for m in c) for c in cliques)
             for h in self.hosts
@@ -603,7 +722,7 @@ class World:
 
     # ================================================================ faults
     def apply_fault(self, event: Event) -> None:
-        detail = {k: v for k, v in event.model_dump(exclude_defaults=True).items()
+        detail = {k: v for k, v in event.model_dump(exclude_defaults=True, by_alias=True).items()
                   if k not in ("at", "do")}
         if event.do == "hang":
             detail["watchdog"] = event.watchdog
@@ -661,6 +780,7 @@ class World:
         host.power = Power.HUNG
         host.hung_since = self.now
         host.hang_frozen = event.watchdog == "frozen"
+        self._record_duty(host)
         for vm in sorted(host.domains):
             self._close_run(vm, host.name)  # frozen guests do not execute
         self.power_tl[host.name].set(self.now, Power.HUNG.value)
@@ -681,10 +801,39 @@ class World:
         for vm in sorted(host.domains):
             self._open_run(vm, host.name)  # guests run again the instant the host resumes
         self.power_tl[host.name].set(self.now, Power.UP.value)
+        self._record_duty(host)
         self._topology_changed()
-        if host.tick_missed:
-            host.tick_missed = False
-            self._tick(host, host.boot)
+        self._wake(host)
+
+    def _fault_agent_stall(self, event: Event) -> None:
+        """The agent process stops executing (SIGSTOP): its cycles, heartbeats and store
+        calls stop; its VMs keep running and its watchdog keeps counting."""
+        host = self._host(event)
+        if host.power != Power.UP or host.stalled:
+            return
+        assert event.for_ is not None
+        host.stalled = True
+        self._record_duty(host)
+        boot = host.boot
+
+        def end() -> None:
+            if host.boot == boot and host.stalled:
+                host.stalled = False
+                self._record_duty(host)
+                self._wake(host)
+
+        self.at(self.now + event.for_, end)
+
+    def _fault_slow_calls(self, event: Event) -> None:
+        assert event.host is not None and event.part is not None
+        assert event.latency is not None and event.for_ is not None
+        self.calls.slow.append(SlowCalls(event.host, event.part, event.latency,
+                                         self.now + event.for_))
+
+    def _fault_lost_answers(self, event: Event) -> None:
+        assert event.host is not None and event.for_ is not None
+        self.calls.lost_until[event.host] = max(self.calls.lost_until.get(event.host, 0.0),
+                                                self.now + event.for_)
 
     def _links(self, event: Event) -> list[str]:
         host = self._host(event)
