@@ -85,6 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--disk-file", default=None,
                        help="the process hypervisor's shared disk file (demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
+    agent.add_argument("--migration-delay", default=None, metavar="DURATION",
+                       help="the process hypervisor's live migrations copy for this long while "
+                            "the source keeps running (demo, tests)")
     agent.add_argument("--bootstrap", action="store_true",
                        help="this host may create the cluster identity in an empty store "
                             "(the first start of a new cluster, or a deliberate re-bootstrap)")
@@ -227,17 +230,22 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.violations else EXIT_OK
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from ringfence.demo import FAULTS, DemoOptions, run_demo
+def _duration_option(option: str, value: str | None) -> float | None:
+    """A duration given on the command line; ConfigError naming the option."""
     from ringfence.units import parse_duration
 
-    def duration(option: str, value: str | None) -> float | None:
-        if value is None:
-            return None
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            raise ConfigError(f"--{option}: {exc}") from None
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--{option}: {exc}") from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ringfence.demo import FAULTS, DemoOptions, run_demo
+
+    duration = _duration_option
 
     if args.fault not in FAULTS:
         raise ConfigError(f"--fault: expected one of {', '.join(FAULTS)}, got {args.fault!r}")
@@ -266,6 +274,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir), watchdog=args.watchdog,
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None,
+        migration_delay=_duration_option("migration-delay", args.migration_delay) or 0.0,
         bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)
 

@@ -175,6 +175,27 @@ class Timing(_Model):
     clock_margin: Duration = 0.5
     manager_lease_ttl: Duration | None = None
     fence_timeout: Duration = 30.0
+    cycle_budget: Duration | None = None
+    store_timeout: Duration | None = None
+
+    @property
+    def effective_cycle_budget(self) -> float:
+        """How long one decision cycle may take before it is journaled as `cycle_overrun`:
+        ``cycle_budget``, or half a heartbeat interval. Heartbeats and the watchdog never wait
+        for a decision cycle; a slow one only delays decisions."""
+        if self.cycle_budget is not None:
+            return self.cycle_budget
+        return self.heartbeat_interval / 2
+
+    @property
+    def effective_store_timeout(self) -> float:
+        """How long one store call may wait, over every endpoint: ``store_timeout``, or the
+        longest that still lets a renewal that is due be tried twice before the self-fence
+        deadline: ``(host_lease_ttl - safety_margin - host_lease_ttl / 3) / 2`` (1.5 s at
+        the defaults). A slow store that answers within it never makes a host self-fence."""
+        if self.store_timeout is not None:
+            return self.store_timeout
+        return (self.host_lease_ttl - self.safety_margin - self.host_lease_ttl / 3) / 2
 
     @property
     def effective_heartbeat_timeout(self) -> float:
@@ -247,9 +268,31 @@ class Timing(_Model):
                 "host_lease_ttl/3, and a healthy host must keep petting its watchdog between ",
                 "renewals; lower safety_margin or raise host_lease_ttl",
             )
+        if not problems:
+            self._check_call_budget(bad)
         if problems:
             raise FieldProblems(problems)
         return self
+
+    def _check_call_budget(self, bad: Callable[..., None]) -> None:
+        """Patroni's rule (`loop_wait + 2 * retry_timeout <= ttl`), ours: a renewal that is
+        due (at a third of the lease) must be able to fail once and be tried again, each try
+        waiting its full store timeout, before the self-fence deadline; and the heartbeat
+        cycle, which pets the watchdog, must come round well within the watchdog timeout."""
+        d = format_duration
+        ttl, margin = self.host_lease_ttl, self.safety_margin
+        works = (ttl - margin - ttl / 3) / 2
+        if self.store_timeout is not None and ttl / 3 + 2 * self.store_timeout > ttl - margin:
+            bad("store_timeout",
+                f"store_timeout ({d(self.store_timeout)}) is too long: a renewal due at "
+                f"host_lease_ttl/3 ({d(ttl / 3)}) that fails after store_timeout and is tried "
+                f"again must end before the self-fence deadline, host_lease_ttl - "
+                f"safety_margin ({d(ttl - margin)}); set store_timeout to {d(works)} or less")
+        if self.watchdog_timeout <= 2 * self.heartbeat_interval:
+            bad("watchdog_timeout",
+                f"watchdog_timeout ({d(self.watchdog_timeout)}) must be longer than two "
+                f"heartbeat intervals ({d(2 * self.heartbeat_interval)}): the heartbeat cycle "
+                f"pets the watchdog, and one late cycle must not reset the host")
 
 
 class Network(_Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ except ImportError as exc:  # not installed, or installed without its C library
                 f"ringfence[libvirt]; install it with scripts/install-libvirt",
                 allow_module_level=True)
 
-from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.base import HypervisorError, JobResult
 from ringfence.hypervisor.libvirt import (
     METADATA_NS,
     MIGRATE_FLAGS,
@@ -72,32 +73,45 @@ def live_xml(vm: str) -> str:
         connection.close()
 
 
+def ok(job: Any) -> JobResult:
+    """Wait for a hypervisor job; it must succeed."""
+    result = job.wait(30)
+    assert result is not None and result.ok, result
+    return result  # type: ignore[no-any-return]
+
+
+def failed(job: Any, match: str) -> JobResult:
+    """Wait for a hypervisor job; it must fail, saying `match`."""
+    result = job.wait(30)
+    assert result is not None and not result.ok and re.search(match, result.detail), result
+    return result  # type: ignore[no-any-return]
+
+
 def test_define_start_list_token_stop(names: list[str]) -> None:
     vm = names[0]
     hv = LibvirtHypervisor(URI, domain_xml)
     assert vm not in hv.list_running()
     assert "test" not in hv.list_running()  # the driver's own domain runs, but is not ours
-    hv.start(vm, 41)
+    ok(hv.start(vm, 41))
     assert hv.list_running()[vm] == 41
-    hv.start(vm, 41)  # idempotent
+    ok(hv.start(vm, 41))  # idempotent
     xml = live_xml(vm)
     assert f'<ringfence:token xmlns:ringfence="{METADATA_NS}">41</ringfence:token>' in xml
-    hv.start(vm, 42)  # re-token a running domain
+    ok(hv.start(vm, 42))  # re-token a running domain
     assert hv.list_running()[vm] == 42
     assert ">42</ringfence:token>" in live_xml(vm)
-    hv.stop(vm, 42)  # asks the guest to shut down; the test driver's guest obeys at once
+    ok(hv.stop(vm, 42))  # asks the guest to shut down; the test driver's guest obeys at once
     assert vm not in hv.list_running()
-    hv.stop(vm, 42)  # not running: nothing to do
-    hv.start(vm, 43)  # defined already: started again, with the new token
+    ok(hv.stop(vm, 42))  # not running: nothing to do
+    ok(hv.start(vm, 43))  # defined already: started again, with the new token
     assert hv.list_running()[vm] == 43
 
 
 def test_stop_destroys_after_the_grace(names: list[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     vm = names[0]
-    now = [0.0]
-    hv = LibvirtHypervisor(URI, domain_xml, stop_grace=30.0, clock=lambda: now[0])
-    hv.start(vm, 1)
+    hv = LibvirtHypervisor(URI, domain_xml, stop_grace=0.5)
+    ok(hv.start(vm, 1))
     requests: list[str] = []
 
     def ignored_shutdown(domain: Any) -> int:
@@ -106,22 +120,19 @@ def test_stop_destroys_after_the_grace(names: list[str],
         return 0
 
     monkeypatch.setattr(libvirt.virDomain, "shutdown", ignored_shutdown)
-    hv.stop(vm, 1)
-    assert requests == [vm] and vm in hv.list_running()
-    now[0] = 10.0
-    hv.stop(vm, 1)
-    assert vm in hv.list_running()  # within the grace: still waiting, no second request
-    assert requests == [vm]
-    now[0] = 31.0
-    hv.stop(vm, 1)
-    assert vm not in hv.list_running()  # destroyed
+    job = hv.stop(vm, 1)
+    assert job.result() is None  # a job: the grace runs in its own thread
+    result = ok(job)
+    assert requests == [vm]  # asked once, then waited out the grace
+    assert "destroyed" in result.detail
+    assert vm not in hv.list_running()
 
 
 def test_destroy(names: list[str]) -> None:
     vm, other = names[0], names[1]
     hv = LibvirtHypervisor(URI, domain_xml)
-    hv.start(vm, 7)
-    hv.start(other, 8)
+    ok(hv.start(vm, 7))
+    ok(hv.start(other, 8))
     hv.destroy(vm)
     running = hv.list_running()
     assert vm not in running and running[other] == 8
@@ -133,12 +144,10 @@ def test_start_errors_are_hypervisor_errors(names: list[str]) -> None:
     def no_xml(vm: str) -> str:
         raise FileNotFoundError(f"/etc/ringfence/vms/{vm}.xml")
 
-    with pytest.raises(HypervisorError, match="no domain XML"):
-        LibvirtHypervisor(URI, no_xml).start(names[0], 1)
-    with pytest.raises(HypervisorError, match="defines"):
-        LibvirtHypervisor(URI, lambda vm: domain_xml(names[1])).start(names[0], 1)
-    with pytest.raises(HypervisorError):
-        LibvirtHypervisor(URI, lambda vm: "<domain>broken").start(names[2], 1)
+    failed(LibvirtHypervisor(URI, no_xml).start(names[0], 1), "no domain XML")
+    failed(LibvirtHypervisor(URI, lambda vm: domain_xml(names[1])).start(names[0], 1),
+           "defines")
+    failed(LibvirtHypervisor(URI, lambda vm: "<domain>broken").start(names[2], 1), ".")
     with pytest.raises(HypervisorError, match="can not connect"):
         LibvirtHypervisor("test:///nonexistent/file.xml", domain_xml).list_running()
 
@@ -147,16 +156,13 @@ def test_migration_failure_keeps_the_domain_here(names: list[str]) -> None:
     """The test driver can not migrate: what we can check is the failure semantics."""
     vm = names[0]
     hv = LibvirtHypervisor(URI, domain_xml, target_uri=lambda host: f"test:///{host}")
-    hv.start(vm, 5)
-    with pytest.raises(HypervisorError, match="still runs on this host"):
-        hv.migrate(vm, "hv2", 6)
+    ok(hv.start(vm, 5))
+    failed(hv.migrate(vm, "hv2", 6), "still runs on this host")
     assert hv.list_running()[vm] == 6  # the new token was set before the attempt
-    with pytest.raises(HypervisorError, match="not defined"):
-        hv.migrate(names[1], "hv2", 6)
-    LibvirtHypervisor(URI, domain_xml).start(names[1], 1)
+    failed(hv.migrate(names[1], "hv2", 6), "not defined")
+    ok(LibvirtHypervisor(URI, domain_xml).start(names[1], 1))
     LibvirtHypervisor(URI, domain_xml).destroy(names[1])
-    with pytest.raises(HypervisorError, match="does not run"):
-        hv.migrate(names[1], "hv2", 6)
+    failed(hv.migrate(names[1], "hv2", 6), "does not run")
 
 
 def test_hung_call_is_bounded_and_blocks_further_calls() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.base import HypervisorError, JobResult
 from ringfence.hypervisor.process import ProcessGuestChecks, ProcessHypervisor, read_records
 
 
@@ -59,6 +61,20 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             pass
 
 
+def ok(job: Any) -> JobResult:
+    """Wait for a hypervisor job; it must succeed."""
+    result = job.wait(30)
+    assert result is not None and result.ok, result
+    return result  # type: ignore[no-any-return]
+
+
+def failed(job: Any, match: str) -> JobResult:
+    """Wait for a hypervisor job; it must fail, saying `match`."""
+    result = job.wait(30)
+    assert result is not None and not result.ok and re.search(match, result.detail), result
+    return result  # type: ignore[no-any-return]
+
+
 def test_start_check_retoken_stop(cluster: tuple[Path, Path]) -> None:
     parent, disk = cluster
     hv = ProcessHypervisor("h1", parent / "h1", disk)
@@ -66,25 +82,25 @@ def test_start_check_retoken_stop(cluster: tuple[Path, Path]) -> None:
     assert hv.list_running() == {}
     assert checks.check("app") is False  # not running: a final no, not an exception
 
-    hv.start("app", 5)
-    hv.start("app", 5)  # idempotent: still one process
+    ok(hv.start("app", 5))
+    ok(hv.start("app", 5))  # idempotent: still one process
     assert hv.list_running() == {"app": 5}
     assert len(read_records(parent / "h1")) == 1
     assert checks.check("app") is True
     assert ProcessGuestChecks(parent / "h1", host="h2").check("app") is False
     assert wait_for(lambda: any(line["token"] == 5 for line in disk_lines(disk)))
 
-    hv.start("app", 8)  # a re-token: same process, new token on its next write
+    ok(hv.start("app", 8))  # a re-token: same process, new token on its next write
     pid = read_records(parent / "h1")[0].pid
     assert hv.list_running() == {"app": 8}
     assert read_records(parent / "h1")[0].pid == pid
     assert wait_for(lambda: disk_lines(disk)[-1]["token"] == 8)
 
-    hv.stop("app", 8)
+    ok(hv.stop("app", 8))
     assert hv.list_running() == {}
     assert not alive(pid)
     assert checks.check("app") is False
-    hv.stop("app", 8)  # stopping a VM that does not run is fine
+    ok(hv.stop("app", 8))  # stopping a VM that does not run is fine
     lines = [line for line in disk_lines(disk) if line["vm"] == "app"]
     assert [line["seq"] for line in lines] == list(range(len(lines)))  # one writer, no gaps
 
@@ -92,8 +108,8 @@ def test_start_check_retoken_stop(cluster: tuple[Path, Path]) -> None:
 def test_destroy_and_crash_detection(cluster: tuple[Path, Path]) -> None:
     parent, disk = cluster
     hv = ProcessHypervisor("h1", parent / "h1", disk)
-    hv.start("a", 1)
-    hv.start("b", 2)
+    ok(hv.start("a", 1))
+    ok(hv.start("b", 2))
     records = {r.vm: r for r in read_records(parent / "h1")}
     hv.destroy("a")
     assert not alive(records["a"].pid)
@@ -106,12 +122,12 @@ def test_destroy_and_crash_detection(cluster: tuple[Path, Path]) -> None:
 def test_paused_vm_counts_as_running_and_stop_still_works(cluster: tuple[Path, Path]) -> None:
     parent, disk = cluster
     hv = ProcessHypervisor("h1", parent / "h1", disk, stop_grace=1.0)
-    hv.start("p", 3)
+    ok(hv.start("p", 3))
     pid = read_records(parent / "h1")[0].pid
     os.kill(pid, signal.SIGSTOP)
     assert hv.list_running() == {"p": 3}
     assert ProcessGuestChecks(parent / "h1", timeout=0.2).check("p") is False  # no answer
-    hv.stop("p", 3)
+    ok(hv.stop("p", 3))
     assert not alive(pid)
 
 
@@ -119,9 +135,9 @@ def test_migrate_moves_without_overlap(cluster: tuple[Path, Path]) -> None:
     parent, disk = cluster
     h1 = ProcessHypervisor("h1", parent / "h1", disk)
     h2 = ProcessHypervisor("h2", parent / "h2", disk)
-    h1.start("db", 4)
+    ok(h1.start("db", 4))
     assert wait_for(lambda: len(disk_lines(disk)) >= 3)
-    h1.migrate("db", "h2", 6)
+    ok(h1.migrate("db", "h2", 6))
     assert h1.list_running() == {}
     assert h2.list_running() == {"db": 6}
     assert ProcessGuestChecks(parent / "h2").check("db") is True
@@ -130,11 +146,9 @@ def test_migrate_moves_without_overlap(cluster: tuple[Path, Path]) -> None:
     hosts = [line["host"] for line in disk_lines(disk)]
     first_h2 = hosts.index("h2")
     assert set(hosts[:first_h2]) == {"h1"} and set(hosts[first_h2:]) == {"h2"}  # no interleaving
-    with pytest.raises(HypervisorError, match="does not run"):
-        h1.migrate("db", "h2", 7)
-    with pytest.raises(HypervisorError, match="already runs on h1"):
-        h1.start("db", 9)
-        h2.migrate("db", "h1", 10)
+    failed(h1.migrate("db", "h2", 7), "does not run")
+    ok(h1.start("db", 9))
+    failed(h2.migrate("db", "h1", 10), "already runs on h1")
     h1.destroy("db")
     h2.destroy("db")
 
@@ -142,13 +156,11 @@ def test_migrate_moves_without_overlap(cluster: tuple[Path, Path]) -> None:
 def test_failed_migration_keeps_the_vm_here(cluster: tuple[Path, Path]) -> None:
     parent, disk = cluster
     h1 = ProcessHypervisor("h1", parent / "h1", disk)
-    h1.start("x", 1)
+    ok(h1.start("x", 1))
     (parent / "h3").write_text("not a directory")  # no state directory for h3
-    with pytest.raises(HypervisorError, match="h3"):
-        h1.migrate("x", "h3", 2)
+    failed(h1.migrate("x", "h3", 2), "h3")
     (parent / "h4" / "x.port").mkdir(parents=True)  # the target VM can not write its port
-    with pytest.raises(HypervisorError, match="still runs on h1"):
-        h1.migrate("x", "h4", 2)
+    failed(h1.migrate("x", "h4", 2), "still runs on h1")
     assert h1.list_running() == {"x": 1}
     pid = read_records(parent / "h1")[0].pid
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -160,12 +172,10 @@ def test_failed_migration_keeps_the_vm_here(cluster: tuple[Path, Path]) -> None:
 def test_start_failure_is_a_hypervisor_error(cluster: tuple[Path, Path]) -> None:
     parent, _ = cluster
     broken = ProcessHypervisor("h1", parent / "h1", parent / "no-such-dir" / "disk")
-    with pytest.raises(HypervisorError, match="failed to start"):
-        broken.start("a", 1)
+    failed(broken.start("a", 1), "failed to start")
     assert broken.list_running() == {}
     missing = ProcessHypervisor("h1", parent / "h1", parent / "disk", python="/nonexistent/py")
-    with pytest.raises(HypervisorError, match="can not run"):
-        missing.start("a", 1)
+    failed(missing.start("a", 1), "can not run")
 
 
 def test_unreadable_state_is_an_error_not_an_empty_list(cluster: tuple[Path, Path]) -> None:
@@ -197,8 +207,8 @@ AGENT = textwrap.dedent("""
     from pathlib import Path
     from ringfence.hypervisor.process import ProcessHypervisor
     hv = ProcessHypervisor("h1", Path(sys.argv[1]), Path(sys.argv[2]))
-    hv.start("web", 11)
-    hv.start("db", 12)
+    hv.start("web", 11).wait(30)
+    hv.start("db", 12).wait(30)
     print("started", flush=True)
     time.sleep(60)
 """)

@@ -995,7 +995,7 @@ def test_factory_chooses_the_engine_and_names_missing_fields(tmp_path: Path) -> 
         {"endpoints": ["http://etcd1:2379", "etcd2:2379"]}), host="etcd2")
     assert isinstance(etcd_store, EtcdStore)
     assert [str(e) for e in etcd_store.endpoints] == ["http://etcd2:2379", "http://etcd1:2379"]
-    assert etcd_store.timeout == pytest.approx(1.0)  # 6 s lease / 3 / 2 endpoints
+    assert etcd_store.timeout == pytest.approx(0.75)  # store_timeout 1.5 s / 2 endpoints
 
     def problem(store: dict[str, Any]) -> str:
         with pytest.raises(ConfigError) as raised:

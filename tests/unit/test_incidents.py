@@ -117,7 +117,10 @@ def test_seed_scenario_downtime_per_vm_matches_ground_truth(name: str) -> None:
     check_against_truth(name)
     for incident in incidents_of(name):
         for impact in incident.vms:
-            assert not any(o.uncertain for o in impact.outages), \
+            # Every stop in a seed scenario is observed by a surviving host, except on a host
+            # that went silent until its reset: from outside, a hang (guests frozen) and a
+            # stalled agent (guests running on) look the same, so that stop is a range.
+            assert not any(o.uncertain and "reset" not in o.cause for o in impact.outages), \
                 f"{name}: every stop in a seed scenario is observed by a surviving host"
 
 

@@ -32,7 +32,7 @@ class FileJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
-               text: str = "", token: int | None = None) -> None:
+               text: str = "", token: int | None = None, duration: float | None = None) -> None:
         self.seq += 1
         entry: dict[str, Any] = {
             "t": round(time.time(), 3),  # wall clock: for people and reports only
@@ -43,6 +43,8 @@ class FileJournal:
             entry["cluster"] = self.cluster
         if token is not None:
             entry["token"] = token
+        if duration is not None:
+            entry["duration"] = round(duration, 3)
         line = json.dumps(entry, ensure_ascii=False)
         if self.mirror is not None:
             self.mirror.put(entry)

@@ -1,11 +1,16 @@
 """`ringfence agent`: the real runtime around the same `Agent` the simulator runs.
 
 It builds the real parts (monotonic clock, UDP heartbeats, the configured store, hypervisor,
-watchdog, fence agents, probes, a local journal and local state) and drives `Agent.tick` on a
-fixed grid of `heartbeat_interval` from an asyncio loop; the tick itself runs in a worker
-thread, so a slow store call delays a cycle but never signal handling. SIGTERM or SIGINT: a
-clean stop (the shutdown policy applies: VMs are stopped or drained, the store is told, the
-watchdog is closed), bounded by `STOP_TIMEOUT`; a second signal stops at once.
+watchdog, fence agents, probes, a local journal and local state) and runs the agent's three
+cycles on a fixed grid of `heartbeat_interval` (`origin + k x interval`, skipping the slots a
+slow cycle overran), each in a thread of its own, as the simulator runs them
+(`sim.cycles`): heartbeats and the watchdog pet (`Agent.beat`), the host lease
+(`Agent.keep_leases`, over a store connection of its own) and decisions (`Agent.tick`). The
+cycles share the agent through the gate (`agent.gate`): each lets it go while it waits in a
+store or hypervisor call, so a slow store delays decisions, never a heartbeat, a renewal or a
+pet. The asyncio loop handles signals. SIGTERM or SIGINT: a clean stop (the shutdown policy
+applies: VMs are stopped or drained, the store is told, the watchdog is closed), bounded by
+`STOP_TIMEOUT`; a second signal stops at once.
 
 Failure semantics: a missing address, port, key or watchdog is a start-up error that names the
 field (exit 2), never a traceback. Without a watchdog the agent refuses to run HA unless
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
 from ringfence.config import ClusterConfig
@@ -68,10 +76,12 @@ class AgentOptions:
     unsafe_no_watchdog: bool = False
     log_json: bool = False
     disk_file: Path | None = None  # the `process` hypervisor's shared "disk"
+    migration_delay: float = 0.0  # the process hypervisor's migration "copy" (tests, demo)
     bootstrap: bool = False  # may create the cluster identity in an empty store
     forget_store: bool = False  # forget the remembered store identity (no VM may run)
     on_status: Callable[[str], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    gate: Gate = field(default_factory=Gate)
 
 
 def read_key(config: ClusterConfig) -> bytes:
@@ -144,7 +154,8 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
 
         state = options.state_dir / "vms" / host
         disk = options.disk_file or options.state_dir / "disk.jsonl"
-        return ProcessHypervisor(host, state, disk), ProcessGuestChecks(state)
+        return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay),
+                ProcessGuestChecks(state))
     from ringfence.hypervisor.libvirt import LibvirtHypervisor
     from ringfence.probes.guest import NetworkGuestChecks
 
@@ -163,8 +174,10 @@ def _notify_ready() -> None:
         sock.sendto(b"READY=1", target)
 
 
-def _service_watchdog(agent: Agent) -> Watchdog | None:
-    """systemd's per-service watchdog (WatchdogSec=): petted every cycle from start, so that
+def _service_watchdog(config: ClusterConfig, host: str, journal: FileJournal
+                      ) -> Watchdog | None:
+    """systemd's per-service watchdog (WatchdogSec=), petted by the agent's heartbeat cycle
+    beside the hardware watchdog (and, while the agent waits to join, on its own), so that
     systemd kills an agent that stopped cycling. Not a self-fence by itself: /dev/watchdog is.
     None when not run by systemd with a watchdog; failing to arm it is journaled."""
     if not (os.environ.get("NOTIFY_SOCKET") and os.environ.get("WATCHDOG_USEC")):
@@ -173,10 +186,10 @@ def _service_watchdog(agent: Agent) -> Watchdog | None:
 
     service = SystemdWatchdog()
     try:
-        service.arm(agent.timing.watchdog_timeout)
+        service.arm(config.timing.watchdog_timeout)
     except OSError as exc:
-        agent.parts.journal.record("watchdog_missing", host=agent.host,
-                                   text=f"systemd's service watchdog not used: {exc}")
+        journal.record("watchdog_missing", host=host,
+                       text=f"systemd's service watchdog not used: {exc}")
         return None
     return service
 
@@ -257,10 +270,12 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     local_state = FileLocalState(options.state_dir / f"local-{host}")
     if options.forget_store:
         _forget_store(host, hypervisor, local_state, journal)
+    gate = options.gate
     parts = AgentParts(
         clock=MonotonicClock(),
-        store=store,
-        hypervisor=hypervisor,
+        store=GatedStore(store, gate),
+        lease_store=GatedStore(open_store(config, host=host), gate),
+        hypervisor=GatedHypervisor(hypervisor, gate),
         watchdog=_watchdog(host, options, journal),
         transport=transport,
         journal=journal,
@@ -270,6 +285,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
         guest_checks=checks,
         local_state=local_state,
         new_id=lambda: uuid.uuid4().hex,
+        service_watchdog=_service_watchdog(config, host, journal),
     )
     agent = Agent(config, host, parts, bootstrap=bootstrap)
     # The journal's copy in the store: its own connection (a slow mirror write never delays
@@ -308,6 +324,33 @@ def _forget_store(host: str, hypervisor: Hypervisor, local_state: LocalState,
                         + " (--forget-store): it joins the store it finds")
 
 
+def _on_grid(origin: float, interval: float, count: int) -> tuple[int, float]:
+    """The next slot of the grid after now, and how long until it."""
+    count = max(count + 1, int((time.monotonic() - origin) / interval) + 1)
+    return count, max(0.0, origin + count * interval - time.monotonic())
+
+
+def _beat_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) -> None:
+    """The heartbeat cycle's thread: never waits for the store."""
+    interval, count = agent.timing.heartbeat_interval, 0
+    while not halt.is_set():
+        with gate.held():
+            agent.beat()
+        count, delay = _on_grid(origin, interval, count)
+        halt.wait(delay)
+
+
+def _lease_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) -> None:
+    """The lease cycle's thread: a renewal when it is due, over its own store connection."""
+    interval, count = agent.timing.heartbeat_interval, 0
+    while not halt.is_set():
+        with gate.held():
+            if time.monotonic() >= agent.next_lease_due() - 1e-6:
+                agent.keep_leases()
+        count, delay = _on_grid(origin, interval, count)
+        halt.wait(delay)
+
+
 async def _drive(agent: Agent, options: AgentOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -322,32 +365,46 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    gate = options.gate
     interval = agent.timing.heartbeat_interval
-    service = _service_watchdog(agent)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
-        origin, count = time.monotonic(), 0
-        while not stop.is_set():
-            for request in _operator_requests(options.state_dir):
-                await loop.run_in_executor(executor, _force, agent, request)
-            status = await loop.run_in_executor(executor, agent.tick)
-            if service is not None:
-                service.pet()
-            if options.on_status is not None:
-                options.on_status(status)
-            count = max(count + 1, int((time.monotonic() - origin) / interval) + 1)
-            delay = max(0.0, origin + count * interval - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-        reboot = host_is_rebooting()
-        done = await loop.run_in_executor(executor, lambda: agent.begin_shutdown(reboot=reboot))
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
-            await loop.run_in_executor(executor, agent.tick)
-            if service is not None:
-                service.pet()
-            await asyncio.sleep(interval)
-        if service is not None:
-            service.disarm()
+
+    def gated(work: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with gate.held():
+                return work()
+        return run
+
+    origin, count = time.monotonic(), 0
+    halt = threading.Event()
+    helpers = [threading.Thread(target=_beat_loop, args=(agent, gate, origin, halt),
+                                name="ringfence-beat", daemon=True),
+               threading.Thread(target=_lease_loop, args=(agent, gate, origin, halt),
+                                name="ringfence-lease", daemon=True)]
+    for helper in helpers:
+        helper.start()
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
+            while not stop.is_set():
+                for request in _operator_requests(options.state_dir):
+                    await loop.run_in_executor(executor, gated(functools.partial(
+                        _force, agent, request)))
+                status = await loop.run_in_executor(executor, gated(agent.tick))
+                if options.on_status is not None:
+                    options.on_status(status)
+                count, delay = _on_grid(origin, interval, count)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+            reboot = host_is_rebooting()
+            done = await loop.run_in_executor(
+                executor, gated(lambda: agent.begin_shutdown(reboot=reboot)))
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
+                await loop.run_in_executor(executor, gated(agent.tick))
+                await asyncio.sleep(interval)
+    finally:
+        halt.set()
+        for helper in helpers:
+            helper.join(timeout=2 * interval + 1.0)
     return 0
 
 

@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
@@ -52,7 +53,7 @@ from ringfence.core.ports import (
 from ringfence.core.topology import Topology
 from ringfence.core.vms import VmKeeper
 from ringfence.fence.base import FenceAgent, Watchdog
-from ringfence.hypervisor.base import Hypervisor
+from ringfence.hypervisor.base import Hypervisor, HypervisorError
 from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
 from ringfence.store.identity import IDENTITY_KEY, IdentifiedStore, IdentityRef, read_identity
 
@@ -63,6 +64,10 @@ DRAIN_TIMEOUT = 120.0  # shutdown policy `migrate`: how long a shutdown waits fo
 ALERT_HOLD = 600.0  # a flapping link alerts once per peer in this long, not at every flap
 DEPARTURE_KEY = "failsafe_departure"
 REMEMBER_EVERY = 30.0  # how often the highest revision seen is written to the host's disk
+OVERRUN_HOLD = 10.0  # a slow decision cycle is journaled at most this often
+GAP_CYCLES = 3  # heartbeat cycles missed before the agent says it did not run
+
+_T = TypeVar("_T")
 
 
 class AgentMode(StrEnum):
@@ -88,6 +93,8 @@ class AgentParts:
     guest_checks: GuestChecks | None = None
     local_state: LocalState | None = None
     new_id: Callable[[], str] | None = None  # random ids (a store identity at bootstrap)
+    lease_store: Store | None = None  # the lease cycle's own connection (default: `store`)
+    service_watchdog: Watchdog | None = None  # systemd's (WatchdogSec=), beside the hardware one
 
 
 class Agent:
@@ -107,6 +114,11 @@ class Agent:
         self.raw_store = parts.store
         self.parts = dataclasses.replace(parts, store=IdentifiedStore(
             parts.store, self.identity, on_foreign=self._store_foreign))
+        # The lease cycle's store: its own connection where the runtime gives one, so that a
+        # slow decision cycle's call never queues a renewal behind it.
+        self.lease_store = (self.parts.store if parts.lease_store is None else
+                            IdentifiedStore(parts.lease_store, self.identity,
+                                            on_foreign=self._store_foreign))
         self.bootstrap = bootstrap
         self.foreign_said: str | None = None
         self.store_conflict: tuple[str, ...] = ()  # peers heard that joined another store
@@ -134,43 +146,149 @@ class Agent:
         self.status = "starting"
         self.want_status = True  # the simulator, which never reads it, turns it off
         self.shutdown_after_drain: tuple[bool, float] | None = None  # (reboot, deadline)
+        self.stopping: tuple[bool, int] | None = None  # a clean stop under way: (reboot, VMs)
+        self.took: dict[str, float] = {}  # what the current decision cycle spent its time on
+        self.overrun_said = float("-inf")
+        self.last_beat: float | None = None
         self.vms = VmKeeper(self)
         self.forced = ForcedStarts(self)
         self.manager = Manager(config, host, self.parts, self)
 
-    # ----------------------------------------------------------------- the cycle
+    # ----------------------------------------------------------------- the two cycles
+    def beat(self) -> None:
+        """The heartbeat cycle, every `heartbeat_interval`, whatever the store is doing: it
+        never calls the store. Heartbeats in and out, the lease guard (a stale lease means
+        failsafe or a self-fence, at once), and the watchdog pet on a lease that is fresh
+        at the moment of the pet."""
+        if self.mode == AgentMode.STOPPED:
+            return
+        if self.mode == AgentMode.SELF_FENCED:
+            self.vms.destroy_leftovers()
+            return
+        now = self.parts.clock.now()
+        self._note_gap(now)
+        self._exchange_heartbeats(now)
+        if self.mode == AgentMode.ACTIVE:
+            self._guard(now)
+            if self.mode == AgentMode.ACTIVE and self._near_deadline(now):
+                self.vms.abort_migrations(self._staleness_reason(now))
+        self._pet()
+
+    def _note_gap(self, now: float) -> None:
+        """A heartbeat cycle that comes much later than its slot: this agent did not run (the
+        host hung, or the agent process was stopped). Its guests may have been frozen as long;
+        say so, with the length, for the incident tooling."""
+        last, self.last_beat = self.last_beat, now
+        if last is None:
+            return
+        gap = now - last
+        if gap > GAP_CYCLES * self.timing.heartbeat_interval:
+            self.parts.journal.record(
+                "execution_gap", host=self.host, duration=gap,
+                text=f"{self.host}'s agent did not run for {gap:.1f}s (the host hung, or the "
+                     f"agent was stopped)")
+
     def tick(self) -> str:
+        """The decision cycle: probes, the host lease, the VMs and the manager. Its store
+        and hypervisor calls may take time (they are bounded); heartbeats and the watchdog do
+        not wait for it (`beat`)."""
         now = self.parts.clock.now()
         if self.mode in (AgentMode.SELF_FENCED, AgentMode.STOPPED):
             self.status = f"{self.host}: {self.mode}"
             return self.status
-        self._probe(now)
-        self._exchange_heartbeats(now)
-        self.forced.tick(now)
+        self.took.clear()
+        self._timed("probes", lambda: self._probe(now))
+        self._timed("forced starts", lambda: self.forced.tick(now))
         if self.lease_id is None:
-            self._register(now)
-        elif now >= self.next_renewal - TIMER_SLACK:
-            self._renew(now)
+            self._timed("registration", lambda: self._register(now))
         if self.mode == AgentMode.ACTIVE:
-            self._guard(now)
-        if self.mode == AgentMode.ACTIVE:
-            if not self.failsafe:
-                fresh_read = self.vms.refresh()
-                self._publish_health()
-                self._publish_links()
-                self.vms.reconcile(now, fresh_read=fresh_read, unfit=self._unfit(),
-                                   may_start=self._may_start_vms() and not self.store_conflict)
-                if not self.store_conflict:
-                    self.manager.tick(now)
-            self.parts.watchdog.pet()
-        self.vms.verify(now)
-        if self.shutdown_after_drain is not None and self.mode == AgentMode.ACTIVE:
+            self._guard(self.parts.clock.now())
+        if self.stopping is not None:
+            self._timed("clean stop", lambda: self._continue_shutdown(now))
+        elif self.mode == AgentMode.ACTIVE and not self.failsafe:
+            fresh_read = self._timed("store read", self.vms.refresh)
+            self._timed("publishing", self._publish)
+            self._timed("VMs", lambda: self.vms.reconcile(
+                now, fresh_read=fresh_read, unfit=self._unfit(),
+                may_start=self._may_start_vms() and not self.store_conflict))
+            if not self.store_conflict and self.mode == AgentMode.ACTIVE:
+                self._timed("manager", lambda: self.manager.tick(now))
+        self._pet()
+        self._timed("guest checks", lambda: self.vms.verify(now))
+        if (self.shutdown_after_drain is not None and self.mode == AgentMode.ACTIVE
+                and self.stopping is None):
             reboot, deadline = self.shutdown_after_drain
-            if not self.vms.owned or now >= deadline:
+            if (not self.vms.owned and not self.vms.any_running()) or now >= deadline:
                 self.shutdown(reboot=reboot)
+        self._check_overrun(now)
         if self.want_status:
             self.status = self._status_line(now)
         return self.status
+
+    def keep_leases(self) -> None:
+        """The lease cycle: renew the host lease when it is due, and nothing else, so that a
+        slow decision cycle never lets the host lease run out (`next_lease_due`)."""
+        if self.mode != AgentMode.ACTIVE or self.lease_id is None:
+            return
+        if self.parts.clock.now() >= self.next_renewal - TIMER_SLACK:
+            self._renew()
+
+    def next_lease_due(self) -> float:
+        """When `keep_leases` has work next (on this host's clock); inf: nothing to keep."""
+        if self.mode != AgentMode.ACTIVE or self.lease_id is None:
+            return float("inf")
+        return self.next_renewal
+
+    def _timed(self, what: str, work: Callable[[], _T]) -> _T:
+        """Run one part of the cycle, keeping how long it took (for `cycle_overrun`)."""
+        started = self.parts.clock.now()
+        try:
+            return work()
+        finally:
+            self.took[what] = self.took.get(what, 0.0) + self.parts.clock.now() - started
+
+    def _check_overrun(self, started: float) -> None:
+        """A cycle longer than its budget is journaled with what took the time (at most once
+        per `OVERRUN_HOLD`): heartbeats and the watchdog never wait for it, but decisions do."""
+        took = self.parts.clock.now() - started
+        if took <= self.timing.effective_cycle_budget:
+            return
+        now = self.parts.clock.now()
+        if now - self.overrun_said < OVERRUN_HOLD:
+            return
+        self.overrun_said = now
+        parts = sorted(self.took.items(), key=lambda kv: -kv[1])[:3]
+        detail = ", ".join(f"{what} {seconds:.2f}s" for what, seconds in parts if seconds > 0)
+        self.parts.journal.record(
+            "cycle_overrun", host=self.host,
+            text=f"{self.host}'s decision cycle took {took:.2f}s (budget "
+                 f"{self.timing.effective_cycle_budget:g}s): {detail or 'no single part'}")
+
+    def _publish(self) -> None:
+        self._publish_health()
+        self._publish_links()
+
+    def _near_deadline(self, now: float) -> bool:
+        """Close enough to the self-fence deadline that a live migration out of here must be
+        given up now, so that it is over (aborted) when the deadline comes."""
+        if self.last_renewal_sent is None or self.failsafe:
+            return False
+        margin = 2 * self.timing.heartbeat_interval
+        return not leases.lease_is_fresh(now - self.last_renewal_sent + margin, self.timing)
+
+    def _pet(self) -> None:
+        """Pet the watchdog only on fresh proof: the clock read again now, and the last
+        renewal that worked younger than `host_lease_ttl - safety_margin` at this moment (or
+        failsafe holding). Patroni's rule: the pet follows the proof, never a memory of it."""
+        service = self.parts.service_watchdog
+        if self.mode != AgentMode.ACTIVE:
+            if service is not None and self.mode == AgentMode.WAITING_FOR_QUORUM:
+                service.pet()  # alive and holding nothing: systemd must not kill it
+            return
+        if self.failsafe or self._lease_fresh(self.parts.clock.now()):
+            self.parts.watchdog.pet()
+            if service is not None:
+                service.pet()
 
     def _guard(self, now: float) -> None:
         """Fresh lease: carry on. Stale: failsafe if it holds, else self-fence."""
@@ -191,6 +309,7 @@ class Agent:
                          f"every other; keeping {len(self.vms.seen)} VM(s), starting nothing")
                 self.parts.alerts.send("critical", f"store lost: {self.host} in failsafe",
                                        host=self.host)
+                self.vms.abort_migrations("failsafe: nothing moves without the store")
             return
         if self.failsafe:
             self.failsafe = False
@@ -356,6 +475,7 @@ class Agent:
             if not self._arm_watchdog():  # armed only once the store answers
                 return
             incarnation = int(info.value.get("incarnation", 0)) + 1 if info else 1
+            granted = self.parts.clock.now()  # the lease's age counts from its request
             lease = store.grant(self.timing.host_lease_ttl)
             result = store.txn(
                 [Compare.unchanged(leases.host_info_key(self.host),
@@ -387,8 +507,8 @@ class Agent:
             self._disarm_unused()
             return  # someone else registered this host name meanwhile: retry next cycle
         self.lease_id, self.incarnation = lease, incarnation
-        self.last_renewal_sent = now
-        self.next_renewal = now + leases.renewal_interval(self.timing)
+        self.last_renewal_sent = granted
+        self.next_renewal = granted + leases.renewal_interval(self.timing)
         self.mode = AgentMode.ACTIVE
         self.parts.journal.record(
             "quorum_gained", host=self.host,
@@ -480,11 +600,16 @@ class Agent:
             self.parts.watchdog.disarm()
             self.watchdog_armed = False
 
-    def _renew(self, now: float) -> None:
+    def _renew(self) -> None:
+        """Keep the host lease alive. Its age is counted from when this request was *sent*
+        (the clock read just before it), so a slow answer only makes it look older."""
         assert self.lease_id is not None
+        clock = self.parts.clock
+        sent = clock.now()
         try:
-            alive = self.parts.store.keepalive(self.lease_id)
+            alive = self.lease_store.keepalive(self.lease_id)
         except StoreUnavailable:
+            now = clock.now()
             if self.store_lost_since is None:
                 self.store_lost_since = now
                 self.parts.journal.record(
@@ -492,6 +617,7 @@ class Agent:
                     text=f"{self.host} can not renew its lease: store unreachable")
             self.next_renewal = now + self.timing.heartbeat_interval
             return
+        now = clock.now()
         if not alive:
             self.parts.journal.record(
                 "lease_expired", host=self.host,
@@ -506,8 +632,11 @@ class Agent:
             self.store_lost_since = None
             self.forced.claim()
         self.foreign_said = None
-        self.last_renewal_sent = now
-        self.next_renewal = now + leases.renewal_interval(self.timing)
+        if self.mode != AgentMode.ACTIVE:
+            return  # self-fenced while the call was under way (the heartbeat cycle's guard)
+        self.last_renewal_sent = sent
+        self.next_renewal = sent + leases.renewal_interval(self.timing)
+        self._pet()  # right after a fresh proof of the lease
         if now - self.remembered_at >= REMEMBER_EVERY:
             self.remembered_at = now
             self._remember()
@@ -521,12 +650,13 @@ class Agent:
         return f"store unreachable, lease last renewed {age:.1f}s ago"
 
     def _self_fence(self, now: float, reason: str) -> None:
-        """Stop every VM at once and stop petting: the watchdog finishes the job."""
+        """Stop every VM at once and stop petting: the watchdog finishes the job. The mode
+        changes first, so that no other cycle starts anything from here on."""
+        self.mode = AgentMode.SELF_FENCED
+        self.failsafe = False
         running = self.vms.destroy_all()
         if self.parts.local_state is not None:
             self.parts.local_state.put(HELD_KEY, {"vms": running})
-        self.mode = AgentMode.SELF_FENCED
-        self.failsafe = False
         self.manager.step_down()
         self.parts.journal.record(
             "self_fence", host=self.host,
@@ -541,8 +671,8 @@ class Agent:
     def begin_shutdown(self, *, reboot: bool) -> bool:
         """A clean shutdown or reboot asked by the operating system. With the `migrate`
         shutdown policy the host first drains (as in maintenance) and shuts down when it
-        holds no VM, or after `DRAIN_TIMEOUT`; returns False while that goes on (call
-        `tick` until `mode` is `stopped`). Otherwise it shuts down at once: True."""
+        holds no VM, or after `DRAIN_TIMEOUT`. Returns False while that, or the stopping of
+        its VMs, goes on (call `tick` until `mode` is `stopped`); True once stopped."""
         if (self.config.policy.shutdown == "migrate" and self.mode == AgentMode.ACTIVE
                 and self.lease_id is not None):
             try:
@@ -551,8 +681,7 @@ class Agent:
                     [Put(leases.host_maintenance_key(self.host),
                          {"by": self.host, "reason": "shutdown"})])
             except StoreUnavailable:
-                self.shutdown(reboot=reboot)
-                return True
+                return self.shutdown(reboot=reboot)
             now = self.parts.clock.now()
             self.shutdown_after_drain = (reboot, now + DRAIN_TIMEOUT)
             self.parts.journal.record(
@@ -560,21 +689,38 @@ class Agent:
                 text=f"{self.host} drains its VMs by live migration before it "
                      f"{'reboots' if reboot else 'shuts down'} (shutdown policy: migrate)")
             return False
-        self.shutdown(reboot=reboot)
-        return True
+        return self.shutdown(reboot=reboot)
 
-    def shutdown(self, *, reboot: bool) -> None:
-        """A clean shutdown or reboot: stop this host's VMs, then tell the store (guarded by
-        our own lease) that this incarnation is offline with no VM running, release the lease
-        and close the watchdog. If the store can not be told, the last heartbeats say
-        `leaving`, and this host promises (on its own disk) not to rejoin before it hears
-        its peers again; the cluster then treats it as failed and proves it fenced the usual
-        way: slower, never unsafe."""
+    def shutdown(self, *, reboot: bool) -> bool:
+        """A clean shutdown or reboot: stop this host's VMs (jobs: the decision cycle waits
+        for them), then tell the store (guarded by our own lease) that this incarnation is
+        offline with no VM running, release the lease and close the watchdog. If the store can
+        not be told, the last heartbeats say `leaving`, and this host promises (on its own
+        disk) not to rejoin before it hears its peers again; the cluster then treats it as
+        failed and proves it fenced the usual way: slower, never unsafe. True once stopped
+        (at once when every VM stopped at once); else call `tick` until `mode` is stopped."""
+        if self.stopping is None:
+            try:
+                running = len(self.parts.hypervisor.list_running())
+            except HypervisorError:
+                running = 0
+            self.stopping = (reboot, running)
+            reason = "reboot" if reboot else "shutdown"
+            self.vms.stop_all(self.parts.clock.now(), f"clean {reason} of {self.host}")
+            self.manager.resign()
+        return self._continue_shutdown(self.parts.clock.now())
+
+    def _continue_shutdown(self, now: float) -> bool:
+        """Finish a clean stop once no VM runs. A VM that can not be stopped keeps the
+        watchdog armed: closing it would let a VM run on without a lease holder."""
+        assert self.stopping is not None
+        reboot, stopped = self.stopping
+        self.vms.poll_jobs(now)
+        if self.vms.any_running():
+            return False
         reason = "reboot" if reboot else "shutdown"
-        stopped = self.vms.stop_all(f"clean {reason} of {self.host}")
-        self.manager.resign()
         told = False
-        if self.lease_id is not None and not self.vms.any_running():
+        if self.lease_id is not None:
             try:
                 result = self.parts.store.txn(
                     [Compare(leases.host_lease_key(self.host), "lease", self.lease_id)],
@@ -584,7 +730,7 @@ class Agent:
                 told = result.succeeded
             except StoreUnavailable:
                 told = False
-        if not told and not self.vms.any_running():
+        if not told:
             others = [h for h in self.manager.host_names if h != self.host]
             if self.parts.local_state is not None and self.lease_id is not None:
                 self.parts.local_state.put(DEPARTURE_KEY, {"hosts": others})
@@ -592,11 +738,14 @@ class Agent:
                                       self._fingerprint())
         if self.watchdog_armed:
             self.parts.watchdog.disarm()
+        if self.parts.service_watchdog is not None:
+            self.parts.service_watchdog.disarm()
         self.mode = AgentMode.STOPPED
         self.parts.journal.record(
             "host_shutdown", host=self.host,
             text=f"clean {reason} of {self.host}, {stopped} VM(s) stopped"
                  + ("" if told else "; the store could not be told"))
+        return True
 
     # ----------------------------------------------------------------- views
     def local_state(self) -> str:

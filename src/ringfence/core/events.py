@@ -74,6 +74,8 @@ EVENT_KINDS: dict[str, str] = {
                          "link stays down until it is",
     "store_conflict": "a host hears peers that joined another store than its own: it starts "
                       "and moves nothing while that lasts",
+    "execution_gap": "a host's agent did not run for a while (a hang, or the agent stopped)",
+    "cycle_overrun": "a decision cycle took longer than its budget (what took the time)",
     "store_forgotten": "an operator made a host forget the store it belonged to (--forget-store)",
     "vm_stranded": "a VM stays on an ineligible host: no eligible host can take it",
     "vm_relocating": "the leader gave a VM of an ineligible host to an eligible one: the "

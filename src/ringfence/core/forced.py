@@ -219,7 +219,8 @@ class ForcedStarts:
                 text=f"{operator}'s forced start of {vm} on {self.host} is now its lease "
                      f"(token {result.revision})")
             return
-        self.agent.vms.stop_all_of([vm], "the store's holder is alive: stopping the forced copy")
+        self.agent.vms.stop_all_of(self.parts.clock.now(), [vm],
+                                   "the store's holder is alive: stopping the forced copy")
         evidence = (f"{vm} was forced on {self.host} by {operator} while {old} held its lease; "
                     f"{old} is alive in the store. The forced copy is stopped; compare the two "
                     f"histories (writes since the split, last token {kv.mod_revision if kv else 0})"

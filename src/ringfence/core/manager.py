@@ -244,7 +244,10 @@ class Manager:
         return result.succeeded
 
     def _lead(self, now: float, snapshot: ClusterSnapshot) -> bool:
-        """Keep or take the leadership; True while we lead."""
+        """Keep or take the leadership; True while we lead. The manager lease is kept alive
+        here, in the decision cycle: a host whose store calls are so slow that it can not keep
+        its manager lease loses the leadership to one that can, which is what should happen
+        (its own host lease is kept by the lease cycle, so it does not self-fence for it)."""
         store = self.parts.store
         if self.lease is not None and now >= self.next_keepalive - 1e-6:
             if store.keepalive(self.lease):

@@ -114,11 +114,12 @@ class LocalState(Protocol):
 class Journal(Protocol):
     def record(
         self, kind: str, *, host: str | None = None, vm: str | None = None, text: str = "",
-        token: int | None = None,
+        token: int | None = None, duration: float | None = None,
     ) -> None:
         """Append an event. `host`/`vm`: what the event is about; `token`: the VM's lease
-        token (fencing token) the event concerns, where there is one. Never raises: a journal
-        that can not write keeps the event in memory and says so."""
+        token (fencing token) the event concerns, where there is one; `duration`: seconds the
+        event measures, where it measures one. Never raises: a journal that can not write
+        keeps the event in memory and says so."""
         ...
 
 

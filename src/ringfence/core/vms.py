@@ -10,15 +10,21 @@ fencing token every hypervisor call carries. The rules this module follows:
   this host (`after` is us), confirm by clearing `after` with a compare-and-set.
 - A VM that dies under us (its domain vanished with the token we started it with) is
   restarted in place up to `policy.max_restart` times within `RESTART_WINDOW`; after that the
-  VM is *released*: stopped here, then its record rewritten to
-  `{"host": None, "avoid": [...]}` with a compare-and-set guarded by our own host lease. The
-  manager then places it elsewhere. Releasing is safe because the holder itself does it after
-  stopping the VM.
+  VM is *released*: stopped here, then its record rewritten to `{"host": None, "avoid":
+  [...]}` with a compare-and-set guarded by our own host lease. The manager then places it
+  elsewhere. Releasing is safe because the holder itself does it after stopping the VM.
 - An unfit host (ineligible by its own probes) starts nothing and keeps what runs: the manager
   moves those VMs to an eligible host when one has room, and leaves them where they are
   (alerting) when none has.
 - After every start the guest's check runs until it answers (`vm_verified`) or
   `VERIFY_DEADLINE` passes (`vm_verify_failed`, alert).
+
+Starts, stops and live migrations are hypervisor *jobs* (`hypervisor.base.HypervisorJob`): the
+keeper starts one, goes on, and finishes it (journal, store) in the cycle that finds it done.
+A VM with a job in flight gets no other action. A live migration keeps the guest running here
+until its switchover; if this host's lease gets close to its self-fence deadline first (the
+store went away mid-migration), the migration is aborted, so that exactly one copy runs when
+the deadline comes. A self-fence cancels every job and destroys every VM.
 
 Store unreachable: nothing starts; VMs already running keep running (the lease rules in
 `core.agent` decide when that must stop).
@@ -27,11 +33,11 @@ Store unreachable: nothing starts; VMs already running keep running (the lease r
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from ringfence.core import leases
-from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.base import HypervisorError, HypervisorJob, JobResult
 from ringfence.store.base import Compare, KeyValue, Put, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -45,6 +51,22 @@ VERIFY_DEADLINE = 120.0
 class Assignment:
     token: int
     after: str | None
+
+
+@dataclass
+class Job:
+    """A hypervisor action in flight for one VM."""
+
+    kind: Literal["start", "stop", "migrate"]
+    handle: HypervisorJob
+    token: int
+    since: float
+    why: str = ""
+    restart: bool = False  # start: after the VM died here
+    retoken: bool = False  # start: the VM runs, only its token changes
+    record: KeyValue | None = None  # migrate: the owner record it carries out
+    release: dict[str, Any] | None = field(default=None)  # stop: then hand back, this record
+    aborted: bool = False
 
 
 class VmKeeper:
@@ -61,6 +83,8 @@ class VmKeeper:
         self.restarts: dict[str, deque[float]] = {}
         self.verifying: dict[str, float] = {}
         self.forced: set[str] = set()  # VMs an operator forced on here without a lease
+        self.jobs: dict[str, Job] = {}
+        self.left: set[str] = set()  # VMs that left this host in this cycle (stop, migration)
 
     # ----------------------------------------------------------------- reading
     def refresh(self) -> bool:
@@ -85,30 +109,33 @@ class VmKeeper:
     # ----------------------------------------------------------------- the cycle
     def reconcile(self, now: float, *, fresh_read: bool, unfit: str | None,
                   may_start: bool = True) -> None:
+        self.poll_jobs(now)
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError as exc:
             self.parts.journal.record("hypervisor_error", host=self.host, text=str(exc))
             return
+        self.left.clear()
         for vm in sorted(running):
-            if vm in self.owned or vm in self.forced:
+            if vm in self.owned or vm in self.forced or vm in self.jobs:
                 continue
             kv = self.records.get(vm)
             if (fresh_read and kv is not None and kv.value.get("after") == self.host
-                    and kv.value.get("migrate") and self._migrate_out(vm, kv)):
-                running.pop(vm)
+                    and kv.value.get("migrate")):
+                self._migrate_out(now, vm, kv, running[vm])
                 continue
-            self._stop(vm, running[vm], "its lease is no longer held here")
-            running.pop(vm)
+            self._stop(now, vm, running[vm], "its lease is no longer held here")
+        for vm in self.left:  # stopped or migrated away already (a job that ended at once)
+            running.pop(vm, None)
         if fresh_read and self.revision != self.confirmed_revision:
-            self.confirmed_revision = self.revision
             self._confirm_handovers(running)
         for vm in sorted(running):
-            if vm in self.owned and vm not in self.seen and vm not in self.verifying:
+            if (vm in self.owned and vm not in self.seen and vm not in self.verifying
+                    and vm not in self.jobs):
                 self.verifying[vm] = now  # arrived by live migration: check it answers here
         crashed = [vm for vm, token in sorted(self.seen.items())
-                   if vm not in running and self.owned.get(vm, Assignment(-1, None)).token
-                   == token]
+                   if vm not in running and vm not in self.jobs
+                   and self.owned.get(vm, Assignment(-1, None)).token == token]
         self.seen = {vm: t for vm, t in running.items()}
         for vm in crashed:
             self._crashed(now, vm)
@@ -119,7 +146,8 @@ class VmKeeper:
         if not fresh_read or not may_start:
             return
         for vm, assignment in sorted(self.owned.items()):
-            if assignment.after is not None or running.get(vm) == assignment.token:
+            if (assignment.after is not None or running.get(vm) == assignment.token
+                    or vm in self.jobs):
                 continue
             if vm in crashed and not self._may_restart(now, vm):
                 continue
@@ -127,9 +155,15 @@ class VmKeeper:
                         retoken=vm in running)
 
     def _confirm_handovers(self, running: dict[str, int]) -> None:
-        """Records that wait for us to stop a VM: we do not run it (any more), so say so."""
+        """Records that wait for us to stop a VM: we do not run it (any more), so say so.
+        Until every such record is confirmed, the next cycles look again (a stop that is
+        still under way ends later)."""
+        self.confirmed_revision = self.revision
         for vm, kv in sorted(self.records.items()):
-            if kv.value.get("after") != self.host or vm in running:
+            if kv.value.get("after") != self.host:
+                continue
+            if vm in running or vm in self.jobs:
+                self.confirmed_revision = -1  # still here: look again next cycle
                 continue
             value = {k: v for k, v in kv.value.items() if k != "after"}
             if not self._write_owner(vm, kv, value):
@@ -138,31 +172,6 @@ class VmKeeper:
             self.parts.journal.record(
                 "vm_released", host=self.host, vm=vm,
                 text=f"{vm} is stopped on {self.host}: {value.get('host')} may start it")
-
-    def _migrate_out(self, vm: str, kv: KeyValue) -> bool:
-        """The manager moves `vm` from here to another host by live migration. Returns True
-        if it now runs there; on failure the lease comes back here and the VM keeps running."""
-        target = str(kv.value.get("host"))
-        try:
-            self.parts.hypervisor.migrate(vm, target, kv.mod_revision)
-        except HypervisorError as exc:
-            back = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "home")}
-            back["host"] = self.host
-            if self._write_owner(vm, kv, back):
-                self.parts.journal.record("vm_migrate_failed", host=self.host, vm=vm,
-                                          text=f"{vm} could not move to {target}: {exc}; it "
-                                               f"keeps running on {self.host}")
-                self.parts.alerts.send("warning", f"migration of {vm} to {target} failed: "
-                                                  f"{exc}", host=self.host, vm=vm)
-                return True  # still here, and ours again: nothing to stop
-            return False
-        self.seen.pop(vm, None)
-        self.verifying.pop(vm, None)
-        done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
-        self._write_owner(vm, kv, done)
-        self.parts.journal.record("vm_migrated", host=target, vm=vm, token=kv.mod_revision,
-                                  text=f"{vm} live-migrated from {self.host} to {target}")
-        return True
 
     def _crashed(self, now: float, vm: str) -> None:
         self.parts.journal.record("vm_crashed", host=self.host, vm=vm,
@@ -175,53 +184,146 @@ class VmKeeper:
         if len(window) < self.policy.max_restart:
             window.append(now)
             return True
-        self.release(vm, f"{vm} died {len(window) + 1} times on {self.host} within "
-                         f"{RESTART_WINDOW:g}s", crash=True)
+        self.release(now, vm, f"{vm} died {len(window) + 1} times on {self.host} within "
+                              f"{RESTART_WINDOW:g}s", crash=True)
         return False
 
-    # ----------------------------------------------------------------- actions
+    # ----------------------------------------------------------------- jobs
+    def poll_jobs(self, now: float) -> None:
+        """Finish the jobs that ended since the last cycle."""
+        for vm in sorted(self.jobs):
+            job = self.jobs[vm]
+            result = job.handle.result()
+            if result is None:
+                continue
+            del self.jobs[vm]
+            if job.kind == "start":
+                self._started(now, vm, job, result)
+            elif job.kind == "stop":
+                self._stopped(now, vm, job, result)
+            else:
+                self._migrated(now, vm, job, result)
+
+    def abort_migrations(self, why: str) -> None:
+        """This host's lease is about to go stale: give up every live migration out of here
+        (the guest stays here, the one copy; the self-fence then stops it)."""
+        for vm, job in sorted(self.jobs.items()):
+            if job.kind == "migrate" and not job.aborted:
+                job.aborted = True
+                job.handle.cancel()
+                self.parts.journal.record(
+                    "vm_migrate_failed", host=self.host, vm=vm,
+                    text=f"the migration of {vm} is aborted: {why}")
+
     def _start(self, now: float, vm: str, token: int, *, restart: bool, retoken: bool) -> None:
-        try:
-            self.parts.hypervisor.start(vm, token)
-        except HypervisorError as exc:
-            self.parts.journal.record("vm_start_failed", host=self.host, vm=vm, text=str(exc))
+        if self.agent.mode != "active":
+            return  # self-fenced while this cycle waited in a call: start nothing
+        self.jobs[vm] = Job("start", self.parts.hypervisor.start(vm, token), token, now,
+                            restart=restart, retoken=retoken)
+        self.poll_jobs(now)
+
+    def _started(self, now: float, vm: str, job: Job, result: JobResult) -> None:
+        if not result.ok:
+            self.parts.journal.record("vm_start_failed", host=self.host, vm=vm,
+                                      text=result.detail)
             return
-        self.seen[vm] = token
-        if retoken:
+        self.seen[vm] = job.token
+        if job.retoken:
             return
+        kind = "vm_restarted" if job.restart else "vm_started"
         self.parts.journal.record(
-            "vm_restarted" if restart else "vm_started", host=self.host, vm=vm, token=token,
-            text=f"{vm} {'restarted' if restart else 'started'} on {self.host} (token {token})")
+            kind, host=self.host, vm=vm, token=job.token,
+            text=f"{vm} {'restarted' if job.restart else 'started'} on {self.host} "
+                 f"(token {job.token})")
         self.verifying[vm] = now
 
-    def _stop(self, vm: str, token: int, why: str) -> bool:
-        try:
-            self.parts.hypervisor.stop(vm, token)
-        except HypervisorError as exc:
-            self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm, text=str(exc))
-            return False
+    def _stop(self, now: float, vm: str, token: int, why: str,
+              release: dict[str, Any] | None = None) -> None:
+        self.jobs[vm] = Job("stop", self.parts.hypervisor.stop(vm, token), token, now, why,
+                            release=release)
+        self.poll_jobs(now)
+
+    def _stopped(self, now: float, vm: str, job: Job, result: JobResult) -> None:
+        if not result.ok:
+            self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm,
+                                      text=result.detail)
+            return
         self.seen.pop(vm, None)
         self.verifying.pop(vm, None)
-        self.parts.journal.record("vm_stopped", host=self.host, vm=vm, token=token or None,
-                                  text=f"{vm} stopped on {self.host}: {why}")
-        return True
+        self.left.add(vm)
+        self.parts.journal.record("vm_stopped", host=self.host, vm=vm, token=job.token or None,
+                                  text=f"{vm} stopped on {self.host}: {job.why}")
+        if job.release is not None:
+            self._hand_back(vm, job.release, job.why)
 
-    def release(self, vm: str, why: str, *, crash: bool) -> bool:
+    def _migrate_out(self, now: float, vm: str, kv: KeyValue, token: int) -> None:
+        """The manager moves `vm` from here to another host by live migration."""
+        if self.agent.mode != "active" or self.agent.failsafe:
+            return
+        target = str(kv.value.get("host"))
+        self.jobs[vm] = Job("migrate", self.parts.hypervisor.migrate(vm, target, kv.mod_revision),
+                            kv.mod_revision, now, record=kv)
+        self.poll_jobs(now)
+
+    def _migrated(self, now: float, vm: str, job: Job, result: JobResult) -> None:
+        kv = job.record
+        assert kv is not None
+        target = str(kv.value.get("host"))
+        if not result.ok:
+            self._migration_failed(now, vm, kv, target, result.detail)
+            return
+        self.seen.pop(vm, None)
+        self.verifying.pop(vm, None)
+        self.left.add(vm)
+        done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
+        self._write_owner(vm, kv, done)
+        self.parts.journal.record("vm_migrated", host=target, vm=vm, token=kv.mod_revision,
+                                  text=f"{vm} live-migrated from {self.host} to {target}")
+
+    def _migration_failed(self, now: float, vm: str, kv: KeyValue, target: str,
+                          why: str) -> None:
+        """The lease comes back here and the VM keeps running; if the record can not be
+        written back, the VM is stopped (it is no longer ours)."""
+        back = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "home")}
+        back["host"] = self.host
+        if self._write_owner(vm, kv, back):
+            self.parts.journal.record("vm_migrate_failed", host=self.host, vm=vm,
+                                      text=f"{vm} could not move to {target}: {why}; it keeps "
+                                           f"running on {self.host}")
+            self.parts.alerts.send("warning", f"migration of {vm} to {target} failed: {why}",
+                                   host=self.host, vm=vm)
+            self.revision = -1  # re-read: the record is ours again
+            return
+        try:
+            running = self.parts.hypervisor.list_running()
+        except HypervisorError:
+            return  # the next cycle decides, with a fresh listing
+        if vm in running and vm not in self.owned:
+            self._stop(now, vm, running[vm], f"the migration to {target} failed ({why}) and "
+                                             f"its lease is no longer held here")
+
+    # ----------------------------------------------------------------- actions
+    def release(self, now: float, vm: str, why: str, *, crash: bool) -> bool:
         """Stop `vm` here and hand it back to the manager, avoiding this host."""
         kv = self.records.get(vm)
-        if kv is None or kv.value.get("host") != self.host:
+        if kv is None or kv.value.get("host") != self.host or vm in self.jobs:
             return False
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError:
             return False
-        if vm in running and not self._stop(vm, running[vm], why):
-            return False
         avoid = sorted({*kv.value.get("avoid", []), self.host})
         value: dict[str, Any] = {"host": None, "from": self.host, "avoid": avoid,
                                  "reason": why,
                                  "relocations": int(kv.value.get("relocations", 0)) + crash}
-        if not self._write_owner(vm, kv, value):
+        if vm in running:
+            self._stop(now, vm, running[vm], why, release=value)
+            return True
+        return self._hand_back(vm, value, why)
+
+    def _hand_back(self, vm: str, value: dict[str, Any], why: str) -> bool:
+        kv = self.records.get(vm)
+        if kv is None or not self._write_owner(vm, kv, value):
             return False
         self.owned.pop(vm, None)
         self.parts.journal.record("vm_released", host=self.host, vm=vm,
@@ -240,7 +342,11 @@ class VmKeeper:
         return result.succeeded
 
     def destroy_all(self) -> list[str]:
-        """Self-fence: pull the plug on everything, at once. Returns what was running."""
+        """Self-fence: give up every job and pull the plug on everything, at once. Returns
+        what was running."""
+        for job in self.jobs.values():
+            job.handle.cancel()
+        self.jobs.clear()
         hypervisor = self.parts.hypervisor
         try:
             running = sorted(hypervisor.list_running())
@@ -260,30 +366,55 @@ class VmKeeper:
         self.forced.clear()
         return running
 
+    def destroy_leftovers(self) -> None:
+        """After a self-fence: anything that runs here anyway (a start that completed after
+        it was given up) is destroyed at once."""
+        try:
+            running = sorted(self.parts.hypervisor.list_running())
+        except HypervisorError:
+            return
+        for vm in running:
+            try:
+                self.parts.hypervisor.destroy(vm)
+                self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
+                                          text=f"{vm} destroyed: {self.host} has fenced itself")
+            except HypervisorError as exc:
+                self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm,
+                                          text=f"{vm}: {exc}; the watchdog will reset "
+                                               f"{self.host}")
+
     def any_running(self) -> bool:
+        if self.jobs:
+            return True  # a start or a migration may still leave something here
         try:
             return bool(self.parts.hypervisor.list_running())
         except HypervisorError:
             return True  # can not tell: assume the worst
 
-    def stop_all_of(self, vms: list[str], why: str) -> None:
+    def stop_all_of(self, now: float, vms: list[str], why: str) -> None:
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError:
             return
         for vm in vms:
-            if vm in running:
-                self._stop(vm, running[vm], why)
+            if vm in running and vm not in self.jobs:
+                self._stop(now, vm, running[vm], why)
             self.forced.discard(vm)
 
-    def stop_all(self, why: str) -> int:
+    def stop_all(self, now: float, why: str) -> None:
+        """A clean shutdown: stop every VM (jobs; `any_running` says when they are done)."""
+        for _vm, job in sorted(self.jobs.items()):
+            if job.kind != "stop":
+                job.handle.cancel()  # a start or migration in flight: given up
+        self.poll_jobs(now)
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError:
-            return 0
-        stopped = sum(self._stop(vm, running[vm], why) for vm in sorted(running))
+            return
+        for vm in sorted(running):
+            if vm not in self.jobs:
+                self._stop(now, vm, running[vm], why)
         self.forced.clear()
-        return stopped
 
     # ----------------------------------------------------------------- verification
     def verify(self, now: float) -> None:

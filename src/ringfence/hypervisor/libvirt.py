@@ -17,17 +17,17 @@ it starts the domain, so there is no moment in which a domain we started runs wi
 an already running domain it rewrites the token live and in the definition (a re-token). A
 domain that is unknown to libvirt is defined first from ``domain_xml(vm)``.
 
-`stop` does not wait for the guest: the first call asks the guest to shut down (ACPI) and
-returns; a later call, once `stop_grace` seconds have passed and the domain still runs,
-destroys it. The agent keeps calling `stop` for a VM it must not run for as long as
-`list_running` shows it, so the grace is enforced by the agent's next cycles. `destroy` pulls
-the plug at once.
+`start`, `stop` and `migrate` are jobs (`hypervisor.jobs.ThreadJob`): the agent's cycle
+never waits for them. `stop` asks the guest to shut down (ACPI) and destroys it if it still
+runs `stop_grace` seconds later. `destroy` pulls the plug at once. A cancelled start that
+completed anyway is destroyed again.
 
 `migrate` is a peer-to-peer live migration (``virDomainMigrateToURI3`` with
 ``VIR_MIGRATE_LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE | ABORT_ON_ERROR``) to the URI
 ``target_uri(target)`` (default ``qemu+ssh://TARGET/system``; the source libvirtd connects to
 the target's). The token is set on the domain first, so it arrives with it. A migration that
-runs longer than `migrate_timeout` is aborted (``virDomainAbortJob``).
+runs longer than `migrate_timeout`, or whose job is cancelled, is aborted
+(``virDomainAbortJob``): the guest then stays here, unless the switchover already happened.
 
 Bounded calls: libvirt calls can hang (a wedged libvirtd, an unreachable ssh peer). Every call
 runs in a helper thread and is given up after `call_timeout` seconds (`migrate_timeout` for the
@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.jobs import ThreadJob
 
 __all__ = ["METADATA_KEY", "METADATA_NS", "MIGRATE_FLAGS", "LibvirtHypervisor",
            "migration_request", "ssh_uri"]
@@ -120,7 +121,6 @@ class LibvirtHypervisor:
         self.migrate_timeout = migrate_timeout
         self.clock = clock
         self._connection: Any = None
-        self._stopping: dict[str, float] = {}  # vm -> when its shutdown was requested
         self._hung: tuple[threading.Thread, str, float] | None = None
         libvirt.registerErrorHandler(_silent, None)
 
@@ -223,12 +223,13 @@ class LibvirtHypervisor:
                 raise HypervisorError(f"can not read a domain of {self.uri}: {exc}") from exc
             if token is not None:
                 running[name] = token
-        for vm in list(self._stopping):
-            if vm not in running:
-                del self._stopping[vm]
         return running
 
-    def start(self, vm: str, token: int) -> None:
+    def start(self, vm: str, token: int) -> ThreadJob:
+        return ThreadJob(f"start {vm}", lambda: self._start_now(vm, token),
+                         undo=lambda: self.destroy(vm))
+
+    def _start_now(self, vm: str, token: int) -> str:
         domain = self._lookup(vm)
         try:
             if domain is None:
@@ -245,36 +246,37 @@ class LibvirtHypervisor:
                 if self._token(domain, vm) != token:
                     self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_LIVE
                                     | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-                return
+                return f"{vm} runs with token {token}"
             self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             self._bounded(f"start {vm}", domain.create)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"can not start {vm}: {exc}") from exc
-        self._stopping.pop(vm, None)
+        return f"{vm} started"
 
-    def stop(self, vm: str, token: int) -> None:
-        """Ask the guest to shut down; destroy it if a later call finds it still running
-        `stop_grace` seconds after the request."""
+    def stop(self, vm: str, token: int) -> ThreadJob:
+        """Ask the guest to shut down; destroy it if it still runs `stop_grace` seconds
+        later (a job)."""
+        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm))
+
+    def _stop_now(self, vm: str) -> str:
         domain = self._lookup(vm)
         if domain is None:
-            self._stopping.pop(vm, None)
-            return
+            return f"{vm} is not defined"
         try:
             if not self._active(domain, vm):
-                self._stopping.pop(vm, None)
-                return
-            since = self._stopping.get(vm)
-            if since is None:
-                self._stopping[vm] = self.clock()
-                self._bounded(f"shutdown {vm}", domain.shutdown)
-                return
+                return f"{vm} does not run"
+            self._bounded(f"shutdown {vm}", domain.shutdown)
+            deadline = self.clock() + self.stop_grace
+            while self.clock() < deadline:
+                if not self._active(domain, vm):
+                    return f"{vm} shut down"
+                time.sleep(0.2)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"can not shut {vm} down: {exc}") from exc
-        if self.clock() - since >= self.stop_grace:
-            self.destroy(vm)
+        self.destroy(vm)
+        return f"{vm} did not shut down within {self.stop_grace:g}s: destroyed"
 
     def destroy(self, vm: str) -> None:
-        self._stopping.pop(vm, None)
         domain = self._lookup(vm)
         if domain is None:
             return
@@ -288,7 +290,18 @@ class LibvirtHypervisor:
             if still:
                 raise HypervisorError(f"can not destroy {vm}: {exc}") from exc
 
-    def migrate(self, vm: str, target: str, token: int) -> None:
+    def migrate(self, vm: str, target: str, token: int) -> ThreadJob:
+        def abort() -> None:
+            domain = self._lookup(vm)
+            if domain is not None:
+                with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+                    self._bounded(f"abort migration of {vm}", domain.abortJob,
+                                  exclusive=False)
+
+        return ThreadJob(f"migrate {vm} to {target}",
+                         lambda: self._migrate_now(vm, target, token), abort=abort)
+
+    def _migrate_now(self, vm: str, target: str, token: int) -> str:
         domain = self._lookup(vm)
         if domain is None:
             raise HypervisorError(f"{vm} is not defined on {self.uri}")
@@ -316,7 +329,7 @@ class LibvirtHypervisor:
             if hung is not None:
                 hung[0].join(self.call_timeout)  # an aborted migration returns soon
             raise HypervisorError(self._after_failed_migration(domain, vm, target, exc)) from exc
-        self._stopping.pop(vm, None)
+        return f"{vm} live-migrated to {target}"
 
     def _after_failed_migration(self, domain: Any, vm: str, target: str,
                                 exc: Exception) -> str:

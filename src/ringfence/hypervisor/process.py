@@ -20,10 +20,11 @@ by their state files. A process counts as one of ours only if it is alive (not a
 ``/proc/PID/stat`` start time equals the recorded one (pid reuse) and its command line is the
 process VM's with the same ``--vm`` and ``--host``.
 
-Failure semantics (the `Hypervisor` protocol): every method raises `HypervisorError` when the
-action could not be done or its outcome is unknown, with the VM's log tail where that helps;
-nothing blocks for long — starting waits at most `start_timeout` for the VM to serve, stopping
-at most `stop_grace` (then SIGKILL), destroying at most `kill_wait` for the process to vanish.
+Failure semantics (the `Hypervisor` protocol): `start`, `stop` and `migrate` are jobs
+(`hypervisor.jobs.ThreadJob`) that report a failure with the VM's log tail where that helps;
+`list_running` and `destroy` raise `HypervisorError`. Nothing blocks the agent's cycle: a
+start's job waits at most `start_timeout` for the VM to serve, a stop's at most `stop_grace`
+(then SIGKILL); `destroy` waits at most `kill_wait` for the process to vanish.
 
 `migrate` is a stand-in for libvirt's live migration, not a live migration: the source process
 is paused (SIGSTOP, like the final stop-and-copy phase), a new VM process is started under the
@@ -43,6 +44,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ from typing import Any
 
 import ringfence
 from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.jobs import ThreadJob
 from ringfence.hypervisor.process_vm import proc_starttime
 
 VM_MODULE = "ringfence.hypervisor.process_vm"
@@ -181,7 +184,8 @@ class ProcessHypervisor:
 
     def __init__(self, host: str, state_dir: Path, disk_file: Path, *,
                  python: str = sys.executable, start_timeout: float = 10.0,
-                 stop_grace: float = 2.0, kill_wait: float = 2.0) -> None:
+                 stop_grace: float = 2.0, kill_wait: float = 2.0,
+                 migration_delay: float = 0.0) -> None:
         self.host = host
         self.state_dir = Path(state_dir)
         self.disk_file = Path(disk_file)
@@ -189,6 +193,7 @@ class ProcessHypervisor:
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.kill_wait = kill_wait
+        self.migration_delay = migration_delay  # how long a migration's "copy" takes
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ protocol
@@ -197,9 +202,14 @@ class ProcessHypervisor:
         State files of dead VMs are removed."""
         return {record.vm: record.token for record in self._running(self.state_dir, self.host)}
 
-    def start(self, vm: str, token: int) -> None:
-        """Start `vm` under `token`; if it runs already, only record the new token (the VM
-        reads it on its next tick). Idempotent for the same token."""
+    def start(self, vm: str, token: int) -> ThreadJob:
+        """Start `vm` under `token` (a job: waiting for it to serve takes up to
+        `start_timeout`); if it runs already, only record the new token (the VM reads it on its
+        next tick). Idempotent for the same token. Cancelled, a start that completed is undone."""
+        return ThreadJob(f"start {vm}", lambda: self._start_now(vm, token),
+                         undo=lambda: self.destroy(vm))
+
+    def _start_now(self, vm: str, token: int) -> str:
         record = self._record(vm)
         if record is not None:
             if record.token != token:
@@ -208,15 +218,19 @@ class ProcessHypervisor:
                     _write_json_atomically(record.path, data)
                 except OSError as exc:
                     raise HypervisorError(f"{vm}: can not record token {token}: {exc}") from exc
-            return
+            return f"{vm} runs on {self.host} with token {token}"
         self._launch(vm, self.host, self.state_dir, token)
+        return f"{vm} started on {self.host}"
 
-    def stop(self, vm: str, token: int) -> None:
-        """Clean shutdown: SIGTERM (and SIGCONT, so a paused VM can obey), SIGKILL after
-        `stop_grace` seconds."""
+    def stop(self, vm: str, token: int) -> ThreadJob:
+        """Clean shutdown (a job): SIGTERM (and SIGCONT, so a paused VM can obey), SIGKILL
+        after `stop_grace` seconds."""
+        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm))
+
+    def _stop_now(self, vm: str) -> str:
         record = self._record(vm)
         if record is None:
-            return
+            return f"{vm} does not run on {self.host}"
         _signal(record.pid, signal.SIGTERM)
         _signal(record.pid, signal.SIGCONT)
         if not _wait_gone(record.pid, self.stop_grace):
@@ -224,6 +238,7 @@ class ProcessHypervisor:
             if not _wait_gone(record.pid, self.kill_wait):
                 raise HypervisorError(f"{vm} (pid {record.pid}) did not stop")
         self._forget(record)
+        return f"{vm} stopped on {self.host}"
 
     def destroy(self, vm: str) -> None:
         """SIGKILL at once; returns when the process is gone."""
@@ -236,8 +251,16 @@ class ProcessHypervisor:
                                   f"{self.kill_wait:g}s")
         self._forget(record)
 
-    def migrate(self, vm: str, target: str, token: int) -> None:
-        """Move `vm` to `target` (a stand-in for live migration; see the module docstring)."""
+    def migrate(self, vm: str, target: str, token: int) -> ThreadJob:
+        """Move `vm` to `target` (a job; a stand-in for live migration, see the module
+        docstring). With `migration_delay`, the "memory copy" takes that long while the
+        source keeps running; cancelled during it, the migration is aborted and the VM stays."""
+        aborted = threading.Event()
+        return ThreadJob(f"migrate {vm} to {target}",
+                         lambda: self._migrate_now(vm, target, token, aborted),
+                         abort=aborted.set)
+
+    def _migrate_now(self, vm: str, target: str, token: int, aborted: threading.Event) -> str:
         record = self._record(vm)
         if record is None:
             raise HypervisorError(f"{vm} does not run on {self.host}")
@@ -250,6 +273,9 @@ class ProcessHypervisor:
             raise HypervisorError(f"{vm}: target state directory {target_dir}: {exc}") from exc
         if any(r.vm == vm for r in self._running(target_dir, target)):
             raise HypervisorError(f"{vm} already runs on {target}; not migrating")
+        if aborted.wait(self.migration_delay):
+            raise HypervisorError(f"the migration of {vm} to {target} was aborted; it still "
+                                  f"runs on {self.host}")
         _signal(record.pid, signal.SIGSTOP)
         try:
             self._launch(vm, target, target_dir, token)
@@ -262,6 +288,7 @@ class ProcessHypervisor:
             raise HypervisorError(f"{vm} started on {target} but the paused source (pid "
                                   f"{record.pid}) survived SIGKILL: it may run in both places")
         self._forget(record)
+        return f"{vm} moved from {self.host} to {target}"
 
     # ------------------------------------------------------------------ helpers
     def _record(self, vm: str) -> VMRecord | None:

@@ -91,6 +91,7 @@ class Event:
     seq: int = 0
     also: tuple[tuple[str | None, float], ...] = ()
     token: int | None = None  # the VM's lease (fencing) token, where the event has one
+    duration: float | None = None  # seconds, where the event measures one (execution_gap)
 
     @property
     def observers(self) -> tuple[str, ...]:
@@ -174,7 +175,7 @@ def from_world(world: World) -> list[Event]:
     ran where and when) stays in ``world.runs``: reports are built from events only."""
     events = [
         Event(entry.t, entry.kind, entry.host, entry.vm, entry.text,
-              _infer_by(entry.kind, entry.host, entry.text), index)
+              _infer_by(entry.kind, entry.host, entry.text), index, duration=entry.duration)
         for index, entry in enumerate(world.entries)
     ]
     events.sort(key=lambda e: (e.t, e.seq))
@@ -194,6 +195,7 @@ class JournalSource:
 _REQUIRED: dict[str, tuple[type, ...]] = {"t": (int, float), "kind": (str,)}
 _OPTIONAL: dict[str, tuple[type, ...]] = {
     "seq": (int,), "by": (str,), "host": (str,), "vm": (str,), "text": (str,),
+    "duration": (int, float),
 }
 
 
@@ -218,7 +220,8 @@ def _entry_event(entry: Mapping[str, Any], *, file: str | None, line: int | None
         t=float(entry["t"]), kind=str(entry["kind"]), host=entry.get("host"),
         vm=entry.get("vm"), text=str(entry.get("text") or ""), by=entry.get("by"),
         seq=int(entry.get("seq") or 0),
-        token=int(entry["token"]) if isinstance(entry.get("token"), int) else None)
+        token=int(entry["token"]) if isinstance(entry.get("token"), int) else None,
+        duration=float(entry["duration"]) if entry.get("duration") is not None else None)
 
 
 def from_entries(entries: Iterable[Mapping[str, Any]], *, source: str | None = None

@@ -300,6 +300,7 @@ class _VmTrack:
     started_at: float = 0.0
     outage: _OutageDraft | None = None  # open (down)
     last: _OutageDraft | None = None  # the latest closed one, awaiting its verification
+    early_check: Event | None = None  # a target's check that came before the source's report
 
 
 @dataclass
@@ -316,6 +317,7 @@ class _HostTrack:
     changes: list[tuple[float, bool]] = field(default_factory=list)  # (t, problem-free after)
     fences: list[tuple[float, FencePath]] = field(default_factory=list)
     lost_by: set[str] = field(default_factory=set)  # who journaled that they lost it
+    reset_at: float | None = None  # reset by its watchdog, or off by a fence, while silent
 
 
 class _Pass1:
@@ -351,6 +353,8 @@ class _Pass1:
             self.quiet.add(i)
         if host is not None and kind in _BOOT_KINDS | {"quorum_gained"} and e.by == host:
             self._booted(i, e, host)
+        if host is not None and kind == "execution_gap":
+            self._gap(i, e, host)
         if vm is not None:
             self._vm_event(i, e, vm)
         if host is not None and kind in _FENCE_PROOF_KINDS:
@@ -378,6 +382,27 @@ class _Pass1:
             if track.last_self is None or track.last_self <= lost_at:
                 self._lose_vms_of(i, lost_at, name)
 
+    def _gap(self, i: int, e: Event, host: str) -> None:
+        """The host's agent says it did not run for a while (`execution_gap`): the host hung
+        (its guests frozen too) or only the agent was stopped (its guests ran on). From
+        inside one can not tell either, so its VMs were down at most that long: a range."""
+        gap = e.duration if e.duration is not None else 0.0
+        if gap <= 0:
+            return
+        since = e.t - gap
+        for vm, track in sorted(self.vms.items()):
+            if not (track.running and track.host == host and track.outage is None):
+                continue
+            draft = _OutageDraft(vm, host, since, f"{host}'s agent did not run for {gap:.1f}s "
+                                 f"(a hang freezes its guests too)", live=False, exact=False,
+                                 isolated_at=None, operator=False, opened_index=i,
+                                 down_earliest=since, down_latest=e.t, closed_index=i,
+                                 to_host=host, back_at=e.t, verification="verified",
+                                 verified_at=e.t)
+            self.opens[i].append(draft)
+            self.outages.append(draft)
+            track.last = draft
+
     def _booted(self, i: int, e: Event, host: str) -> None:
         """A host that was lost journals from a fresh boot: its VMs died with it."""
         track = self.host(host)
@@ -392,6 +417,9 @@ class _Pass1:
 
     def _fenced(self, i: int, e: Event, host: str) -> None:
         method: FencePath
+        if e.kind in ("watchdog_reset", "fence_agent_ok"):
+            track = self.host(host)
+            track.reset_at = e.t if track.reset_at is None else min(track.reset_at, e.t)
         if e.kind == "watchdog_reset" or (e.kind == "host_fenced" and "by watchdog" in e.text):
             method = "watchdog"
         else:
@@ -428,6 +456,12 @@ class _Pass1:
             down = earliest = h.lost_heard
             latest = min(t, h.lost_event if h.lost_event is not None else t)
             cause = f"died with {host} (no heartbeat from it after that)"
+            if h.reset_at is not None and h.reset_at >= h.lost_heard:
+                # Proven by its watchdog or a fence: a host that lost power and one whose agent
+                # stalled (its VMs running on until the reset) look the same from outside.
+                latest = h.reset_at
+                cause = (f"stopped with {host} between its last heartbeat and its reset "
+                         f"(watchdog or fence)")
         floor = track.started_at
         draft = _OutageDraft(vm, host, min(t, max(down, floor)), cause, live=False,
                              exact=False, isolated_at=isolated, operator=self._operator(vm, t),
@@ -540,6 +574,9 @@ class _Pass1:
             self.outages.append(draft)
             track.last = draft
         track.host, track.running, track.started_at = target, True, e.t
+        early, track.early_check = track.early_check, None
+        if early is not None and early.host == target:
+            self._verified(early, track)
 
     def _close(self, draft: _OutageDraft, host: str, t: float, i: int) -> None:
         draft.to_host, draft.back_at, draft.closed_index = host, t, i
@@ -560,6 +597,11 @@ class _Pass1:
 
     def _verified(self, e: Event, track: _VmTrack) -> None:
         draft = track.last
+        if track.outage is None and track.running and e.host not in (None, track.host):
+            # The target of a live migration checked the guest before the source's cycle
+            # reported the migration done: keep it for the `vm_migrated` that follows.
+            track.early_check = e
+            return
         if track.outage is not None or draft is None or draft.to_host != e.host:
             return
         if e.kind == "vm_verified":

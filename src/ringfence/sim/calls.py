@@ -24,8 +24,6 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from greenlet import getcurrent
-
 from ringfence.sim.scenario import CallPart, LatencyRange, SimSettings
 
 if TYPE_CHECKING:
@@ -76,7 +74,7 @@ class Calls:
 
     def wait(self, host: str, seconds: float) -> None:
         sim_host = self.world.hosts[host]
-        if seconds <= 0 or sim_host.tick_g is None or getcurrent() is not sim_host.tick_g:
+        if seconds <= 0 or self.world.cycles.cycle_of(sim_host) is None:
             return
         self.world.suspend(sim_host, seconds)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ringfence.core.ports import BoolArray, HeartbeatBatch, HostReading
 from ringfence.fence.base import FenceResult
-from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.base import HypervisorError, JobResult
 
 if TYPE_CHECKING:
     from ringfence.sim.world import World
@@ -59,8 +59,26 @@ class SimTransport:
                               world.last_store)
 
 
+class SimJob:
+    """A hypervisor job of the simulation: it ends when the world says so."""
+
+    def __init__(self) -> None:
+        self.outcome: JobResult | None = None
+        self.cancelled = False
+
+    def result(self) -> JobResult | None:
+        return self.outcome
+
+    def cancel(self) -> None:
+        if self.outcome is None:
+            self.cancelled = True
+            self.outcome = JobResult(False, "cancelled before it was done: nothing changed")
+
+
 class SimHypervisor:
-    """The host's hypervisor; the domains it runs are the simulation's ground truth."""
+    """The host's hypervisor; the domains it runs are the simulation's ground truth. Start,
+    stop and migrate are jobs that end after the call latency (a migration also after its
+    copy and switchover: `World.migration_time`)."""
 
     def __init__(self, world: World, host: str) -> None:
         self.world = world
@@ -75,21 +93,19 @@ class SimHypervisor:
         self._check()
         return dict(self.world.hosts[self.host].domains)
 
-    def start(self, vm: str, token: int) -> None:
-        self._check()
-        self.world.vm_start(self.host, vm, token)
+    def start(self, vm: str, token: int) -> SimJob:
+        return self.world.hypervisor_job(self.host, lambda: self.world.vm_start(
+            self.host, vm, token))
 
-    def stop(self, vm: str, token: int) -> None:
-        self._check()
-        self.world.vm_stop(self.host, vm)
+    def stop(self, vm: str, token: int) -> SimJob:
+        return self.world.hypervisor_job(self.host, lambda: self.world.vm_stop(self.host, vm))
 
     def destroy(self, vm: str) -> None:
         self._check()
         self.world.vm_stop(self.host, vm)
 
-    def migrate(self, vm: str, target: str, token: int) -> None:
-        self._check()
-        self.world.vm_migrate(self.host, vm, target, token)
+    def migrate(self, vm: str, target: str, token: int) -> SimJob:
+        return self.world.migration_job(self.host, vm, target, token)
 
 
 class SimWatchdog:
@@ -185,9 +201,9 @@ class SimJournal:
         self.world = world
 
     def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
-               text: str = "", token: int | None = None) -> None:
+               text: str = "", token: int | None = None, duration: float | None = None) -> None:
         # The scenario contract's events carry no token field; the text names it where useful.
-        self.world.journal(kind, host=host, vm=vm, text=text)
+        self.world.journal(kind, host=host, vm=vm, text=text, duration=duration)
 
 
 class SimAlerts:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-from greenlet import GreenletExit, greenlet
+from greenlet import greenlet
 
 from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
@@ -35,9 +35,10 @@ from ringfence.core.leases import (
 from ringfence.core.ports import BoolArray, FloatArray, HostReading, IntArray, NicReading
 from ringfence.core.topology import Topology
 from ringfence.fence.base import FenceResult
-from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.base import JobResult
 from ringfence.sim.calls import Calls, SlowCalls
 from ringfence.sim.checker import Violation
+from ringfence.sim.cycles import Cycles
 from ringfence.sim.obligations import pet_violation
 from ringfence.sim.parts import (
     SimAlerts,
@@ -45,6 +46,7 @@ from ringfence.sim.parts import (
     SimFenceHandle,
     SimGuestChecks,
     SimHypervisor,
+    SimJob,
     SimJournal,
     SimLocalState,
     SimPowerFence,
@@ -99,9 +101,11 @@ class SimHost:
     domains: dict[str, int] = field(default_factory=dict)
     hung_since: float | None = None
     hang_frozen: bool = False
-    tick_missed: bool = False
     tick_origin: float = 0.0
-    tick_count: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # grid slots done, per cycle
+    cycles: dict[str, greenlet] = field(default_factory=dict)  # lease/decision cycles running
+    missed: set[str] = field(default_factory=set)  # cycles that missed a slot (hung, stalled)
+    answered: set[str] = field(default_factory=set)  # calls that answered while hung/stalled
     wd_armed: bool = False
     wd_timeout: float = 0.0
     wd_deadline: float = 0.0
@@ -114,9 +118,11 @@ class SimHost:
     memory_errors: int = 0
     started_at: dict[str, float] = field(default_factory=dict)
     disk: dict[str, dict[str, object]] = field(default_factory=dict)
-    tick_g: greenlet | None = None  # the decision cycle running now (maybe waiting in a call)
-    resume_pending: bool = False  # its call answered while the agent did not execute
     stalled: bool = False  # `agent_stall`: the agent does not execute; VMs and watchdog do
+
+    @property
+    def power_up_or_hung(self) -> bool:
+        return self.power in (Power.UP, Power.HUNG)
 
 
 @dataclass
@@ -138,6 +144,7 @@ class JournalEntry:
     host: str | None
     vm: str | None
     text: str
+    duration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,7 @@ class World:
         self.store_members = self.config.store_members()
         self.store = SimStore(self.settings.store_election_time)
         self.calls = Calls(self, self.settings, seed)
+        self.cycles = Cycles(self)
         self.vm_memory = {vm.name: vm.memory for vm in self.config.vms}
         self.migrations: dict[tuple[str, str, str], bool] = {}  # in flight: still intact?
         self.lost_members: set[str] = set()  # members whose data was wiped (store_wipe)
@@ -284,89 +292,19 @@ class World:
         )
         host.agent = Agent(self.config, host.name, parts, self.topology)
         host.agent.want_status = False
-        host.tick_origin, host.tick_count = self.now + phase, 0
-        boot = host.boot
-        self.at(host.tick_origin, lambda: self._tick(host, boot))
+        host.tick_origin, host.counts = self.now + phase, {}
+        self.cycles.start(host)
 
     def _new_id(self) -> str:
         return f"sim-{int(self.rng_np.integers(0, 2**62)):x}"
 
-    def _executes(self, host: SimHost) -> bool:
+    def executes(self, host: SimHost) -> bool:
         """Does the host's agent execute now (powered up, not hung, not stalled)?"""
         return host.power == Power.UP and not host.stalled
 
-    def _tick(self, host: SimHost, boot: int) -> None:
-        if host.boot != boot or host.agent is None:
-            return
-        if host.power == Power.HUNG or (host.power == Power.UP and host.stalled):
-            host.tick_missed = True
-            return
-        if host.power != Power.UP:
-            return
-        if host.tick_g is not None:
-            return  # the last cycle still waits in a call: this slot is skipped
-        # The cycle runs in a greenlet, so that the calls it makes can take simulated time
-        # (`sim.calls`); without latencies it runs to its end at once.
-        cycle = greenlet(self._cycle)
-        host.tick_g = cycle
-        cycle.switch(host)
-        self._after_switch(host, boot)
-
-    @staticmethod
-    def _cycle(host: SimHost) -> None:
-        assert host.agent is not None
-        host.agent.tick()
-
-    def _after_switch(self, host: SimHost, boot: int) -> None:
-        """Back from a host's cycle: it ended, or it waits in a call."""
-        cycle = host.tick_g
-        if cycle is None or not cycle.dead:
-            return
-        host.tick_g = None
-        if host.boot != boot:
-            return
-        self._record_states(host)
-        # Cycles on a fixed grid (origin + k * interval): no drift from summing floats. A
-        # cycle that overran skips the slots it missed; a host that resumes from a hang or a
-        # stall cycles at once and then rejoins its grid.
-        interval = self.config.timing.heartbeat_interval
-        host.tick_count = max(host.tick_count + 1,
-                              int((self.now - host.tick_origin) / interval) + 1)
-        self.at(host.tick_origin + host.tick_count * interval, lambda: self._tick(host, boot))
-
     def suspend(self, host: SimHost, seconds: float) -> None:
-        """The host's running cycle waits `seconds` in a call (see `sim.calls`)."""
-        cycle = host.tick_g
-        assert cycle is not None and cycle.parent is not None
-        boot = host.boot
-        self.at(self.now + seconds, lambda: self._resume(host, cycle, boot))
-        cycle.parent.switch()
-
-    def _resume(self, host: SimHost, cycle: greenlet, boot: int) -> None:
-        if host.boot != boot or cycle.dead or host.tick_g is not cycle:
-            return
-        if not self._executes(host):
-            host.resume_pending = True  # the answer is there; the agent runs again later
-            return
-        cycle.switch()
-        self._after_switch(host, boot)
-
-    def _kill_cycle(self, host: SimHost) -> None:
-        """The host lost power (or rebooted) while its cycle waited in a call."""
-        cycle, host.tick_g = host.tick_g, None
-        host.resume_pending = False
-        if cycle is not None and not cycle.dead:
-            cycle.throw(GreenletExit)
-
-    def _wake(self, host: SimHost) -> None:
-        """The agent executes again (a hang resumed, a stall ended): what waited runs now."""
-        boot = host.boot
-        if host.resume_pending and host.tick_g is not None:
-            host.resume_pending = False
-            self._resume(host, host.tick_g, boot)
-        if host.tick_missed:
-            host.tick_missed = False
-            self._tick(host, boot)
+        """The calling cycle of `host` waits `seconds` in a call (see `sim.calls`)."""
+        self.cycles.suspend(host, seconds)
 
     def lease_renewed(self, host: str, sent: float) -> None:
         """Ground truth for `sim.obligations`: the host's lease was renewed by a request made
@@ -377,11 +315,11 @@ class World:
         return self.duty_tl[host].changes()
 
     def _record_duty(self, host: SimHost) -> None:
-        on_duty = (self._executes(host) and host.agent is not None
+        on_duty = (self.executes(host) and host.agent is not None
                    and not host.agent.failsafe)
         self.duty_tl[host.name].set(self.now, on_duty)
 
-    def _record_states(self, host: SimHost) -> None:
+    def record_states(self, host: SimHost) -> None:
         assert host.agent is not None
         self._record_duty(host)
         self.local_tl[host.name].set(self.now, host.agent.local_state())
@@ -403,7 +341,7 @@ class World:
         return self.hosts[name].power == Power.UP
 
     def _power_down(self, host: SimHost, why: str) -> None:
-        self._kill_cycle(host)
+        self.cycles.kill(host)
         host.stalled = False
         self.lives[host.name].append(([], self.now))  # a new life proves itself anew
 
@@ -414,7 +352,6 @@ class World:
         host.power = Power.OFF
         host.boot += 1
         host.hung_since = None
-        host.tick_missed = False
         host.wd_armed = False
         self.last_sent[host.index] = -np.inf
         self.power_tl[host.name].set(self.now, Power.OFF.value)
@@ -513,28 +450,69 @@ class World:
         memory = self.vm_memory.get(vm, 0)
         return memory / self.settings.migration_bandwidth + self.settings.migration_switchover
 
-    def vm_migrate(self, source: str, vm: str, target: str, token: int) -> None:
+    def hypervisor_job(self, host: str, action: Callable[[], object]) -> SimJob:
+        """A start or stop: it takes the hypervisor's call latency, then happens (unless the
+        host went down, or the job was cancelled, meanwhile)."""
+        job = SimJob()
+        delay = self.calls.latency(host, "hypervisor")
+        sim_host = self.hosts[host]
+        boot = sim_host.boot
+
+        def done() -> None:
+            if job.cancelled or sim_host.boot != boot or sim_host.power != Power.UP:
+                return
+            action()
+            job.outcome = JobResult(True, "done")
+
+        if delay <= 0:
+            done()
+        else:
+            self.at(self.now + delay, done)
+        return job
+
+    def migration_job(self, source: str, vm: str, target: str, token: int) -> SimJob:
         """Live migration: the guest keeps running on `source` while its memory is copied
         (`migration_time`), then stops executing there and continues on `target` at the same
         instant (no overlap). It fails, and the guest stays on `source`, if the target goes
-        down or the two can no longer talk before the switchover; if the source goes down,
-        the guest dies with it."""
+        down or the two can no longer talk before the switchover, or if it is cancelled
+        (aborted) first; if the source goes down, the guest dies with it."""
+        job = SimJob()
         src, dst = self.hosts[source], self.hosts[target]
+        refused = None
         if vm not in src.domains:
-            raise HypervisorError(f"{vm} does not run on {source}")
-        if dst.power != Power.UP or not self.talk(source, target):
-            raise HypervisorError(f"{target} can not be reached from {source} for migration")
-        if vm in dst.domains:
-            raise HypervisorError(f"{vm} already exists on {target}")
+            refused = f"{vm} does not run on {source}"
+        elif dst.power != Power.UP or not self.talk(source, target):
+            refused = f"{target} can not be reached from {source} for migration"
+        elif vm in dst.domains:
+            refused = f"{vm} already exists on {target}"
+        if refused is not None:
+            job.outcome = JobResult(False, refused)
+            return job
         key = (vm, source, target)
         self.migrations[key] = True
-        self.calls.wait(source, self.migration_time(vm))
-        intact = self.migrations.pop(key, False)
-        if not intact or dst.power != Power.UP or not self.talk(source, target):
-            raise HypervisorError(f"the migration of {vm} to {target} failed: {target} went "
-                                  f"down or could not be reached before the switchover")
-        if vm not in src.domains or src.power != Power.UP:
-            raise HypervisorError(f"{vm} no longer runs on {source}")
+        boot = src.boot
+
+        def switchover() -> None:
+            intact = self.migrations.pop(key, False)
+            if job.cancelled or src.boot != boot:
+                return
+            if not intact or dst.power != Power.UP or not self.talk(source, target):
+                job.outcome = JobResult(False, f"the migration of {vm} to {target} failed: "
+                                               f"{target} went down or could not be reached "
+                                               f"before the switchover")
+                return
+            if vm not in src.domains or src.power != Power.UP:
+                job.outcome = JobResult(False, f"{vm} no longer runs on {source}")
+                return
+            self._switch_over(source, vm, target, token)
+            job.outcome = JobResult(True, f"{vm} live-migrated to {target}")
+
+        delay = self.calls.latency(source, "hypervisor") + self.migration_time(vm)
+        self.at(self.now + delay, switchover)
+        return job
+
+    def _switch_over(self, source: str, vm: str, target: str, token: int) -> None:
+        src, dst = self.hosts[source], self.hosts[target]
         del src.domains[vm]
         handed = self.open_runs.get((vm, source))
         self._close_run(vm, source)
@@ -712,8 +690,8 @@ class World:
 
     # ================================================================ journal
     def journal(self, kind: str, *, host: str | None = None, vm: str | None = None,
-                text: str = "") -> None:
-        self.entries.append(JournalEntry(self.now, kind, host, vm, text))
+                text: str = "", duration: float | None = None) -> None:
+        self.entries.append(JournalEntry(self.now, kind, host, vm, text, duration))
 
     def alert(self, severity: str, text: str, *, host: str | None = None,
               vm: str | None = None) -> None:
@@ -803,7 +781,7 @@ class World:
         self.power_tl[host.name].set(self.now, Power.UP.value)
         self._record_duty(host)
         self._topology_changed()
-        self._wake(host)
+        self.cycles.wake(host)
 
     def _fault_agent_stall(self, event: Event) -> None:
         """The agent process stops executing (SIGSTOP): its cycles, heartbeats and store
@@ -820,7 +798,7 @@ class World:
             if host.boot == boot and host.stalled:
                 host.stalled = False
                 self._record_duty(host)
-                self._wake(host)
+                self.cycles.wake(host)
 
         self.at(self.now + event.for_, end)
 

@@ -13,9 +13,11 @@ endpoint``); whether the store answers is the store's business (`StoreUnavailabl
 Opening never contacts the store, so an agent can start while the store is down. The etcd
 client (and ``requests``) is imported only when an etcd store is opened.
 
-Timeouts follow the host lease: one store call (over every endpoint) waits at most a third of
-``timing.host_lease_ttl`` (at most 2 s per request), so an agent learns of an unreachable store
-while it still has two renewals' worth of lease left.
+Timeouts follow the host lease: one store call (over every endpoint) waits at most
+``timing.effective_store_timeout`` (by default the longest that lets a due renewal be tried
+twice before the self-fence deadline: 1.5 s at the default 6 s lease; at most 2 s per request).
+The agent's heartbeats and watchdog never wait for a store call (`Agent.beat`), so a slow store
+only slows decisions.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def store_kind(config: ClusterConfig) -> str:
 
 
 def _call_budget(config: ClusterConfig, requests: int) -> float:
-    budget = config.timing.host_lease_ttl / 3 / max(1, requests)
+    """One request's share of a store call's timeout (`Timing.effective_store_timeout`, over
+    every endpoint the call may try)."""
+    budget = config.timing.effective_store_timeout / max(1, requests)
     return max(_MIN_REQUEST_TIMEOUT, min(_MAX_REQUEST_TIMEOUT, budget))
 
 
