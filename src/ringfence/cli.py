@@ -11,17 +11,61 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ringfence import __version__
 from ringfence.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ringfence.config import ClusterConfig
     from ringfence.journal.events import Event
     from ringfence.journal.report import IncidentSource
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+MAX_SEED = 2**32 - 1  # as ringfence.sim.scenario.MAX_SEED (not imported: it pulls in pydantic)
+MAX_RUN = 86400.0  # as ringfence.sim.scenario.MAX_RUN
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (exit 2 naming the option)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {value}")
+        return value
+
+    return whole
+
+
+def _seconds(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a duration (200ms, 6s, 2m, 1h) from `low` (excluded if `above`) to
+    `high`, in seconds."""
+
+    def seconds(text: str) -> float:
+        from ringfence.units import format_duration, parse_duration
+
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if (value <= low if above else value < low) or value > high:
+            shown = "longer than" if above else "at least"
+            raise argparse.ArgumentTypeError(
+                f"expected a duration {shown} {format_duration(low)} and at most "
+                f"{format_duration(high)}, got {text!r}")
+        return value
+
+    return seconds
+
+
+_SEED = _whole(0, MAX_SEED)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,33 +85,40 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser("simulate", help="run a scenario file on simulated time")
     sim.add_argument("scenario", metavar="SCENARIO.yaml")
-    sim.add_argument("--seed", type=int, default=None, help="override the file's seed")
+    sim.add_argument("--seed", type=_SEED, default=None, help="override the file's seed")
     sim.add_argument("--json", action="store_true", help="print the result as JSON")
     sim.add_argument("--timeline", action="store_true", help="print every journaled event")
     sim.add_argument("--report", default=None, metavar="DIR",
                      help="write the run's incident reports (Markdown and HTML) into DIR")
     fuzz = commands.add_parser("fuzz", help="random clusters and fault schedules against the "
                                              "safety checker")
-    fuzz.add_argument("--runs", type=int, default=100)
-    fuzz.add_argument("--seed", type=int, default=0)
-    fuzz.add_argument("--hosts", type=int, default=None, help="hosts per cluster (default 2-16)")
-    fuzz.add_argument("--vms", type=int, default=None, help="VMs per cluster (default random)")
-    fuzz.add_argument("--duration", default="180s", help="simulated length of each run")
-    fuzz.add_argument("--events", type=int, default=12, help="faults per run, on average")
+    fuzz.add_argument("--runs", type=_whole(1, 1_000_000), default=100)
+    fuzz.add_argument("--seed", type=_SEED, default=0)
+    fuzz.add_argument("--hosts", type=_whole(2, 256), default=None,
+                      help="hosts per cluster (default 2-16)")
+    fuzz.add_argument("--vms", type=_whole(1, 20_000), default=None,
+                      help="VMs per cluster (default random)")
+    fuzz.add_argument("--duration", type=_seconds(10.0, MAX_RUN), default=180.0,
+                      help="simulated length of each run (default 180s)")
+    fuzz.add_argument("--events", type=_whole(1, 10_000), default=12,
+                      help="faults per run, on average")
     fuzz.add_argument("--out", default="fuzz-out", help="where a reproducing scenario goes")
     fuzz.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="a real cluster on this machine, a fault, a failover")
-    demo.add_argument("--hosts", type=int, default=3)
-    demo.add_argument("--vms", type=int, default=6)
+    demo.add_argument("--hosts", type=_whole(2, 9), default=3)
+    demo.add_argument("--vms", type=_whole(1, 16 * 9), default=6, help="at most 16 per host")
     demo.add_argument("--fault", default="power_off",
                       help="power_off (default: the busiest host's agent, VMs and watchdog "
                            "die), hang (all of them freeze, the watchdog too), agent_hang (only "
                            "the agent freezes), vm_crash or none")
-    demo.add_argument("--fault-at", default="20s",
-                      help="when, counted from the demo's start (and not before every VM runs)")
-    demo.add_argument("--duration", default=None, help="stop after this long (e.g. 60s)")
-    demo.add_argument("--port", type=int, default=8080, help="dashboard port (0: none)")
+    demo.add_argument("--fault-at", type=_seconds(0.0, 3600.0), default=20.0,
+                      help="when, counted from the demo's start (and not before every VM "
+                           "runs; default 20s)")
+    demo.add_argument("--duration", type=_seconds(0.0, MAX_RUN, above=True), default=None,
+                      help="stop after this long (e.g. 60s)")
+    demo.add_argument("--port", type=_whole(0, 65535), default=8080,
+                      help="dashboard port (0: none)")
     demo.add_argument("--no-browser", action="store_true")
     demo.add_argument("--no-fencing", action="store_true",
                       help="no power fence agents: recovery takes the watchdog path")
@@ -140,7 +191,7 @@ def _incident_sources(parser: argparse.ArgumentParser) -> None:
                         "holding journal-HOST.jsonl (default: /var/lib/ringfence)")
     parser.add_argument("--scenario", default=None, metavar="SCENARIO.yaml",
                         help="simulate this scenario and use its journal instead")
-    parser.add_argument("--seed", type=int, default=None, help="with --scenario: its seed")
+    parser.add_argument("--seed", type=_SEED, default=None, help="with --scenario: its seed")
     parser.add_argument("--config", default=None, metavar="CLUSTER.yaml",
                         help="with --journal: the cluster file (names the cluster and its VMs)")
 
@@ -191,19 +242,9 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ringfence.sim.fuzz import FuzzOptions, fuzz
-    from ringfence.units import parse_duration
 
-    try:
-        duration = parse_duration(args.duration)
-    except ValueError as exc:
-        raise ConfigError(f"--duration: {exc}") from None
-    for name in ("runs", "hosts", "vms", "events"):
-        value = getattr(args, name)
-        if value is not None and value < (2 if name == "hosts" else 1):
-            raise ConfigError(f"--{name}: expected a whole number of at least "
-                              f"{2 if name == 'hosts' else 1}, got {value}")
     options = FuzzOptions(runs=args.runs, seed=args.seed, hosts=args.hosts, vms=args.vms,
-                          duration=duration, events=args.events, out=Path(args.out))
+                          duration=args.duration, events=args.events, out=Path(args.out))
     report = fuzz(options, progress=None if args.json else print)
     if args.json:
         sys.stdout.write(json.dumps({
@@ -223,27 +264,15 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ringfence.demo import FAULTS, DemoOptions, run_demo
-    from ringfence.units import parse_duration
-
-    def duration(option: str, value: str | None) -> float | None:
-        if value is None:
-            return None
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            raise ConfigError(f"--{option}: {exc}") from None
 
     if args.fault not in FAULTS:
         raise ConfigError(f"--fault: expected one of {', '.join(FAULTS)}, got {args.fault!r}")
-    if args.hosts < 2 or args.hosts > 9:
-        raise ConfigError(f"--hosts: expected 2 to 9 hosts, got {args.hosts}")
-    if args.vms < 1:
-        raise ConfigError(f"--vms: expected at least 1, got {args.vms}")
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port: expected 0 to 65535, got {args.port}")
+    if args.vms > 16 * args.hosts:
+        raise ConfigError(f"--vms: at most 16 per host ({16 * args.hosts} for {args.hosts} "
+                          f"hosts), got {args.vms}")
     options = DemoOptions(hosts=args.hosts, vms=args.vms, fault=args.fault,
-                          fault_at=duration("fault-at", args.fault_at) or 0.0,
-                          duration=duration("duration", args.duration), port=args.port,
+                          fault_at=args.fault_at,
+                          duration=args.duration, port=args.port,
                           fencing=not args.no_fencing, browser=not args.no_browser,
                           as_json=args.json)
     return run_demo(options)
@@ -256,11 +285,26 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from ringfence.config import load_cluster
 
     config = load_cluster(args.config)
+    _require_hypervisor(config, args.host, args.config)
     options = AgentOptions(
         state_dir=Path(args.state_dir), watchdog=args.watchdog,
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None)
     return run_agent(config, args.host, options)
+
+
+def _require_hypervisor(config: ClusterConfig, host: str, file: str) -> None:
+    """A libvirt URI needs libvirt-python: say so before anything starts (exit 2)."""
+    from ringfence.errors import libvirt_missing
+
+    for index, spec in enumerate(config.hosts):
+        if spec.name != host or spec.hypervisor in (None, "process"):
+            continue
+        try:
+            import libvirt  # noqa: F401
+        except ImportError:
+            raise ConfigError(libvirt_missing(spec.hypervisor, sys.executable), file=file,
+                              path=f"hosts[{index}].hypervisor") from None
 
 
 def _cmd_vm(args: argparse.Namespace) -> int:

@@ -112,7 +112,8 @@ CLUSTER_CASES = [
     ("hosts.0.interfaces.ring0.address", "10.0.0.300"),
     ("hosts.0.interfaces.ring0.name", "an-interface-name-longer-than-linux-allows"),
     ("witnesses.0.address", "not-an-ip"),
-    ("store.endpoints", ["not-a-url"]),
+    ("store.endpoints", ["http://10.0.0.1:99999"]),
+    ("store.endpoints", ["ftp://10.0.0.1:2379"]),
     ("fencing.hv1.delay", "10h"),
     ("fencing.hv1.params", {f"p{i}": "v" for i in range(200)}),
     ("vms.0.cpus", 10**6),
@@ -180,7 +181,7 @@ def test_scenario_fields_have_bounds(tmp_path: Path, path: str, value: Any) -> N
 
 
 def test_scenario_event_count_has_a_bound(tmp_path: Path) -> None:
-    events = [{"at": "1s", "do": "heal"}] * 20_001
+    events = [{"at": "1s", "do": "heal"} for _ in range(10_001)]
     text = _problems(tmp_path, _set(SCENARIO, "events", events), scenario=True)
     assert "events" in text and "10000" in text, text
 

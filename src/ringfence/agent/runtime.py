@@ -142,7 +142,16 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
         state = options.state_dir / "vms" / host
         disk = options.disk_file or options.state_dir / "disk.jsonl"
         return ProcessHypervisor(host, state, disk), ProcessGuestChecks(state)
-    from ringfence.hypervisor.libvirt import LibvirtHypervisor
+    try:
+        from ringfence.hypervisor.libvirt import LibvirtHypervisor
+    except ModuleNotFoundError as exc:  # libvirt-python is an optional extra
+        if exc.name != "libvirt":
+            raise
+        from ringfence.errors import libvirt_missing
+
+        index = [h.name for h in config.hosts].index(host)
+        raise ConfigError(libvirt_missing(kind, sys.executable),
+                          path=f"hosts[{index}].hypervisor") from None
     from ringfence.probes.guest import NetworkGuestChecks
 
     return LibvirtHypervisor(kind, domain_xml_source(config, store)), NetworkGuestChecks(config)
