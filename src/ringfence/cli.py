@@ -136,6 +136,9 @@ def _build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--disk-file", default=None,
                        help="the process hypervisor's shared disk file (demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
+    agent.add_argument("--allow-insecure-secrets", action="store_true",
+                       help="run although a secret file (key_file, *_file) is readable by "
+                            "others; journals a critical alert at every start")
 
     vm = commands.add_parser("vm", help="operator actions on a VM (through the store)")
     vm_actions = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -286,11 +289,38 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     config = load_cluster(args.config)
     _require_hypervisor(config, args.host, args.config)
+    _check_secrets(config, args)
     options = AgentOptions(
         state_dir=Path(args.state_dir), watchdog=args.watchdog,
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None)
     return run_agent(config, args.host, options)
+
+
+def _check_secrets(config: ClusterConfig, args: argparse.Namespace) -> None:
+    """Secrets readable by others: refused (exit 2), or with --allow-insecure-secrets a
+    critical alert in the host's journal, before anything else starts."""
+    from pathlib import Path
+
+    from ringfence import secrets
+    from ringfence.config import read_yaml
+
+    secrets.allow_insecure(args.allow_insecure_secrets)
+    _data, lines = read_yaml(args.config)
+    warnings = secrets.check_secrets(config, file=args.config, lines=lines)
+    if not warnings or args.host not in [h.name for h in config.hosts]:
+        return
+    from ringfence.agent.journal import FileJournal, JournalAlerts
+
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    journal = FileJournal(state_dir / f"journal-{args.host}.jsonl", args.host,
+                          echo_json=args.log_json)
+    journal.cluster = config.name
+    for warning in warnings:
+        JournalAlerts(journal).send(
+            "critical", f"INSECURE SECRET (--allow-insecure-secrets): {warning}",
+            host=args.host)
 
 
 def _require_hypervisor(config: ClusterConfig, host: str, file: str) -> None:

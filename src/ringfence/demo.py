@@ -87,7 +87,7 @@ class Demo:
         self.options = options
         self.workdir = options.workdir or Path(
             os.environ.get("TMPDIR", "/tmp")) / f"ringfence-demo-{os.getpid()}"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # key, store, journals
         self.state = self.workdir / "state"
         self.disk = self.workdir / "disk.jsonl"
         self.power = self.workdir / "power"
@@ -102,8 +102,10 @@ class Demo:
     # ------------------------------------------------------------------ set-up
     def write_cluster(self) -> None:
         key = self.workdir / "cluster.key"
-        key.write_bytes(secrets.token_bytes(32))
-        key.chmod(0o600)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+        key.chmod(0o600)  # also when an earlier run left the file
         ports = [_free_udp_port("127.0.1.1"), _free_udp_port("127.0.2.1")]
         fence_script = self.workdir / "fence_demo"
         fence_script.write_text(f"#!/bin/sh\nexec {sys.executable} -m "
