@@ -97,6 +97,7 @@ class Demo:
         self.vms = [f"vm{i + 1}" for i in range(options.vms)]
         self.faults: list[Fault] = []
         self.started = time.time()
+        self.ended: float | None = None  # when stop() began: the end of the run
         self.stopping = False
 
     # ------------------------------------------------------------------ set-up
@@ -212,27 +213,42 @@ class Demo:
                 self.start_host(host)
 
     # ------------------------------------------------------------------ summary
+    RUNNING_WINDOW = 1.0
+    """A VM runs at the end of the run only if it wrote within its last second."""
+    GAP = 0.35
+    """A pause between two writes (every 100 ms) longer than this is downtime."""
+
     def summary(self) -> dict[str, Any]:
+        """Where each VM ran before the first fault and at the end of the run, and how long
+        it was down, from the VMs' own writes to the disk file (the ground truth).
+
+        The end of the run is when `stop` began (or now, while it runs). A VM that did not
+        write in the last second of it is not running at the end (`host_after` None), and its
+        downtime counts from its last write to the end; one that never wrote was down for the
+        whole run. Downtime is every pause between writes longer than `GAP` (after the first
+        fault, when there was one), plus that tail."""
         fault = self.faults[0] if self.faults else None
-        records = self.writes()
+        end = self.ended if self.ended is not None else time.time()
+        records = [r for r in self.writes() if r["t"] <= end]
         by_vm: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_vm.setdefault(record["vm"], []).append(record)
         vms: dict[str, Any] = {}
         for vm in self.vms:
             mine = sorted(by_vm.get(vm, []), key=lambda r: r["t"])
-            cut = fault.wall if fault else time.time()
+            cut = fault.wall if fault else self.started
             before = [r for r in mine if r["t"] <= cut]
-            after = [r for r in mine if r["t"] > cut]
             host_before = before[-1]["host"] if before else None
-            host_after = mine[-1]["host"] if mine else None
-            downtime = 0.0
-            if fault and before:
+            running = bool(mine) and mine[-1]["t"] >= end - self.RUNNING_WINDOW
+            host_after = mine[-1]["host"] if running else None
+            if not mine:
+                downtime = end - self.started
+            else:
                 gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine)
                         if b["t"] > cut - 1.0]
-                downtime = max([g for g in gaps if g > 0.35] or [0.0])
-                if not after:
-                    downtime = time.time() - before[-1]["t"]
+                downtime = sum(g for g in gaps if g > self.GAP)
+                if not running:
+                    downtime += end - mine[-1]["t"]
             vms[vm] = {"host_before": host_before, "host_after": host_after,
                        "downtime_s": round(downtime, 1)}
         return {
@@ -281,8 +297,9 @@ class Demo:
                  f"{fault['t']:.1f} s after the demo started." for fault in summary["faults"]]
         truth.append(f"Split brain (from the VMs' own writes to the shared disk): "
                      f"{'YES' if summary['split_brain'] else 'no'}.")
-        moved = [f"{vm} {info['downtime_s']:.1f} s ({info['host_before']} → "
-                 f"{info['host_after']})" for vm, info in summary["vms"].items()
+        moved = [f"{vm} {info['downtime_s']:.1f} s ({info['host_before'] or 'never ran'} → "
+                 f"{info['host_after'] or 'DOWN at the end'})"
+                 for vm, info in summary["vms"].items()
                  if info["downtime_s"] or info["host_before"] != info["host_after"]]
         truth.append("Downtime measured in the VMs' own writes: "
                      + (", ".join(moved) if moved else "none") + ".")
@@ -305,6 +322,8 @@ class Demo:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self.ended is None:
+            self.ended = time.time()
         self.stopping = True
         for host in self.hosts:
             if host.process is not None and host.process.poll() is None:
@@ -463,8 +482,8 @@ def run_demo(options: DemoOptions) -> int:
     else:
         for vm, info in summary["vms"].items():
             if info["host_before"] != info["host_after"] or info["downtime_s"]:
-                say(f"{vm}: {info['host_before']} -> {info['host_after']}, down "
-                    f"{info['downtime_s']:.1f}s")
+                say(f"{vm}: {info['host_before'] or 'never ran'} -> "
+                    f"{info['host_after'] or 'DOWN at the end'}, down {info['downtime_s']:.1f}s")
         say(f"split brain: {'YES' if summary['split_brain'] else 'no'}")
         say(f"incident report: {report}")
     if summary["split_brain"]:
