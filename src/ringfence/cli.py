@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING
 
 from ringfence import __version__
 from ringfence.errors import ConfigError
+from ringfence.paths import PathArg
+
+INPUT, INPUT_ANY = PathArg("input"), PathArg("input_any")
+OUTPUT_FILE, OUTPUT_DIR, DATA_FILE = PathArg("output_file"), PathArg("output_dir"), \
+    PathArg("data_file")
+_STATE_DIR = "/var/lib/ringfence"
 
 if TYPE_CHECKING:
     from ringfence.config import ClusterConfig
@@ -84,12 +90,13 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     sim = commands.add_parser("simulate", help="run a scenario file on simulated time")
-    sim.add_argument("scenario", metavar="SCENARIO.yaml")
+    sim.add_argument("scenario", metavar="SCENARIO.yaml", type=INPUT)
     sim.add_argument("--seed", type=_SEED, default=None, help="override the file's seed")
     sim.add_argument("--json", action="store_true", help="print the result as JSON")
     sim.add_argument("--timeline", action="store_true", help="print every journaled event")
-    sim.add_argument("--report", default=None, metavar="DIR",
-                     help="write the run's incident reports (Markdown and HTML) into DIR")
+    sim.add_argument("--report", default=None, metavar="DIR", type=OUTPUT_DIR,
+                     help="write the run's incident reports (Markdown and HTML) into DIR "
+                          "(created if its parent exists; files of the same names replaced)")
     fuzz = commands.add_parser("fuzz", help="random clusters and fault schedules against the "
                                              "safety checker")
     fuzz.add_argument("--runs", type=_whole(1, 1_000_000), default=100)
@@ -102,7 +109,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="simulated length of each run (default 180s)")
     fuzz.add_argument("--events", type=_whole(1, 10_000), default=12,
                       help="faults per run, on average")
-    fuzz.add_argument("--out", default="fuzz-out", help="where a reproducing scenario goes")
+    fuzz.add_argument("--out", default="fuzz-out", type=OUTPUT_DIR,
+                      help="where a reproducing scenario goes")
     fuzz.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="a real cluster on this machine, a fault, a failover")
@@ -125,15 +133,15 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
     agent = commands.add_parser("agent", help="run the host agent of one host")
-    agent.add_argument("--config", required=True, metavar="CLUSTER.yaml")
+    agent.add_argument("--config", required=True, metavar="CLUSTER.yaml", type=INPUT)
     agent.add_argument("--host", required=True, metavar="NAME")
-    agent.add_argument("--state-dir", default="/var/lib/ringfence",
+    agent.add_argument("--state-dir", default=_STATE_DIR, type=OUTPUT_DIR,
                        help="journal, local state and process VMs (default /var/lib/ringfence)")
     agent.add_argument("--watchdog", choices=["auto", "linux", "process"], default="auto",
                        help="auto: /dev/watchdog; process: a supervisor process (demo, tests)")
     agent.add_argument("--unsafe-no-watchdog", action="store_true",
                        help="run without any watchdog (a hung host can not be reset)")
-    agent.add_argument("--disk-file", default=None,
+    agent.add_argument("--disk-file", default=None, type=DATA_FILE,
                        help="the process hypervisor's shared disk file (demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
     agent.add_argument("--allow-insecure-secrets", action="store_true",
@@ -149,12 +157,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "relocation count)")):
         sub = vm_actions.add_parser(action, help=text)
         sub.add_argument("vm")
-        sub.add_argument("--config", default=None)
+        sub.add_argument("--config", default=None, type=INPUT)
         sub.add_argument("--operator", default=None, help="your name, for the journal")
     move = vm_actions.add_parser("migrate", help="live-migrate a VM to another host")
     move.add_argument("vm")
     move.add_argument("--to", required=True, metavar="HOST")
-    move.add_argument("--config", default=None)
+    move.add_argument("--config", default=None, type=INPUT)
     move.add_argument("--operator", default=None)
     force = vm_actions.add_parser("force-start", help="override: run a VM on a host "
                                                       "(safety rules still apply)")
@@ -163,9 +171,10 @@ def _build_parser() -> argparse.ArgumentParser:
     force.add_argument("--confirm-down", nargs="*", default=[], metavar="HOST",
                        help="without quorum: every other host that could run the VM")
     force.add_argument("--operator", default=None)
-    force.add_argument("--config", default=None)
-    force.add_argument("--state-dir", default="/var/lib/ringfence",
-                       help="the local agent's state directory (used without quorum)")
+    force.add_argument("--config", default=None, type=INPUT)
+    force.add_argument("--state-dir", default=None, type=OUTPUT_DIR,
+                       help="the local agent's state directory (used without quorum; default "
+                            "/var/lib/ringfence)")
 
     host = commands.add_parser("host", help="operator actions on a host")
     host_actions = host.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -173,29 +182,29 @@ def _build_parser() -> argparse.ArgumentParser:
     maint = host_actions.add_parser("maintenance", help="drain a host / return it")
     maint.add_argument("name")
     maint.add_argument("state", choices=["on", "off"])
-    maint.add_argument("--config", default=None)
+    maint.add_argument("--config", default=None, type=INPUT)
     maint.add_argument("--operator", default=None)
 
     status = commands.add_parser("status", help="hosts, quorum, VMs and leases of a cluster")
-    status.add_argument("--config", default=None, metavar="CLUSTER.yaml")
+    status.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT)
     status.add_argument("--json", action="store_true")
 
     check = commands.add_parser("check", help="validate a cluster or scenario file and find "
                                                 "single failures that would hurt")
-    check.add_argument("file", metavar="CLUSTER.yaml")
+    check.add_argument("file", metavar="CLUSTER.yaml", type=INPUT)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_journal_commands(commands)
     return parser
 
 
 def _incident_sources(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--journal", nargs="+", action="extend", default=None,
+    parser.add_argument("--journal", nargs="+", action="extend", default=None, type=INPUT_ANY,
                         metavar="DIR|FILE", help="hosts' journal files, or state directories "
                         "holding journal-HOST.jsonl (default: /var/lib/ringfence)")
-    parser.add_argument("--scenario", default=None, metavar="SCENARIO.yaml",
+    parser.add_argument("--scenario", default=None, metavar="SCENARIO.yaml", type=INPUT,
                         help="simulate this scenario and use its journal instead")
     parser.add_argument("--seed", type=_SEED, default=None, help="with --scenario: its seed")
-    parser.add_argument("--config", default=None, metavar="CLUSTER.yaml",
+    parser.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT,
                         help="with --journal: the cluster file (names the cluster and its VMs)")
 
 
@@ -212,8 +221,8 @@ def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     report = actions.add_parser("report", help="the post-incident report of one incident")
     report.add_argument("id", metavar="ID")
     report.add_argument("--format", choices=["md", "html"], default="md")
-    report.add_argument("--out", default=None, metavar="FILE",
-                        help="write the report to FILE instead of standard output")
+    report.add_argument("--out", default=None, metavar="FILE", type=OUTPUT_FILE,
+                        help="write the report to FILE (a new file) instead of standard output")
     for sub in (listing, show, report):
         _incident_sources(sub)
 
@@ -226,18 +235,20 @@ def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                         help="only events at or after T: an ISO 8601 time (UTC unless it says "
                              "otherwise), seconds since the epoch, or a duration ago (10m, 2h)")
     export.add_argument("--json", action="store_true", help="one JSON object per line")
-    export.add_argument("--journal", nargs="+", action="extend", default=None,
+    export.add_argument("--journal", nargs="+", action="extend", default=None, type=INPUT_ANY,
                         metavar="DIR|FILE", help="journal files or state directories "
                                                  "(default: /var/lib/ringfence)")
     export.add_argument("--store", action="store_true",
                         help="read the journal the hosts mirror into the store (every host's "
                              "events, from any machine that reaches the store)")
-    export.add_argument("--config", default=None, metavar="CLUSTER.yaml",
+    export.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT,
                         help="with --store: the cluster file (default as for `status`)")
 
     page = commands.add_parser("status-page", help="write a static public status page "
                                                    "(index.html, status.json)")
-    page.add_argument("--out", required=True, metavar="DIR")
+    page.add_argument("--out", required=True, metavar="DIR", type=OUTPUT_DIR,
+                      help="the directory to write into (created if its parent exists; "
+                           "index.html and status.json there are replaced)")
     _incident_sources(page)
 
 
@@ -349,7 +360,7 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     if args.action == "migrate":
         return operator.migrate(args.config, args.vm, args.to, args.operator)
     return operator.force_start(args.config, args.vm, args.host, list(args.confirm_down),
-                                args.operator, Path(args.state_dir))
+                                args.operator, Path(args.state_dir or _STATE_DIR))
 
 
 def _cmd_host(args: argparse.Namespace) -> int:
@@ -457,7 +468,9 @@ def _cmd_incident(args: argparse.Namespace) -> int:
         return EXIT_OK
     text = (render_html if args.format == "html" else render_markdown)(incident, ctx)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        from ringfence.paths import write_new_file
+
+        write_new_file(Path(args.out), text)
         print(args.out)
     else:
         sys.stdout.write(text)
