@@ -13,7 +13,10 @@ one VM) comes `--fault-at` seconds after every VM runs. The ground truth is the 
 which host wrote for which VM when. Downtime is the gap in a VM's writes; a split brain is two
 hosts writing for one VM in overlapping intervals, whatever the agents believe.
 
-Everything the demo starts it stops: on Ctrl-C, at the end of `--duration`, and on errors.
+Everything the demo starts it stops: on Ctrl-C, on SIGTERM and SIGHUP (`timeout`, a closed
+terminal: handled exactly as Ctrl-C), at the end of `--duration`, and on errors; then it writes
+its summary and report and removes its pointer for `ringfence status`. A signal that comes
+while it stops is ignored, so that the stop itself is never cut short.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import yaml
 
 from ringfence.agent.journal import read_journal
 from ringfence.fence.demo_power import pids_of as _pids_of
-from ringfence.status import demo_pointer
+from ringfence.status import remove_demo_pointer, write_demo_pointer
 
 FAULTS = ("power_off", "hang", "agent_hang", "vm_crash", "none")
 
@@ -138,7 +141,7 @@ class Demo:
                                                       "workdir": str(self.workdir)}}
                                   for h in self.hosts}
         self.config_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
-        demo_pointer().write_text(str(self.config_path))
+        write_demo_pointer(self.config_path)
 
     def start_host(self, host: DemoHost) -> None:
         (self.power / f"{host.name}.off").unlink(missing_ok=True)
@@ -226,7 +229,8 @@ class Demo:
         write in the last second of it is not running at the end (`host_after` None), and its
         downtime counts from its last write to the end; one that never wrote was down for the
         whole run. Downtime is every pause between writes longer than `GAP` (after the first
-        fault, when there was one), plus that tail."""
+        fault, when there was one), plus that tail. Without a fault, `host_before` is where the
+        VM last wrote."""
         fault = self.faults[0] if self.faults else None
         end = self.ended if self.ended is not None else time.time()
         records = [r for r in self.writes() if r["t"] <= end]
@@ -236,7 +240,7 @@ class Demo:
         vms: dict[str, Any] = {}
         for vm in self.vms:
             mine = sorted(by_vm.get(vm, []), key=lambda r: r["t"])
-            cut = fault.wall if fault else self.started
+            cut = fault.wall if fault else end  # without a fault: where it ran last
             before = [r for r in mine if r["t"] <= cut]
             host_before = before[-1]["host"] if before else None
             running = bool(mine) and mine[-1]["t"] >= end - self.RUNNING_WINDOW
@@ -244,8 +248,8 @@ class Demo:
             if not mine:
                 downtime = end - self.started
             else:
-                gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine)
-                        if b["t"] > cut - 1.0]
+                since = fault.wall - 1.0 if fault else self.started
+                gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine) if b["t"] > since]
                 downtime = sum(g for g in gaps if g > self.GAP)
                 if not running:
                     downtime += end - mine[-1]["t"]
@@ -343,9 +347,7 @@ class Demo:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(host.process.pid, signal.SIGKILL)
                 host.process.wait()
-        with contextlib.suppress(OSError):
-            if demo_pointer().read_text().strip() == str(self.config_path):
-                demo_pointer().unlink()
+        remove_demo_pointer(self.config_path)
 
 
 def split_brains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -423,31 +425,53 @@ PAGE = PAGE_FILE.read_text(encoding="utf-8") if PAGE_FILE.exists() else "<p>dash
 
 
 # ---------------------------------------------------------------------- main
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_demo(options: DemoOptions) -> int:
+    """Run the demo; see the module docstring. Returns the exit code: 1 after a split brain;
+    128 + the signal's number when a signal ended a run that had a `--duration`; else 0."""
     demo = Demo(options)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if received or demo.stopping:
+            return  # already stopping: let the stop finish
+        received.append(signum)
+        raise KeyboardInterrupt  # SIGTERM and SIGHUP take Ctrl-C's path
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        return _run(demo, options, received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
     def say(text: str) -> None:
         if not options.as_json:
             print(text, flush=True)
 
-    demo.write_cluster()
-    say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, process VMs; "
-        f"work dir {demo.workdir}")
-    for host in demo.hosts:
-        demo.start_host(host)
     server = None
-    if options.port:
-        server = _dashboard(demo, options.port)
-        if server is None:
-            say(f"dashboard: port {options.port} is busy; choose another with --port "
-                f"(ringfence status works meanwhile)")
-        else:
-            url = f"http://127.0.0.1:{options.port}/"
-            say(f"dashboard: {url}   (ringfence status works too)")
-            if options.browser and not options.as_json:
-                with contextlib.suppress(Exception):
-                    webbrowser.open(url)
     interrupted = False
     try:
+        demo.write_cluster()
+        say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, process "
+            f"VMs; work dir {demo.workdir}")
+        for host in demo.hosts:
+            demo.start_host(host)
+        if options.port:
+            server = _dashboard(demo, options.port)
+            if server is None:
+                say(f"dashboard: port {options.port} is busy; choose another with --port "
+                    f"(ringfence status works meanwhile)")
+            else:
+                url = f"http://127.0.0.1:{options.port}/"
+                say(f"dashboard: {url}   (ringfence status works too)")
+                if options.browser and not options.as_json:
+                    with contextlib.suppress(Exception):
+                        webbrowser.open(url)
         deadline = time.time() + 60
         while len(demo.placement_now()) < len(demo.vms):
             if time.time() > deadline:
@@ -472,6 +496,10 @@ def run_demo(options: DemoOptions) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        demo.stopping = True  # from here on, signals wait for the stop (see run_demo)
+        if received:
+            say(f"signal {signal.Signals(received[0]).name}: stopping everything the demo "
+                "started")
         demo.stop()
         if server is not None:
             server.shutdown()
@@ -488,7 +516,9 @@ def run_demo(options: DemoOptions) -> int:
         say(f"incident report: {report}")
     if summary["split_brain"]:
         return 1
-    return 130 if interrupted and options.duration else 0
+    if interrupted and options.duration:
+        return 128 + (received[0] if received else signal.SIGINT)
+    return 0
 
 
 def _where(demo: Demo) -> str:

@@ -51,3 +51,13 @@ def test_a_vm_runs_at_the_end_only_if_it_wrote_in_the_last_second(tmp_path: Path
     assert vms["vm4"] == {"host_before": None, "host_after": None,
                           "downtime_s": pytest.approx(60.0, abs=0.2)}
 
+
+
+def test_without_a_fault_a_vm_that_stopped_writing_is_down_at_the_end(tmp_path: Path) -> None:
+    demo, end = fabricated_demo(tmp_path)
+    demo.faults = []
+    vms = demo.summary()["vms"]
+    assert vms["vm1"]["host_before"] == vms["vm1"]["host_after"] == "host1"
+    assert vms["vm3"]["host_before"] == "host3" and vms["vm3"]["host_after"] is None
+    assert vms["vm3"]["downtime_s"] == pytest.approx(5.0, abs=0.2)
+    assert end - demo.started == pytest.approx(60.0)
