@@ -133,12 +133,11 @@ def test_the_example_cluster_file_passes_check(tmp_path: Path) -> None:
                             env={**os.environ, "COLUMNS": "120"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Result: OK" in result.stdout, result.stdout
-    warnings = [line for line in result.stdout.splitlines() if "WARNING" in line]
-    for warning in warnings:  # README must explain each warning a real site has to fix
-        kind = warning.split("WARNING", 1)[1].split(":", 1)[0].strip()
-        assert kind, warning
-    if warnings:
-        assert "alert" in _section("A real three-host cluster").lower()
+    section = " ".join(_section("A real three-host cluster").split())
+    for line in result.stdout.splitlines():
+        if "WARNING" in line:  # README must name every warning a real site has to act on
+            words = " ".join(line.split("WARNING", 1)[1].split(":", 1)[1].split()[:5])
+            assert words in section, f"README does not explain the warning {line.strip()!r}"
 
 
 @pytest.mark.parametrize("needle", ["ringfence check atl.yaml", "ringfence agent --config"])
