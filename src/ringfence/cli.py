@@ -570,7 +570,10 @@ def _cmd_status_page(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already explained)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
                 "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
                 "vm": _cmd_vm, "host": _cmd_host, "incident": _cmd_incident,
