@@ -250,7 +250,7 @@ class Demo:
             else:
                 since = fault.wall - 1.0 if fault else self.started
                 gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine) if b["t"] > since]
-                downtime = sum(g for g in gaps if g > self.GAP)
+                downtime = sum((g for g in gaps if g > self.GAP), 0.0)
                 if not running:
                     downtime += end - mine[-1]["t"]
             vms[vm] = {"host_before": host_before, "host_after": host_after,

@@ -61,3 +61,13 @@ def test_without_a_fault_a_vm_that_stopped_writing_is_down_at_the_end(tmp_path: 
     assert vms["vm3"]["host_before"] == "host3" and vms["vm3"]["host_after"] is None
     assert vms["vm3"]["downtime_s"] == pytest.approx(5.0, abs=0.2)
     assert end - demo.started == pytest.approx(60.0)
+
+
+def test_downtime_is_a_number_of_seconds_even_when_nothing_was_down(tmp_path: Path) -> None:
+    demo, end = fabricated_demo(tmp_path)
+    demo.faults = []
+    steady = [{"vm": "vm1", "host": "host1", "token": 1, "seq": i, "t": demo.started + i / 10}
+              for i in range(int((end - demo.started) * 10) + 1)]
+    demo.disk.write_text("".join(json.dumps(r) + "\n" for r in steady), encoding="utf-8")
+    downtime = demo.summary()["vms"]["vm1"]["downtime_s"]
+    assert isinstance(downtime, float) and downtime == 0.0
