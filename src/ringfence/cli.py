@@ -11,17 +11,67 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ringfence import __version__
 from ringfence.errors import ConfigError
+from ringfence.paths import PathArg
+
+INPUT, INPUT_ANY = PathArg("input"), PathArg("input_any")
+OUTPUT_FILE, OUTPUT_DIR, DATA_FILE = PathArg("output_file"), PathArg("output_dir"), \
+    PathArg("data_file")
+_STATE_DIR = "/var/lib/ringfence"
 
 if TYPE_CHECKING:
+    from ringfence.config import ClusterConfig
     from ringfence.journal.events import Event
     from ringfence.journal.report import IncidentSource
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+MAX_SEED = 2**32 - 1  # as ringfence.sim.scenario.MAX_SEED (not imported: it pulls in pydantic)
+MAX_RUN = 86400.0  # as ringfence.sim.scenario.MAX_RUN
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (exit 2 naming the option)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {value}")
+        return value
+
+    return whole
+
+
+def _seconds(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a duration (200ms, 6s, 2m, 1h) from `low` (excluded if `above`) to
+    `high`, in seconds."""
+
+    def seconds(text: str) -> float:
+        from ringfence.units import format_duration, parse_duration
+
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if (value <= low if above else value < low) or value > high:
+            shown = "longer than" if above else "at least"
+            raise argparse.ArgumentTypeError(
+                f"expected a duration {shown} {format_duration(low)} and at most "
+                f"{format_duration(high)}, got {text!r}")
+        return value
+
+    return seconds
+
+
+_SEED = _whole(0, MAX_SEED)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,52 +90,62 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     sim = commands.add_parser("simulate", help="run a scenario file on simulated time")
-    sim.add_argument("scenario", metavar="SCENARIO.yaml")
-    sim.add_argument("--seed", type=int, default=None, help="override the file's seed")
+    sim.add_argument("scenario", metavar="SCENARIO.yaml", type=INPUT)
+    sim.add_argument("--seed", type=_SEED, default=None, help="override the file's seed")
     sim.add_argument("--json", action="store_true", help="print the result as JSON")
     sim.add_argument("--timeline", action="store_true", help="print every journaled event")
-    sim.add_argument("--report", default=None, metavar="DIR",
-                     help="write the run's incident reports (Markdown and HTML) into DIR")
+    sim.add_argument("--report", default=None, metavar="DIR", type=OUTPUT_DIR,
+                     help="write the run's incident reports (Markdown and HTML) into DIR "
+                          "(created if its parent exists; files of the same names replaced)")
     fuzz = commands.add_parser("fuzz", help="random clusters and fault schedules against the "
                                              "safety checker")
-    fuzz.add_argument("--runs", type=int, default=100)
-    fuzz.add_argument("--seed", type=int, default=0)
-    fuzz.add_argument("--hosts", type=int, default=None, help="hosts per cluster (default 2-16)")
-    fuzz.add_argument("--vms", type=int, default=None, help="VMs per cluster (default random)")
-    fuzz.add_argument("--duration", default="180s", help="simulated length of each run")
-    fuzz.add_argument("--events", type=int, default=12, help="faults per run, on average")
-    fuzz.add_argument("--out", default="fuzz-out", help="where a reproducing scenario goes")
+    fuzz.add_argument("--runs", type=_whole(1, 1_000_000), default=100)
+    fuzz.add_argument("--seed", type=_SEED, default=0)
+    fuzz.add_argument("--hosts", type=_whole(2, 256), default=None,
+                      help="hosts per cluster (default 2-16)")
+    fuzz.add_argument("--vms", type=_whole(1, 20_000), default=None,
+                      help="VMs per cluster (default random)")
+    fuzz.add_argument("--duration", type=_seconds(10.0, MAX_RUN), default=180.0,
+                      help="simulated length of each run (default 180s)")
+    fuzz.add_argument("--events", type=_whole(1, 10_000), default=12,
+                      help="faults per run, on average")
+    fuzz.add_argument("--out", default="fuzz-out", type=OUTPUT_DIR,
+                      help="where a reproducing scenario goes")
     fuzz.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="a real cluster on this machine, a fault, a failover")
-    demo.add_argument("--hosts", type=int, default=3)
-    demo.add_argument("--vms", type=int, default=6)
+    demo.add_argument("--hosts", type=_whole(2, 9), default=3)
+    demo.add_argument("--vms", type=_whole(1, 16 * 9), default=6, help="at most 16 per host")
     demo.add_argument("--fault", default="power_off",
                       help="power_off (default: the busiest host's agent, VMs and watchdog "
                            "die), hang (all of them freeze, the watchdog too), agent_hang (only "
                            "the agent freezes), vm_crash or none")
-    demo.add_argument("--fault-at", default="20s",
-                      help="when, counted from the demo's start (and not before every VM runs)")
-    demo.add_argument("--duration", default=None, help="stop after this long (e.g. 60s)")
-    demo.add_argument("--port", type=int, default=8080, help="dashboard port (0: none)")
+    demo.add_argument("--fault-at", type=_seconds(0.0, 3600.0), default=20.0,
+                      help="when, counted from the demo's start (and not before every VM "
+                           "runs; default 20s)")
+    demo.add_argument("--duration", type=_seconds(0.0, MAX_RUN, above=True), default=None,
+                      help="stop after this long (e.g. 60s)")
+    demo.add_argument("--port", type=_whole(0, 65535), default=8080,
+                      help="dashboard port (0: none)")
     demo.add_argument("--no-browser", action="store_true")
     demo.add_argument("--no-fencing", action="store_true",
                       help="no power fence agents: recovery takes the watchdog path")
     demo.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
     agent = commands.add_parser("agent", help="run the host agent of one host")
-    agent.add_argument("--config", required=True, metavar="CLUSTER.yaml")
+    agent.add_argument("--config", required=True, metavar="CLUSTER.yaml", type=INPUT)
     agent.add_argument("--host", required=True, metavar="NAME")
-    agent.add_argument("--state-dir", default="/var/lib/ringfence",
+    agent.add_argument("--state-dir", default=_STATE_DIR, type=OUTPUT_DIR,
                        help="journal, local state and process VMs (default /var/lib/ringfence)")
     agent.add_argument("--watchdog", choices=["auto", "linux", "process"], default="auto",
                        help="auto: /dev/watchdog; process: a supervisor process (demo, tests)")
     agent.add_argument("--unsafe-no-watchdog", action="store_true",
                        help="run without any watchdog (a hung host can not be reset)")
-    agent.add_argument("--disk-file", default=None,
+    agent.add_argument("--disk-file", default=None, type=DATA_FILE,
                        help="the process hypervisor's shared disk file (demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
-    agent.add_argument("--migration-delay", default=None, metavar="DURATION",
+    agent.add_argument("--migration-delay", type=_seconds(0.0, 3600.0), default=0.0,
+                       metavar="DURATION",
                        help="the process hypervisor's live migrations copy for this long while "
                             "the source keeps running (demo, tests)")
     agent.add_argument("--bootstrap", action="store_true",
@@ -94,6 +154,9 @@ def _build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--forget-store", action="store_true",
                        help="forget the store identity this host remembers (only when no VM "
                             "runs here), to join a re-bootstrapped store")
+    agent.add_argument("--allow-insecure-secrets", action="store_true",
+                       help="run although a secret file (key_file, *_file) is readable by "
+                            "others; journals a critical alert at every start")
 
     vm = commands.add_parser("vm", help="operator actions on a VM (through the store)")
     vm_actions = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -104,12 +167,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "relocation count)")):
         sub = vm_actions.add_parser(action, help=text)
         sub.add_argument("vm")
-        sub.add_argument("--config", default=None)
+        sub.add_argument("--config", default=None, type=INPUT)
         sub.add_argument("--operator", default=None, help="your name, for the journal")
     move = vm_actions.add_parser("migrate", help="live-migrate a VM to another host")
     move.add_argument("vm")
     move.add_argument("--to", required=True, metavar="HOST")
-    move.add_argument("--config", default=None)
+    move.add_argument("--config", default=None, type=INPUT)
     move.add_argument("--operator", default=None)
     force = vm_actions.add_parser("force-start", help="override: run a VM on a host "
                                                       "(safety rules still apply)")
@@ -118,9 +181,10 @@ def _build_parser() -> argparse.ArgumentParser:
     force.add_argument("--confirm-down", nargs="*", default=[], metavar="HOST",
                        help="without quorum: every other host that could run the VM")
     force.add_argument("--operator", default=None)
-    force.add_argument("--config", default=None)
-    force.add_argument("--state-dir", default="/var/lib/ringfence",
-                       help="the local agent's state directory (used without quorum)")
+    force.add_argument("--config", default=None, type=INPUT)
+    force.add_argument("--state-dir", default=None, type=OUTPUT_DIR,
+                       help="the local agent's state directory (used without quorum; default "
+                            "/var/lib/ringfence)")
 
     host = commands.add_parser("host", help="operator actions on a host")
     host_actions = host.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -128,29 +192,29 @@ def _build_parser() -> argparse.ArgumentParser:
     maint = host_actions.add_parser("maintenance", help="drain a host / return it")
     maint.add_argument("name")
     maint.add_argument("state", choices=["on", "off"])
-    maint.add_argument("--config", default=None)
+    maint.add_argument("--config", default=None, type=INPUT)
     maint.add_argument("--operator", default=None)
 
     status = commands.add_parser("status", help="hosts, quorum, VMs and leases of a cluster")
-    status.add_argument("--config", default=None, metavar="CLUSTER.yaml")
+    status.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT)
     status.add_argument("--json", action="store_true")
 
     check = commands.add_parser("check", help="validate a cluster or scenario file and find "
                                                 "single failures that would hurt")
-    check.add_argument("file", metavar="CLUSTER.yaml")
+    check.add_argument("file", metavar="CLUSTER.yaml", type=INPUT)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_journal_commands(commands)
     return parser
 
 
 def _incident_sources(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--journal", nargs="+", action="extend", default=None,
+    parser.add_argument("--journal", nargs="+", action="extend", default=None, type=INPUT_ANY,
                         metavar="DIR|FILE", help="hosts' journal files, or state directories "
                         "holding journal-HOST.jsonl (default: /var/lib/ringfence)")
-    parser.add_argument("--scenario", default=None, metavar="SCENARIO.yaml",
+    parser.add_argument("--scenario", default=None, metavar="SCENARIO.yaml", type=INPUT,
                         help="simulate this scenario and use its journal instead")
-    parser.add_argument("--seed", type=int, default=None, help="with --scenario: its seed")
-    parser.add_argument("--config", default=None, metavar="CLUSTER.yaml",
+    parser.add_argument("--seed", type=_SEED, default=None, help="with --scenario: its seed")
+    parser.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT,
                         help="with --journal: the cluster file (names the cluster and its VMs)")
 
 
@@ -167,8 +231,8 @@ def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     report = actions.add_parser("report", help="the post-incident report of one incident")
     report.add_argument("id", metavar="ID")
     report.add_argument("--format", choices=["md", "html"], default="md")
-    report.add_argument("--out", default=None, metavar="FILE",
-                        help="write the report to FILE instead of standard output")
+    report.add_argument("--out", default=None, metavar="FILE", type=OUTPUT_FILE,
+                        help="write the report to FILE (a new file) instead of standard output")
     for sub in (listing, show, report):
         _incident_sources(sub)
 
@@ -181,18 +245,20 @@ def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                         help="only events at or after T: an ISO 8601 time (UTC unless it says "
                              "otherwise), seconds since the epoch, or a duration ago (10m, 2h)")
     export.add_argument("--json", action="store_true", help="one JSON object per line")
-    export.add_argument("--journal", nargs="+", action="extend", default=None,
+    export.add_argument("--journal", nargs="+", action="extend", default=None, type=INPUT_ANY,
                         metavar="DIR|FILE", help="journal files or state directories "
                                                  "(default: /var/lib/ringfence)")
     export.add_argument("--store", action="store_true",
                         help="read the journal the hosts mirror into the store (every host's "
                              "events, from any machine that reaches the store)")
-    export.add_argument("--config", default=None, metavar="CLUSTER.yaml",
+    export.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT,
                         help="with --store: the cluster file (default as for `status`)")
 
     page = commands.add_parser("status-page", help="write a static public status page "
                                                    "(index.html, status.json)")
-    page.add_argument("--out", required=True, metavar="DIR")
+    page.add_argument("--out", required=True, metavar="DIR", type=OUTPUT_DIR,
+                      help="the directory to write into (created if its parent exists; "
+                           "index.html and status.json there are replaced)")
     _incident_sources(page)
 
 
@@ -200,19 +266,9 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ringfence.sim.fuzz import FuzzOptions, fuzz
-    from ringfence.units import parse_duration
 
-    try:
-        duration = parse_duration(args.duration)
-    except ValueError as exc:
-        raise ConfigError(f"--duration: {exc}") from None
-    for name in ("runs", "hosts", "vms", "events"):
-        value = getattr(args, name)
-        if value is not None and value < (2 if name == "hosts" else 1):
-            raise ConfigError(f"--{name}: expected a whole number of at least "
-                              f"{2 if name == 'hosts' else 1}, got {value}")
     options = FuzzOptions(runs=args.runs, seed=args.seed, hosts=args.hosts, vms=args.vms,
-                          duration=duration, events=args.events, out=Path(args.out))
+                          duration=args.duration, events=args.events, out=Path(args.out))
     report = fuzz(options, progress=None if args.json else print)
     if args.json:
         sys.stdout.write(json.dumps({
@@ -230,34 +286,17 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.violations else EXIT_OK
 
 
-def _duration_option(option: str, value: str | None) -> float | None:
-    """A duration given on the command line; ConfigError naming the option."""
-    from ringfence.units import parse_duration
-
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"--{option}: {exc}") from None
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ringfence.demo import FAULTS, DemoOptions, run_demo
 
-    duration = _duration_option
-
     if args.fault not in FAULTS:
         raise ConfigError(f"--fault: expected one of {', '.join(FAULTS)}, got {args.fault!r}")
-    if args.hosts < 2 or args.hosts > 9:
-        raise ConfigError(f"--hosts: expected 2 to 9 hosts, got {args.hosts}")
-    if args.vms < 1:
-        raise ConfigError(f"--vms: expected at least 1, got {args.vms}")
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port: expected 0 to 65535, got {args.port}")
+    if args.vms > 16 * args.hosts:
+        raise ConfigError(f"--vms: at most 16 per host ({16 * args.hosts} for {args.hosts} "
+                          f"hosts), got {args.vms}")
     options = DemoOptions(hosts=args.hosts, vms=args.vms, fault=args.fault,
-                          fault_at=duration("fault-at", args.fault_at) or 0.0,
-                          duration=duration("duration", args.duration), port=args.port,
+                          fault_at=args.fault_at,
+                          duration=args.duration, port=args.port,
                           fencing=not args.no_fencing, browser=not args.no_browser,
                           as_json=args.json)
     return run_demo(options)
@@ -270,13 +309,55 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from ringfence.config import load_cluster
 
     config = load_cluster(args.config)
+    _require_hypervisor(config, args.host, args.config)
+    _check_secrets(config, args)
     options = AgentOptions(
         state_dir=Path(args.state_dir), watchdog=args.watchdog,
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None,
-        migration_delay=_duration_option("migration-delay", args.migration_delay) or 0.0,
+        migration_delay=args.migration_delay,
         bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)
+
+
+def _check_secrets(config: ClusterConfig, args: argparse.Namespace) -> None:
+    """Secrets readable by others: refused (exit 2), or with --allow-insecure-secrets a
+    critical alert in the host's journal, before anything else starts."""
+    from pathlib import Path
+
+    from ringfence import secrets
+    from ringfence.config import read_yaml
+
+    secrets.allow_insecure(args.allow_insecure_secrets)
+    _data, lines = read_yaml(args.config)
+    warnings = secrets.check_secrets(config, file=args.config, lines=lines)
+    if not warnings or args.host not in [h.name for h in config.hosts]:
+        return
+    from ringfence.agent.journal import FileJournal, JournalAlerts
+
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    journal = FileJournal(state_dir / f"journal-{args.host}.jsonl", args.host,
+                          echo_json=args.log_json)
+    journal.cluster = config.name
+    for warning in warnings:
+        JournalAlerts(journal).send(
+            "critical", f"INSECURE SECRET (--allow-insecure-secrets): {warning}",
+            host=args.host)
+
+
+def _require_hypervisor(config: ClusterConfig, host: str, file: str) -> None:
+    """A libvirt URI needs libvirt-python: say so before anything starts (exit 2)."""
+    from ringfence.errors import libvirt_missing
+
+    for index, spec in enumerate(config.hosts):
+        if spec.name != host or spec.hypervisor in (None, "process"):
+            continue
+        try:
+            import libvirt  # noqa: F401
+        except ImportError:
+            raise ConfigError(libvirt_missing(spec.hypervisor, sys.executable), file=file,
+                              path=f"hosts[{index}].hypervisor") from None
 
 
 def _cmd_vm(args: argparse.Namespace) -> int:
@@ -291,7 +372,7 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     if args.action == "migrate":
         return operator.migrate(args.config, args.vm, args.to, args.operator)
     return operator.force_start(args.config, args.vm, args.host, list(args.confirm_down),
-                                args.operator, Path(args.state_dir))
+                                args.operator, Path(args.state_dir or _STATE_DIR))
 
 
 def _cmd_host(args: argparse.Namespace) -> int:
@@ -399,7 +480,9 @@ def _cmd_incident(args: argparse.Namespace) -> int:
         return EXIT_OK
     text = (render_html if args.format == "html" else render_markdown)(incident, ctx)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        from ringfence.paths import write_new_file
+
+        write_new_file(Path(args.out), text)
         print(args.out)
     else:
         sys.stdout.write(text)
@@ -499,7 +582,10 @@ def _cmd_status_page(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already explained)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
                 "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
                 "vm": _cmd_vm, "host": _cmd_host, "incident": _cmd_incident,

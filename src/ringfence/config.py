@@ -26,6 +26,7 @@ base-60 integer. Mapping keys are always strings.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -46,9 +47,22 @@ from pydantic import (
 )
 
 from ringfence.errors import ConfigError, Problem, describe_value
-from ringfence.units import Duration, Size, format_duration, format_size
+from ringfence.units import (
+    Duration,
+    Size,
+    duration_range,
+    format_duration,
+    format_size,
+    number_range,
+    size_range,
+)
 
 __all__ = [
+    "MAX_ALIAS_VALUES",
+    "MAX_HOSTS",
+    "MAX_VMS",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_DEPTH",
     "VM",
     "Alert",
     "ApiConfig",
@@ -129,19 +143,145 @@ def unknown_name(kind: str, name: str, known: Sequence[str], plural: str | None 
     return message
 
 
+# ----------------------------------------------------------------------------------- bounds
+# What is sane, for every input (docs/limits.md explains each figure).
+
+MAX_YAML_BYTES = 16 << 20
+"""A cluster or scenario file is at most 16 MiB (20,000 VMs take about 2 MiB)."""
+MAX_YAML_DEPTH = 32
+"""Mappings and lists nest at most 32 deep (ringfence's own files need 7)."""
+MAX_ALIAS_VALUES = 10_000
+"""YAML aliases may repeat at most 10,000 values in all (refuses "billion laughs")."""
+MAX_HOSTS = 256
+"""Hosts per cluster (DESIGN.md: a cluster is bounded by its heartbeat mesh at 256 hosts)."""
+MAX_VMS = 20_000
+"""VMs per cluster: twice the placement target of 10,000 VMs on 256 hosts."""
+MAX_NETWORKS = 16
+MAX_WITNESSES = 16
+MAX_DATASTORES = 256
+MAX_GROUPS = 10_000
+MAX_ALERTS = 64
+MAX_NAME = 63
+MAX_PATH = 4096
+MAX_URL = 2048
+MAX_TEXT = 4096
+
+FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH)]
+"""A file or directory name given in a file."""
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
 # --------------------------------------------------------------------------- shared field types
 
-_NAME_HINT = "a name must be non-empty and contain no spaces, '/' or control characters"
+_NAME_HINT = (
+    f"a name must be 1 to {MAX_NAME} characters and contain no spaces, '/' or control characters"
+)
 
 
 def _check_name(value: str) -> str:
-    if not value or "/" in value or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError(f"invalid name {value!r}: {_NAME_HINT}")
+    if (
+        not value
+        or len(value) > MAX_NAME
+        or "/" in value
+        or any(ch.isspace() or not ch.isprintable() for ch in value)
+    ):
+        shown = value if len(value) <= 80 else value[:40] + "…"
+        raise ValueError(f"invalid name {shown!r}: {_NAME_HINT}")
     return value
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
 """The name of a host, witness, VM, network, datastore, group or cluster."""
+
+
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(
+            f"expected an IP address such as 10.0.0.1, got {value[:80]!r}"
+        ) from None
+
+
+IPAddress = Annotated[str, AfterValidator(_check_ip)]
+"""An IPv4 or IPv6 address (normalised: ``10.0.0.1``, ``fe80::1``)."""
+
+
+def _check_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    expected = f"expected an http(s) URL such as https://ops.example/hook, got {value[:80]!r}"
+    if len(value) > MAX_URL or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError(expected)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(expected)
+    return value
+
+
+URL = Annotated[str, AfterValidator(_check_url)]
+
+
+def _check_endpoint(value: str) -> str:
+    """The forms `ringfence.store.etcd.parse_endpoint` reads: ``host``, ``host:port`` or
+    ``http(s)://host:port`` (checked here too, so that `check` finds a bad one; the store
+    module is not imported, it pulls in the etcd client)."""
+    from urllib.parse import urlsplit
+
+    expected = (
+        f"expected an etcd client URL such as http://10.0.0.1:2379 (or host:port), "
+        f"got {value[:80]!r}"
+    )
+    if not value or len(value) > MAX_URL or any(ch.isspace() or not ch.isprintable()
+                                                 for ch in value):
+        raise ValueError(expected)
+    try:
+        parts = urlsplit(value if "://" in value else f"//{value}")
+        parts.port  # noqa: B018
+    except ValueError:
+        raise ValueError(expected + "; the port must be 1-65535") from None
+    if parts.scheme not in ("", "http", "https") or not parts.hostname:
+        raise ValueError(expected)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(expected + "; no path")
+    return value
+
+
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+
+
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if (
+        not sep
+        or not host
+        or len(value) > MAX_URL
+        or any(ch.isspace() for ch in value)
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+    ):
+        raise ValueError(f"expected HOST:PORT such as 10.1.2.3:443, got {value[:80]!r}")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+
+_HYPERVISOR = re.compile(r"process|[a-z][a-z0-9+.-]*://[^\s]*")
+
+
+def _check_hypervisor(value: str) -> str:
+    if len(value) > MAX_URL or not _HYPERVISOR.fullmatch(value):
+        raise ValueError(
+            f"expected process or a libvirt URI such as qemu:///system, got {value[:80]!r}"
+        )
+    return value
+
+
+Hypervisor = Annotated[str, AfterValidator(_check_hypervisor)]
 
 NetworkRole = Literal["heartbeat", "vm", "storage", "management"]
 
@@ -149,6 +289,8 @@ _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
 
 
 def _check_param(value: object) -> object:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise ValueError(f"a parameter value is at most {MAX_TEXT} characters")
     if isinstance(value, str | int | float | bool):
         return value
     raise ValueError(f"expected a string, number or boolean, got {describe_value(value)}")
@@ -167,16 +309,16 @@ class _Model(BaseModel):
 class Timing(_Model):
     """Heartbeat, lease, watchdog and fencing timers. Defaults are safe; checked together."""
 
-    heartbeat_interval: Duration = 0.2
-    heartbeat_timeout: Duration | None = None
-    host_lease_ttl: Duration = 6.0
-    watchdog_timeout: Duration = 4.0
-    safety_margin: Duration = 1.0
-    clock_margin: Duration = 0.5
-    manager_lease_ttl: Duration | None = None
-    fence_timeout: Duration = 30.0
-    cycle_budget: Duration | None = None
-    store_timeout: Duration | None = None
+    heartbeat_interval: Annotated[Duration, duration_range(0.01, 10.0)] = 0.2
+    heartbeat_timeout: Annotated[Duration, duration_range(0.02, 60.0)] | None = None
+    host_lease_ttl: Annotated[Duration, duration_range(1.0, 600.0)] = 6.0
+    watchdog_timeout: Annotated[Duration, duration_range(1.0, 600.0)] = 4.0
+    safety_margin: Annotated[Duration, duration_range(0.0, 300.0, above=True)] = 1.0
+    clock_margin: Annotated[Duration, duration_range(0.0, 60.0, above=True)] = 0.5
+    manager_lease_ttl: Annotated[Duration, duration_range(0.5, 600.0)] | None = None
+    fence_timeout: Annotated[Duration, duration_range(1.0, 600.0)] = 30.0
+    cycle_budget: Annotated[Duration, duration_range(0.001, 60.0)] | None = None
+    store_timeout: Annotated[Duration, duration_range(0.01, 300.0)] | None = None
 
     @property
     def effective_cycle_budget(self) -> float:
@@ -299,7 +441,7 @@ class Network(_Model):
     """A network; ``role`` may be one role or a list of roles."""
 
     name: Name
-    role: list[NetworkRole]
+    role: list[NetworkRole] = Field(max_length=8)
     port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("role", mode="before")
@@ -319,8 +461,8 @@ class Interface(_Model):
     """A host's NIC on one network. Identity is the MAC; the name is only a hint."""
 
     mac: str | None = None
-    address: str | None = None
-    name: str | None = None
+    address: IPAddress | None = None
+    name: Annotated[str, Field(min_length=1, max_length=15)] | None = None  # Linux: IFNAMSIZ
 
     @field_validator("mac")
     @classmethod
@@ -328,7 +470,9 @@ class Interface(_Model):
         if value is None:
             return None
         if not _MAC.fullmatch(value):
-            raise ValueError(f"expected a MAC address such as 52:54:00:12:34:56, got {value!r}")
+            raise ValueError(
+                f"expected a MAC address such as 52:54:00:12:34:56, got {value[:80]!r}"
+            )
         return value.lower().replace("-", ":")
 
 
@@ -347,12 +491,12 @@ class Host(_Model):
     """A machine that runs VMs."""
 
     name: Name
-    cpus: int = Field(gt=0)
-    memory: Size = Field(gt=0)
-    networks: list[str] = Field(default_factory=list)
-    datastores: list[str] = Field(default_factory=list)
-    hypervisor: str | None = None
-    interfaces: dict[str, Interface] = Field(default_factory=dict)
+    cpus: int = Field(ge=1, le=4096)
+    memory: Annotated[Size, size_range(1 << 20, 64 << 40)]
+    networks: list[str] = Field(default_factory=list, max_length=MAX_NETWORKS)
+    datastores: list[str] = Field(default_factory=list, max_length=MAX_DATASTORES)
+    hypervisor: Hypervisor | None = None
+    interfaces: dict[str, Interface] = Field(default_factory=dict, max_length=MAX_NETWORKS)
 
     def network_names(self, all_networks: list[str]) -> list[str]:
         """Networks the host is on: ``networks`` if given, else its interfaces, else all."""
@@ -363,8 +507,8 @@ class Witness(_Model):
     """A store member that runs no VMs (a "quorum server")."""
 
     name: Name
-    networks: list[str] = Field(default_factory=list)
-    address: str | None = None
+    networks: list[str] = Field(default_factory=list, max_length=MAX_NETWORKS)
+    address: IPAddress | None = None
 
     def network_names(self, all_networks: list[str]) -> list[str]:
         """Networks the witness is on: ``networks`` if given, else all."""
@@ -372,21 +516,22 @@ class Witness(_Model):
 
 
 class StoreTLS(_Model):
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
 
 
 class StoreConfig(_Model):
     """The coordination store. Empty ``members``: every host and witness is a member."""
 
     kind: Literal["sqlite", "etcd"] | None = None
-    members: list[str] = Field(default_factory=list)
-    endpoints: list[str] = Field(default_factory=list)
-    path: str | None = None
+    members: list[str] = Field(default_factory=list, max_length=MAX_HOSTS + MAX_WITNESSES)
+    endpoints: list[Endpoint] = Field(default_factory=list, max_length=16)
+    path: FilePath | None = None
     tls: StoreTLS | None = None
-    username: str | None = None  # etcd authentication; the password is read from a file
-    password_file: str | None = None
+    # etcd authentication; the password is read from a file
+    username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    password_file: FilePath | None = None
     # The one host that may create the store's cluster identity in an empty store that no
     # host has ever joined (`ringfence agent --bootstrap` overrides; see core.identity).
     bootstrap: str | None = None
@@ -395,21 +540,21 @@ class StoreConfig(_Model):
 class FenceConfig(_Model):
     """How to fence one host: a fence agent (``power`` in simulation) and its parameters."""
 
-    agent: Annotated[str, Field(min_length=1)]
-    params: dict[str, ParamValue] = Field(default_factory=dict)
+    agent: Annotated[str, Field(min_length=1, max_length=MAX_PATH)]
+    params: dict[str, ParamValue] = Field(default_factory=dict, max_length=64)
     network: str | None = None
-    delay: Duration = 0.0
-    duration: Duration = 0.5
+    delay: Annotated[Duration, duration_range(0.0, 300.0)] = 0.0
+    duration: Annotated[Duration, duration_range(0.0, 300.0)] = 0.5
     # Simulation only: the agent answers only after this long, and then acts (unless stopped).
-    hang: Duration | None = None
+    hang: Annotated[Duration, duration_range(0.0, 3600.0)] | None = None
 
 
 class ProbeConfig(_Model):
     """Datastore write probe: a command to run, or a file to write, fsync and read back."""
 
     kind: Literal["command", "file"]
-    argv: list[str] = Field(default_factory=list)
-    path: str | None = None
+    argv: list[Text] = Field(default_factory=list, max_length=64)
+    path: FilePath | None = None
 
     @model_validator(mode="after")
     def _check_kind(self) -> Self:
@@ -448,7 +593,7 @@ class Group(_Model):
     """VMs that must run apart (``anti_affinity``) or together (``affinity``)."""
 
     name: Name
-    vms: list[str] = Field(min_length=2)
+    vms: list[str] = Field(min_length=2, max_length=MAX_VMS)
     rule: Literal["anti_affinity", "affinity"]
 
 
@@ -456,9 +601,9 @@ class VerifyConfig(_Model):
     """How to check that a recovered VM answers: exactly one of tcp, icmp, guest_agent."""
 
     tcp: str | None = None
-    icmp: str | None = None
+    icmp: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     guest_agent: bool = False
-    timeout: Duration = 5.0
+    timeout: Annotated[Duration, duration_range(0.1, 300.0)] = 5.0
 
     @field_validator("tcp")
     @classmethod
@@ -501,45 +646,47 @@ class VM(_Model):
     """A protected virtual machine. ``host`` is where it runs at the start, if anywhere."""
 
     name: Name
-    cpus: int = Field(gt=0)
-    memory: Size = Field(gt=0)
+    cpus: int = Field(ge=1, le=1024)
+    memory: Annotated[Size, size_range(1 << 20, 16 << 40)]
     host: str | None = None
-    priority: int = 0
-    prefer: list[str] = Field(default_factory=list)
-    datastores: list[str] = Field(default_factory=list)
-    domain_xml_file: str | None = None
+    priority: Annotated[int, number_range(-1000, 1000)] = 0
+    prefer: list[str] = Field(default_factory=list, max_length=MAX_HOSTS)
+    datastores: list[str] = Field(default_factory=list, max_length=MAX_DATASTORES)
+    domain_xml_file: FilePath | None = None
     verify: VerifyConfig | None = None
 
 
 class Policy(_Model):
     failback: bool = False
     evacuate_degraded: bool = True
-    host_failures_to_tolerate: int = Field(default=1, ge=0)
+    host_failures_to_tolerate: int = Field(default=1, ge=0, le=MAX_HOSTS - 1)
     shutdown: Literal["conditional", "freeze", "failover", "migrate"] = "conditional"
-    max_restart: int = Field(default=1, ge=0)
-    max_relocate: int = Field(default=1, ge=0)
+    max_restart: int = Field(default=1, ge=0, le=100)
+    max_relocate: int = Field(default=1, ge=0, le=100)
 
 
 class Alert(_Model):
     """An alert route; ``deadman`` is an outside watcher pinged ``every`` interval."""
 
     kind: Literal["alertmanager", "webhook", "email", "deadman", "log"]
-    url: str | None = None
-    secret_file: str | None = None
-    smtp: str | None = None
-    to: list[str] = Field(default_factory=list)
-    every: Duration | None = None
+    url: URL | None = None
+    secret_file: FilePath | None = None
+    smtp: HostPort | None = None
+    to: list[Annotated[str, Field(min_length=3, max_length=254)]] = Field(
+        default_factory=list, max_length=64
+    )
+    every: Annotated[Duration, duration_range(1.0, 86400.0)] | None = None
 
 
 class ApiTLS(_Model):
-    cert_file: str | None = None
-    key_file: str | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
 
 
 class ApiConfig(_Model):
-    listen: str = "127.0.0.1:8443"
+    listen: HostPort = "127.0.0.1:8443"
     tls: ApiTLS | None = None
-    tokens_file: str | None = None
+    tokens_file: FilePath | None = None
 
 
 _T = TypeVar("_T", Host, VM, Network, Witness)
@@ -549,18 +696,18 @@ class ClusterConfig(_Model):
     """A whole cluster; the ``cluster:`` section of a scenario file has the same schema."""
 
     name: Name = "cluster"
-    key_file: str | None = None
+    key_file: FilePath | None = None
     timing: Timing = Field(default_factory=Timing)
-    networks: list[Network]
-    hosts: list[Host] = Field(min_length=1)
-    witnesses: list[Witness] = Field(default_factory=list)
+    networks: list[Network] = Field(max_length=MAX_NETWORKS)
+    hosts: list[Host] = Field(min_length=1, max_length=MAX_HOSTS)
+    witnesses: list[Witness] = Field(default_factory=list, max_length=MAX_WITNESSES)
     store: StoreConfig = Field(default_factory=StoreConfig)
-    fencing: dict[str, FenceConfig] = Field(default_factory=dict)
-    datastores: list[Datastore] = Field(default_factory=list)
-    groups: list[Group] = Field(default_factory=list)
-    vms: list[VM] = Field(default_factory=list)
+    fencing: dict[str, FenceConfig] = Field(default_factory=dict, max_length=MAX_HOSTS)
+    datastores: list[Datastore] = Field(default_factory=list, max_length=MAX_DATASTORES)
+    groups: list[Group] = Field(default_factory=list, max_length=MAX_GROUPS)
+    vms: list[VM] = Field(default_factory=list, max_length=MAX_VMS)
     policy: Policy = Field(default_factory=Policy)
-    alerts: list[Alert] = Field(default_factory=list)
+    alerts: list[Alert] = Field(default_factory=list, max_length=MAX_ALERTS)
     api: ApiConfig | None = None
 
     # Lookup tables, built on first use. Each remembers the list it indexes, so that a
@@ -680,6 +827,28 @@ class ClusterConfig(_Model):
                     ("hosts", i, "name"),
                     "'any' is reserved (expectations use running_on: any); choose another name",
                 )
+        heartbeat = set(self.heartbeat_networks())
+        addresses: dict[tuple[str, str], Loc] = {}
+        for i, host in enumerate(self.hosts):
+            for network_name, interface in host.interfaces.items():
+                if interface.address is None:
+                    continue
+                at: Loc = ("hosts", i, "interfaces", network_name, "address")
+                if network_name in heartbeat and ":" in interface.address:
+                    add(
+                        at,
+                        f"{interface.address} is an IPv6 address; heartbeats are sent over "
+                        "IPv4 (UDP): give the host's IPv4 address on this network",
+                    )
+                where = (network_name, interface.address)
+                if where in addresses:
+                    add(
+                        at,
+                        f"address {interface.address} on network {network_name} is also given "
+                        f"at {format_path(addresses[where])}; every host has its own address",
+                    )
+                else:
+                    addresses[where] = at
         macs: dict[str, Loc] = {}
         for i, host in enumerate(self.hosts):
             for network_name, interface in host.interfaces.items():
@@ -847,7 +1016,28 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core scalars (see the module docstring)."""
+    """SafeLoader with YAML 1.2 core scalars (see the module docstring), which refuses
+    nesting deeper than :data:`MAX_YAML_DEPTH` while it composes (PyYAML's composer recurses
+    once per level: without a bound, ``[[[[...`` ends in a RecursionError)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _YamlShapeError(_too_deep(), mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_deep() -> str:
+    return (
+        f"lists and mappings nest more than {MAX_YAML_DEPTH} levels deep here; no ringfence "
+        "file needs that many (a generated or hostile file?)"
+    )
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -885,15 +1075,50 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _construct_decimal_int)
 
 
 class _YamlShapeError(Exception):
-    def __init__(self, message: str, line: int) -> None:
+    def __init__(self, message: str, line: int | None) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
 
 
+class _Expansion:
+    """What aliases have added so far: every node reached a second time (through an alias)
+    counts, with everything below it, against :data:`MAX_ALIAS_VALUES`."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.repeated = 0
+
+    def visit(self, node: yaml.Node, via_alias: bool, line: int | None) -> bool:
+        """Record a visit of *node*; True when it (or an ancestor) was reached by an alias."""
+        again = via_alias or id(node) in self.seen
+        self.seen.add(id(node))
+        if again:
+            self.repeated += 1
+            if self.repeated > MAX_ALIAS_VALUES:
+                raise _YamlShapeError(
+                    f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values; write "
+                    "the values out, or use fewer aliases (a YAML alias bomb?)",
+                    line,
+                )
+        return again
+
+
 def _node_to_python(
-    loader: _Loader, node: yaml.Node, loc: Loc, lines: LineMap, active: set[int]
+    loader: _Loader,
+    node: yaml.Node,
+    loc: Loc,
+    lines: LineMap,
+    active: set[int],
+    expansion: _Expansion,
+    via_alias: bool = False,
 ) -> object:
+    line = _line_for(loc, lines)
+    if len(loc) >= MAX_YAML_DEPTH:
+        # an alias can nest a list in itself again and again: the composer's bound does not
+        # see that, the expanded document does
+        raise _YamlShapeError(_too_deep(), line)
+    via_alias = expansion.visit(node, via_alias, line)
     if isinstance(node, yaml.MappingNode):
         if id(node) in active:
             raise _YamlShapeError(
@@ -925,8 +1150,11 @@ def _node_to_python(
                     key_node.start_mark.line + 1,
                 )
             key = str(key_node.value)
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            result[key] = _node_to_python(loader, value_node, (*loc, key), lines, active)
+            if not via_alias:
+                lines[(*loc, key)] = key_node.start_mark.line + 1
+            result[key] = _node_to_python(
+                loader, value_node, (*loc, key), lines, active, expansion, via_alias
+            )
         active.discard(id(node))
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -937,8 +1165,11 @@ def _node_to_python(
         active.add(id(node))
         items: list[object] = []
         for index, item in enumerate(node.value):
-            lines[(*loc, index)] = item.start_mark.line + 1
-            items.append(_node_to_python(loader, item, (*loc, index), lines, active))
+            if not via_alias:
+                lines[(*loc, index)] = item.start_mark.line + 1
+            items.append(
+                _node_to_python(loader, item, (*loc, index), lines, active, expansion, via_alias)
+            )
         active.discard(id(node))
         return items
     return loader.construct_object(node, deep=True)
@@ -948,7 +1179,9 @@ def parse_yaml(text: str, *, file: str | None = None) -> tuple[object, LineMap]:
     """Parse one YAML document; return the data and the line of every key and list item.
 
     Raises :class:`ConfigError` (naming *file* and the line) for syntax errors, duplicate keys,
-    non-string keys, more than one document, and an empty document.
+    non-string keys, more than one document, an empty document, nesting deeper than
+    :data:`MAX_YAML_DEPTH` and aliases that expand to more than :data:`MAX_ALIAS_VALUES`
+    values.
     """
     lines: LineMap = {}
     loader = _Loader(text)
@@ -957,9 +1190,15 @@ def parse_yaml(text: str, *, file: str | None = None) -> tuple[object, LineMap]:
         if node is None:
             raise ConfigError("the file is empty; expected a mapping of fields", file=file)
         lines[()] = node.start_mark.line + 1
-        data = _node_to_python(loader, node, (), lines, set())
+        data = _node_to_python(loader, node, (), lines, set(), _Expansion())
     except _YamlShapeError as exc:
         raise ConfigError(exc.message, file=file, line=exc.line) from None
+    except RecursionError:
+        # Last line of defence: PyYAML's merge-key flattening (<<: *a, where a merges another,
+        # and so on) recurses once per link of such a chain.
+        raise ConfigError(
+            f"merge keys (<<) or aliases chain more than {MAX_YAML_DEPTH} levels deep", file=file
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         context = exc.context
@@ -987,7 +1226,15 @@ def read_yaml(path: str | Path) -> tuple[object, LineMap]:
     """Read and parse the YAML file *path*; :class:`ConfigError` if it cannot be read or parsed."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"the file is larger than {MAX_YAML_BYTES >> 20} MiB; a cluster or scenario "
+                "file is much smaller (is this the right file?)",
+                file=file,
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", file=file) from None
     except IsADirectoryError:
@@ -1150,6 +1397,11 @@ def _humanise(error: Any, root: type[BaseModel]) -> str:
         return f"allows at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
     if kind == "string_too_short":
         return "must not be empty"
+    if kind == "string_too_long":
+        return (
+            f"must be at most {ctx.get('max_length')} characters long, got "
+            f"{len(value) if isinstance(value, str) else 'more'}"
+        )
     return str(error.get("msg", "invalid value"))
 
 

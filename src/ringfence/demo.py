@@ -13,7 +13,10 @@ one VM) comes `--fault-at` seconds after every VM runs. The ground truth is the 
 which host wrote for which VM when. Downtime is the gap in a VM's writes; a split brain is two
 hosts writing for one VM in overlapping intervals, whatever the agents believe.
 
-Everything the demo starts it stops: on Ctrl-C, at the end of `--duration`, and on errors.
+Everything the demo starts it stops: on Ctrl-C, on SIGTERM and SIGHUP (`timeout`, a closed
+terminal: handled exactly as Ctrl-C), at the end of `--duration`, and on errors; then it writes
+its summary and report and removes its pointer for `ringfence status`. A signal that comes
+while it stops is ignored, so that the stop itself is never cut short.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import yaml
 
 from ringfence.agent.journal import read_journal
 from ringfence.fence.demo_power import pids_of as _pids_of
-from ringfence.status import demo_pointer
+from ringfence.status import remove_demo_pointer, write_demo_pointer
 
 FAULTS = ("power_off", "hang", "agent_hang", "vm_crash", "none")
 
@@ -87,7 +90,7 @@ class Demo:
         self.options = options
         self.workdir = options.workdir or Path(
             os.environ.get("TMPDIR", "/tmp")) / f"ringfence-demo-{os.getpid()}"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # key, store, journals
         self.state = self.workdir / "state"
         self.disk = self.workdir / "disk.jsonl"
         self.power = self.workdir / "power"
@@ -97,13 +100,16 @@ class Demo:
         self.vms = [f"vm{i + 1}" for i in range(options.vms)]
         self.faults: list[Fault] = []
         self.started = time.time()
+        self.ended: float | None = None  # when stop() began: the end of the run
         self.stopping = False
 
     # ------------------------------------------------------------------ set-up
     def write_cluster(self) -> None:
         key = self.workdir / "cluster.key"
-        key.write_bytes(secrets.token_bytes(32))
-        key.chmod(0o600)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+        key.chmod(0o600)  # also when an earlier run left the file
         ports = [_free_udp_port("127.0.1.1"), _free_udp_port("127.0.2.1")]
         fence_script = self.workdir / "fence_demo"
         fence_script.write_text(f"#!/bin/sh\nexec {sys.executable} -m "
@@ -137,7 +143,7 @@ class Demo:
                                                       "workdir": str(self.workdir)}}
                                   for h in self.hosts}
         self.config_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
-        demo_pointer().write_text(str(self.config_path))
+        write_demo_pointer(self.config_path)
 
     def start_host(self, host: DemoHost) -> None:
         (self.power / f"{host.name}.off").unlink(missing_ok=True)
@@ -212,27 +218,43 @@ class Demo:
                 self.start_host(host)
 
     # ------------------------------------------------------------------ summary
+    RUNNING_WINDOW = 1.0
+    """A VM runs at the end of the run only if it wrote within its last second."""
+    GAP = 0.35
+    """A pause between two writes (every 100 ms) longer than this is downtime."""
+
     def summary(self) -> dict[str, Any]:
+        """Where each VM ran before the first fault and at the end of the run, and how long
+        it was down, from the VMs' own writes to the disk file (the ground truth).
+
+        The end of the run is when `stop` began (or now, while it runs). A VM that did not
+        write in the last second of it is not running at the end (`host_after` None), and its
+        downtime counts from its last write to the end; one that never wrote was down for the
+        whole run. Downtime is every pause between writes longer than `GAP` (after the first
+        fault, when there was one), plus that tail. Without a fault, `host_before` is where the
+        VM last wrote."""
         fault = self.faults[0] if self.faults else None
-        records = self.writes()
+        end = self.ended if self.ended is not None else time.time()
+        records = [r for r in self.writes() if r["t"] <= end]
         by_vm: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_vm.setdefault(record["vm"], []).append(record)
         vms: dict[str, Any] = {}
         for vm in self.vms:
             mine = sorted(by_vm.get(vm, []), key=lambda r: r["t"])
-            cut = fault.wall if fault else time.time()
+            cut = fault.wall if fault else end  # without a fault: where it ran last
             before = [r for r in mine if r["t"] <= cut]
-            after = [r for r in mine if r["t"] > cut]
             host_before = before[-1]["host"] if before else None
-            host_after = mine[-1]["host"] if mine else None
-            downtime = 0.0
-            if fault and before:
-                gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine)
-                        if b["t"] > cut - 1.0]
-                downtime = max([g for g in gaps if g > 0.35] or [0.0])
-                if not after:
-                    downtime = time.time() - before[-1]["t"]
+            running = bool(mine) and mine[-1]["t"] >= end - self.RUNNING_WINDOW
+            host_after = mine[-1]["host"] if running else None
+            if not mine:
+                downtime = end - self.started
+            else:
+                since = fault.wall - 1.0 if fault else self.started
+                gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(mine) if b["t"] > since]
+                downtime = sum((g for g in gaps if g > self.GAP), 0.0)
+                if not running:
+                    downtime += end - mine[-1]["t"]
             vms[vm] = {"host_before": host_before, "host_after": host_after,
                        "downtime_s": round(downtime, 1)}
         return {
@@ -281,8 +303,9 @@ class Demo:
                  f"{fault['t']:.1f} s after the demo started." for fault in summary["faults"]]
         truth.append(f"Split brain (from the VMs' own writes to the shared disk): "
                      f"{'YES' if summary['split_brain'] else 'no'}.")
-        moved = [f"{vm} {info['downtime_s']:.1f} s ({info['host_before']} → "
-                 f"{info['host_after']})" for vm, info in summary["vms"].items()
+        moved = [f"{vm} {info['downtime_s']:.1f} s ({info['host_before'] or 'never ran'} → "
+                 f"{info['host_after'] or 'DOWN at the end'})"
+                 for vm, info in summary["vms"].items()
                  if info["downtime_s"] or info["host_before"] != info["host_after"]]
         truth.append("Downtime measured in the VMs' own writes: "
                      + (", ".join(moved) if moved else "none") + ".")
@@ -305,6 +328,8 @@ class Demo:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self.ended is None:
+            self.ended = time.time()
         self.stopping = True
         for host in self.hosts:
             if host.process is not None and host.process.poll() is None:
@@ -324,9 +349,7 @@ class Demo:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(host.process.pid, signal.SIGKILL)
                 host.process.wait()
-        with contextlib.suppress(OSError):
-            if demo_pointer().read_text().strip() == str(self.config_path):
-                demo_pointer().unlink()
+        remove_demo_pointer(self.config_path)
 
 
 def split_brains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -404,31 +427,53 @@ PAGE = PAGE_FILE.read_text(encoding="utf-8") if PAGE_FILE.exists() else "<p>dash
 
 
 # ---------------------------------------------------------------------- main
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_demo(options: DemoOptions) -> int:
+    """Run the demo; see the module docstring. Returns the exit code: 1 after a split brain;
+    128 + the signal's number when a signal ended a run that had a `--duration`; else 0."""
     demo = Demo(options)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if received or demo.stopping:
+            return  # already stopping: let the stop finish
+        received.append(signum)
+        raise KeyboardInterrupt  # SIGTERM and SIGHUP take Ctrl-C's path
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        return _run(demo, options, received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
     def say(text: str) -> None:
         if not options.as_json:
             print(text, flush=True)
 
-    demo.write_cluster()
-    say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, process VMs; "
-        f"work dir {demo.workdir}")
-    for host in demo.hosts:
-        demo.start_host(host)
     server = None
-    if options.port:
-        server = _dashboard(demo, options.port)
-        if server is None:
-            say(f"dashboard: port {options.port} is busy; choose another with --port "
-                f"(ringfence status works meanwhile)")
-        else:
-            url = f"http://127.0.0.1:{options.port}/"
-            say(f"dashboard: {url}   (ringfence status works too)")
-            if options.browser and not options.as_json:
-                with contextlib.suppress(Exception):
-                    webbrowser.open(url)
     interrupted = False
     try:
+        demo.write_cluster()
+        say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, process "
+            f"VMs; work dir {demo.workdir}")
+        for host in demo.hosts:
+            demo.start_host(host)
+        if options.port:
+            server = _dashboard(demo, options.port)
+            if server is None:
+                say(f"dashboard: port {options.port} is busy; choose another with --port "
+                    f"(ringfence status works meanwhile)")
+            else:
+                url = f"http://127.0.0.1:{options.port}/"
+                say(f"dashboard: {url}   (ringfence status works too)")
+                if options.browser and not options.as_json:
+                    with contextlib.suppress(Exception):
+                        webbrowser.open(url)
         deadline = time.time() + 60
         while len(demo.placement_now()) < len(demo.vms):
             if time.time() > deadline:
@@ -453,6 +498,10 @@ def run_demo(options: DemoOptions) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        demo.stopping = True  # from here on, signals wait for the stop (see run_demo)
+        if received:
+            say(f"signal {signal.Signals(received[0]).name}: stopping everything the demo "
+                "started")
         demo.stop()
         if server is not None:
             server.shutdown()
@@ -463,13 +512,15 @@ def run_demo(options: DemoOptions) -> int:
     else:
         for vm, info in summary["vms"].items():
             if info["host_before"] != info["host_after"] or info["downtime_s"]:
-                say(f"{vm}: {info['host_before']} -> {info['host_after']}, down "
-                    f"{info['downtime_s']:.1f}s")
+                say(f"{vm}: {info['host_before'] or 'never ran'} -> "
+                    f"{info['host_after'] or 'DOWN at the end'}, down {info['downtime_s']:.1f}s")
         say(f"split brain: {'YES' if summary['split_brain'] else 'no'}")
         say(f"incident report: {report}")
     if summary["split_brain"]:
         return 1
-    return 130 if interrupted and options.duration else 0
+    if interrupted and options.duration:
+        return 128 + (received[0] if received else signal.SIGINT)
+    return 0
 
 
 def _where(demo: Demo) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Problem", "RingfenceError", "describe_value"]
+__all__ = ["ConfigError", "Problem", "RingfenceError", "describe_value", "libvirt_missing"]
 
 
 class RingfenceError(Exception):
@@ -100,3 +100,14 @@ def describe_value(value: object) -> str:
     if value is None:
         return "nothing (null)"
     return f"a {type(value).__name__}"
+
+
+def libvirt_missing(uri: str, python: str) -> str:
+    """What to do when a host's hypervisor is a libvirt URI and `import libvirt` fails."""
+    return (
+        f"{uri} is a libvirt URI, and libvirt-python (the Python module 'libvirt') is not "
+        f"installed for {python}. Install it: `PYTHON={python} bash scripts/install-libvirt` "
+        "from a ringfence checkout, or `apt-get install libvirt-dev pkg-config gcc "
+        f"python3-dev && {python} -m pip install 'ringfence[libvirt]'`; or use "
+        "hypervisor: process"
+    )

@@ -27,9 +27,46 @@ DEFAULT_CONFIG = Path("/etc/ringfence/cluster.yaml")
 
 
 def demo_pointer() -> Path:
-    """Where a running `ringfence demo` says its cluster file is."""
+    """Where a running `ringfence demo` says its cluster file is: three lines, the cluster
+    file, the demo's pid and that process's start time (so that a pid reused after the demo
+    died is not taken for it)."""
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp")
     return base / f"ringfence-demo-{os.getuid()}.path"
+
+
+def write_demo_pointer(config_path: Path) -> None:
+    """Called by the demo that runs in this process: `ringfence status` finds it."""
+    from ringfence.hypervisor.process_vm import proc_starttime
+
+    pid = os.getpid()
+    demo_pointer().write_text(f"{config_path}\n{pid}\n{proc_starttime(pid)}\n")
+
+
+def remove_demo_pointer(config_path: Path) -> None:
+    """Remove the pointer if it is still this demo's (another demo may have started since)."""
+    pointer = demo_pointer()
+    try:
+        if pointer.read_text().split("\n")[0] == str(config_path):
+            pointer.unlink()
+    except OSError:
+        pass
+
+
+def running_demo() -> Path | None:
+    """The cluster file of the demo the pointer names, if that demo still runs."""
+    from ringfence.hypervisor.process_vm import proc_starttime
+
+    try:
+        lines = demo_pointer().read_text().split("\n")
+    except OSError:
+        return None
+    try:
+        path, pid, started = Path(lines[0]), int(lines[1]), int(lines[2])
+    except (IndexError, ValueError):
+        return None  # not written by a running demo of this version: a dead demo's leftover
+    if proc_starttime(pid) != started or not path.exists():
+        return None
+    return path
 
 
 def find_config(given: str | None) -> Path:
@@ -39,13 +76,13 @@ def find_config(given: str | None) -> Path:
         return Path(os.environ["RINGFENCE_CONFIG"])
     if DEFAULT_CONFIG.exists():
         return DEFAULT_CONFIG
-    pointer = demo_pointer()
-    if pointer.exists():
-        path = Path(pointer.read_text().strip())
-        if path.exists():
-            return path
+    demo = running_demo()
+    if demo is not None:
+        return demo
+    stale = (f" ({demo_pointer()} names a demo that no longer runs)"
+             if demo_pointer().exists() else "")
     raise ConfigError(f"no cluster file: give --config, set RINGFENCE_CONFIG, create "
-                      f"{DEFAULT_CONFIG}, or start `ringfence demo`")
+                      f"{DEFAULT_CONFIG}, or start `ringfence demo`{stale}")
 
 
 def store_kind(config: ClusterConfig) -> str:

@@ -8,6 +8,11 @@ Errors: :func:`parse_duration` and :func:`parse_size` raise :class:`ValueError` 
 what was given and what is expected; pydantic turns it into a validation error when the parsers are
 used through :data:`Duration` and :data:`Size`, and the config loader turns that into a
 :class:`ringfence.errors.ConfigError` naming the file, line and field.
+
+Bounds: no duration is longer than :data:`MAX_DURATION` (a year) and no size larger than
+:data:`MAX_SIZE` (1 EiB), whatever the field; each field narrows that with
+:func:`duration_range`, :func:`size_range` or :func:`number_range` (see docs/limits.md), whose
+messages say the allowed range in the field's own units.
 """
 
 from __future__ import annotations
@@ -17,18 +22,29 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from ringfence.errors import describe_value as _describe
 
 __all__ = [
+    "MAX_DURATION",
+    "MAX_SIZE",
     "Duration",
     "Size",
+    "duration_range",
     "format_duration",
     "format_size",
+    "number_range",
     "parse_duration",
     "parse_size",
+    "size_range",
 ]
+
+MAX_DURATION = 365 * 86400.0
+"""No duration in any file is longer than a year (larger values are typing mistakes)."""
+
+MAX_SIZE = 1 << 60
+"""No size in any file is larger than 1 EiB."""
 
 _DURATION_EXPECTED = "a duration such as 200ms, 6s, 2m or 1h"
 _SIZE_EXPECTED = "a size such as 4KiB, 512MiB, 64GiB or 1TiB, or a whole number of bytes"
@@ -72,7 +88,7 @@ def parse_duration(value: str | int | float) -> float:
             raise ValueError(
                 f"a duration cannot be negative (got {value!r}); expected {_DURATION_EXPECTED}"
             )
-        return float(value)
+        return _capped_duration(float(value), value)
     text = value.strip()
     if text.startswith("-"):
         raise ValueError(
@@ -80,7 +96,7 @@ def parse_duration(value: str | int | float) -> float:
         )
     try:
         if _PLAIN_NUMBER.fullmatch(text):
-            return float(Decimal(text.lstrip("+")))
+            return _capped_duration(float(Decimal(text.lstrip("+"))), value)
         if _DURATION_FULL.fullmatch(text):
             total = sum(
                 (
@@ -89,10 +105,22 @@ def parse_duration(value: str | int | float) -> float:
                 ),
                 Decimal(0),
             )
-            return float(total)
+            return _capped_duration(float(total), value)
     except InvalidOperation:
         pass
+    if re.fullmatch(rf"{_NUMBER}\s*(?:us|µs|ns|d|w|y)", text):
+        raise ValueError(
+            f"{value!r}: unit not accepted; durations use ms, s, m or h (as in 200ms, 6s, 2m, 1h)"
+        )
     raise ValueError(f"expected {_DURATION_EXPECTED}, got {value!r}")
+
+
+def _capped_duration(seconds: float, given: object) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(
+            f"{given!r} is longer than any duration ringfence accepts (a year, 8760h)"
+        )
+    return seconds
 
 
 def parse_size(value: str | int) -> int:
@@ -107,7 +135,7 @@ def parse_size(value: str | int) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative (got {value}); expected {_SIZE_EXPECTED}")
-        return value
+        return _capped_size(value, value)
     text = value.strip()
     if text.startswith("-"):
         raise ValueError(f"a size cannot be negative (got {value!r}); expected {_SIZE_EXPECTED}")
@@ -125,9 +153,17 @@ def parse_size(value: str | int) -> int:
     if multiplier is None:
         raise ValueError(f"expected {_SIZE_EXPECTED}, got {value!r}")
     total = Decimal(number) * multiplier
+    if total > MAX_SIZE:
+        return _capped_size(MAX_SIZE + 1, value)
     if total != total.to_integral_value():
         raise ValueError(f"{value!r} is not a whole number of bytes; expected {_SIZE_EXPECTED}")
     return int(total)
+
+
+def _capped_size(size: int, given: object) -> int:
+    if size > MAX_SIZE:
+        raise ValueError(f"{given!r} is larger than any size ringfence accepts (1 EiB)")
+    return size
 
 
 def _plain(number: Decimal) -> str:
@@ -179,6 +215,55 @@ def format_size(size: int) -> str:
         if size % multiplier == 0:
             return f"{size // multiplier}{unit}"
     return f"{size}B"
+
+
+def duration_range(low: float, high: float, *, above: bool = False) -> AfterValidator:
+    """A check for a :data:`Duration` field: from *low* (excluded when *above*) to *high*.
+
+    Use as ``Annotated[Duration, duration_range(0.01, 10)]``."""
+    shown = f"longer than {format_duration(low)}" if above else f"at least {format_duration(low)}"
+
+    def check(seconds: float) -> float:
+        if (seconds <= low if above else seconds < low) or seconds > high:
+            raise ValueError(
+                f"expected a duration {shown} and at most {format_duration(high)}, "
+                f"got {format_duration(seconds)}"
+            )
+        return seconds
+
+    return AfterValidator(check)
+
+
+def size_range(low: int, high: int) -> AfterValidator:
+    """A check for a :data:`Size` field: from *low* to *high* bytes."""
+
+    def check(size: int) -> int:
+        if not low <= size <= high:
+            raise ValueError(
+                f"expected a size from {format_size(low)} to {format_size(high)}, "
+                f"got {format_size(size)}"
+            )
+        return size
+
+    return AfterValidator(check)
+
+
+def _num(value: float) -> str:
+    if isinstance(value, int) or (math.isfinite(value) and float(value).is_integer()
+                                  and abs(value) < 1e18):
+        return str(int(value))
+    return f"{value:g}"
+
+
+def number_range(low: float, high: float, what: str = "a whole number") -> AfterValidator:
+    """A check for a number field (an ``int`` or a ``float``): from *low* to *high*."""
+
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"expected {what} from {_num(low)} to {_num(high)}, got {_num(value)}")
+        return value
+
+    return AfterValidator(check)
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

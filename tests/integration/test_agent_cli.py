@@ -47,6 +47,7 @@ def test_agent_without_a_key_file_says_so(tmp_path: Path) -> None:
 def test_agent_without_an_address_names_the_field(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
     data = json.loads(json.dumps(CLUSTER))
     del data["hosts"][1]["interfaces"]["ring0"]["address"]
     path = write(tmp_path, key_file=str(key), hosts=data["hosts"])
@@ -60,6 +61,7 @@ def test_agent_without_an_address_names_the_field(tmp_path: Path) -> None:
 def test_agent_for_an_unknown_host_is_refused(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
     result = ringfence("agent", "--config", str(write(tmp_path, key_file=str(key))), "--host",
                        "h9", "--state-dir", str(tmp_path / "state"), "--watchdog", "process")
     assert result.returncode == 2 and "h9" in result.stderr and "Traceback" not in result.stderr

@@ -220,7 +220,7 @@ def test_python_construction_checks_too() -> None:
     assert config.host("a").cpus == 1
     with pytest.raises(ValueError, match="unknown network 'x'"):
         ClusterConfig(
-            networks=networks, hosts=[Host(name="a", cpus=1, memory=1, networks=["r", "x"])]
+            networks=networks, hosts=[Host(name="a", cpus=1, memory="1GiB", networks=["r", "x"])]
         )
 
 

@@ -273,7 +273,7 @@ def test_incident_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["incident", "show", "INC-0007", "--scenario", scenario]) == 2
     assert "no incident 'INC-0007'; known: INC-0001" in capsys.readouterr().err
     assert main(["incident", "list", "--journal", str(tmp_path / "nothing")]) == 2
-    assert "no such file or directory" in capsys.readouterr().err
+    assert "nothing: no such file" in capsys.readouterr().err
     assert main(["incident", "list", "--journal", str(tmp_path), "--scenario", scenario]) == 2
     assert main(["status-page", "--out", str(tmp_path / "page"), "--scenario", scenario]) == 0
     assert json.loads((tmp_path / "page" / "status.json").read_text())["hosts"]

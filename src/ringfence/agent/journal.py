@@ -8,6 +8,7 @@ counted, because losing a log line must never stop a decision cycle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,12 @@ class FileJournal:
         self.echo_json = echo_json
         self.write_errors = 0
         self.seq = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Journals say which VMs run where and why: for the owner (root) only.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                path.chmod(0o600)  # a journal written by an older version
 
     def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
                text: str = "", token: int | None = None, duration: float | None = None) -> None:
@@ -49,7 +55,7 @@ class FileJournal:
         if self.mirror is not None:
             self.mirror.put(entry)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, (line + "\n").encode())
             finally:

@@ -30,11 +30,11 @@ class LocalStateError(OSError):
 
 
 class FileLocalState:
-    """`LocalState` in directory `dir` (created if missing)."""
+    """`LocalState` in directory `dir` (created if missing, for its owner only)."""
 
     def __init__(self, dir: Path) -> None:
         self.dir = Path(dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
         """The file that holds `key`."""

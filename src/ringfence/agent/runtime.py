@@ -88,6 +88,9 @@ def read_key(config: ClusterConfig) -> bytes:
     if config.key_file is None:
         raise ConfigError("the heartbeat key is required to run an agent (a file "
                           "with at least 32 random bytes)", path="key_file")
+    from ringfence.secrets import check_secret_file
+
+    check_secret_file(config.key_file, "key_file")  # readable by others: refused (exit 2)
     try:
         key = Path(config.key_file).read_bytes()
     except OSError as exc:
@@ -156,7 +159,16 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
         disk = options.disk_file or options.state_dir / "disk.jsonl"
         return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay),
                 ProcessGuestChecks(state))
-    from ringfence.hypervisor.libvirt import LibvirtHypervisor
+    try:
+        from ringfence.hypervisor.libvirt import LibvirtHypervisor
+    except ModuleNotFoundError as exc:  # libvirt-python is an optional extra
+        if exc.name != "libvirt":
+            raise
+        from ringfence.errors import libvirt_missing
+
+        index = [h.name for h in config.hosts].index(host)
+        raise ConfigError(libvirt_missing(kind, sys.executable),
+                          path=f"hosts[{index}].hypervisor") from None
     from ringfence.probes.guest import NetworkGuestChecks
 
     return LibvirtHypervisor(kind, domain_xml_source(config, store)), NetworkGuestChecks(config)
@@ -245,7 +257,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     from ringfence.agent.local_state import FileLocalState
     from ringfence.store.factory import open_store
 
-    options.state_dir.mkdir(parents=True, exist_ok=True)
+    options.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # journals, state: private
     journal = FileJournal(options.state_dir / f"journal-{host}.jsonl", host,
                           echo_json=options.log_json)
     key = read_key(config)

@@ -85,6 +85,7 @@ class VmKeeper:
         self.forced: set[str] = set()  # VMs an operator forced on here without a lease
         self.jobs: dict[str, Job] = {}
         self.left: set[str] = set()  # VMs that left this host in this cycle (stop, migration)
+        self.polling = False
 
     # ----------------------------------------------------------------- reading
     def refresh(self) -> bool:
@@ -190,19 +191,31 @@ class VmKeeper:
 
     # ----------------------------------------------------------------- jobs
     def poll_jobs(self, now: float) -> None:
-        """Finish the jobs that ended since the last cycle."""
-        for vm in sorted(self.jobs):
-            job = self.jobs[vm]
-            result = job.handle.result()
-            if result is None:
-                continue
-            del self.jobs[vm]
-            if job.kind == "start":
-                self._started(now, vm, job, result)
-            elif job.kind == "stop":
-                self._stopped(now, vm, job, result)
-            else:
-                self._migrated(now, vm, job, result)
+        """Finish the jobs that ended since the last cycle (and those that finishing one
+        started and that ended at once). Not re-entered: a job started while finishing
+        another is finished by the same loop."""
+        if self.polling:
+            return
+        self.polling = True
+        try:
+            finished = True
+            while finished:
+                finished = False
+                for vm in sorted(self.jobs):
+                    job = self.jobs.get(vm)
+                    result = job.handle.result() if job is not None else None
+                    if job is None or result is None:
+                        continue
+                    del self.jobs[vm]
+                    finished = True
+                    if job.kind == "start":
+                        self._started(now, vm, job, result)
+                    elif job.kind == "stop":
+                        self._stopped(now, vm, job, result)
+                    else:
+                        self._migrated(now, vm, job, result)
+        finally:
+            self.polling = False
 
     def abort_migrations(self, why: str) -> None:
         """This host's lease is about to go stale: give up every live migration out of here

@@ -1100,19 +1100,20 @@ def render_index_html(incidents: Sequence[Incident], ctx: ReportContext) -> str:
 def write_reports(incidents: Sequence[Incident], ctx: ReportContext, out_dir: Path
                   ) -> list[Path]:
     """Write ``INC-NNNN.md`` and ``INC-NNNN.html`` for each incident, and ``index.md`` /
-    ``index.html``, into `out_dir` (created). Returns the paths written, Markdown first."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``index.html``, into `out_dir` (created if its parent exists; files of those names are
+    replaced, each whole: see :mod:`ringfence.paths`). Returns the paths written, Markdown
+    first. :class:`ringfence.errors.ConfigError` names a directory or file that can not be
+    written."""
+    from ringfence.paths import output_dir, write_file
+
+    output_dir(out_dir)
     written: list[Path] = []
     for incident in incidents:
         for suffix, render in ((".md", render_markdown), (".html", render_html)):
-            path = out_dir / f"{incident.id}{suffix}"
-            path.write_text(render(incident, ctx), encoding="utf-8")
-            written.append(path)
+            written.append(write_file(out_dir / f"{incident.id}{suffix}", render(incident, ctx)))
     for name, text in (("index.md", render_index_markdown(incidents, ctx)),
                        ("index.html", render_index_html(incidents, ctx))):
-        path = out_dir / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+        written.append(write_file(out_dir / name, text))
     return written
 
 

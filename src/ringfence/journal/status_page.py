@@ -185,7 +185,9 @@ article .when { color: #5c6670; font-size: 0.9em; margin: 0 0 6px; }
 def write_status_page(out_dir: Path, *, cluster: str, hosts_state: Mapping[str, str],
                       incidents: Sequence[Incident], now: float, simulated: bool = False
                       ) -> list[Path]:
-    """Write ``index.html`` and ``status.json`` into `out_dir` (created); returns both paths.
+    """Write ``index.html`` and ``status.json`` into `out_dir` (created if its parent exists;
+    each file replaced whole, see :mod:`ringfence.paths`); returns both paths.
+    :class:`ringfence.errors.ConfigError` names a directory or file that can not be written.
 
     `hosts_state` maps each host to a state name (:data:`HOST_WORDS` keys); `now` is the
     moment the page describes (simulated seconds or a wall-clock timestamp)."""
@@ -204,10 +206,11 @@ def write_status_page(out_dir: Path, *, cluster: str, hosts_state: Mapping[str, 
         "open_incidents": [_incident_json(i, ctx) for i in open_],
         "history": [_incident_json(i, ctx) for i in history],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "status.json"
-    json_path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    from ringfence.paths import output_dir, write_file
+
+    output_dir(out_dir)
+    json_path = write_file(out_dir / "status.json",
+                           json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
     title, text = _OVERALL[state]
     body = [f"<h1>{_e(cluster)} status</h1>",
@@ -236,8 +239,7 @@ def write_status_page(out_dir: Path, *, cluster: str, hosts_state: Mapping[str, 
             f"<title>{_e(cluster)} status: {_e(title)}</title>"
             f"<style>{CSS}{_STATUS_CSS}</style></head>\n<body>\n" + "\n".join(body)
             + "\n</body></html>\n")
-    html_path = out_dir / "index.html"
-    html_path.write_text(page, encoding="utf-8")
+    html_path = write_file(out_dir / "index.html", page)
     return [html_path, json_path]
 
 

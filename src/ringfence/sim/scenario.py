@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,8 @@ from pydantic import (
 )
 
 from ringfence.config import (
+    MAX_HOSTS,
+    MAX_WITNESSES,
     ClusterConfig,
     FieldProblems,
     LineMap,
@@ -41,13 +43,17 @@ from ringfence.config import (
     validate_document,
 )
 from ringfence.core.events import EVENT_KINDS
-from ringfence.units import Duration, Size, format_duration
+from ringfence.units import Duration, Size, duration_range, format_duration, number_range
 
 __all__ = [
     "EVENT_FIELDS",
     "EXPECTATION_SHAPES",
     "HOST_STATES",
     "JOURNAL_EVENT_KINDS",
+    "MAX_EVENTS",
+    "MAX_EXPECTATIONS",
+    "MAX_RUN",
+    "MAX_SEED",
     "Event",
     "EventKind",
     "Expectation",
@@ -58,6 +64,15 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
 ]
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 0 to 2^32 - 1 (a file's ``seed``, ``--seed``)."""
+MAX_RUN = 86400.0
+"""A simulated run lasts at most a day (64 hosts simulate at about 90 s per wall second)."""
+MAX_EVENTS = 10_000
+MAX_EXPECTATIONS = 10_000
+MAX_DRIFT_PPM = 1000.0
+"""Clock drift: quartz oscillators drift tens of ppm; NTP corrects at most 500 ppm."""
 
 EventKind = Literal[
     "power_off",
@@ -178,8 +193,8 @@ def _valid_shapes() -> str:
 class LatencyRange(_Model):
     """A call latency drawn uniformly from [min, max] (the run's seeded random)."""
 
-    min: Duration
-    max: Duration
+    min: Annotated[Duration, duration_range(0.0, 600.0)]
+    max: Annotated[Duration, duration_range(0.0, 600.0)]
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -189,7 +204,7 @@ class LatencyRange(_Model):
         return self
 
 
-Latency = Duration | LatencyRange
+Latency = Annotated[Duration, duration_range(0.0, 600.0)] | LatencyRange
 
 
 class Latencies(_Model):
@@ -203,15 +218,21 @@ class Latencies(_Model):
 class SimSettings(_Model):
     """Simulation knobs that are not part of the cluster (our extension of the contract)."""
 
-    boot_time: Duration = 20.0
-    vm_start_time: Duration = 0.0
-    store_election_time: Duration = 1.0
+    boot_time: Annotated[Duration, duration_range(0.0, 3600.0)] = 20.0
+    vm_start_time: Annotated[Duration, duration_range(0.0, 3600.0)] = 0.0
+    store_election_time: Annotated[Duration, duration_range(0.0, 600.0)] = 1.0
     packet_loss: float = Field(default=0.0, ge=0.0, le=1.0)
-    link_jitter: Duration = 0.0
-    clock_drift_ppm: float = Field(default=0.0, allow_inf_nan=False)
+    link_jitter: Annotated[Duration, duration_range(0.0, 10.0)] = 0.0
+    clock_drift_ppm: Annotated[
+        float,
+        Field(allow_inf_nan=False),
+        number_range(-MAX_DRIFT_PPM, MAX_DRIFT_PPM, "a drift in parts per million"),
+    ] = 0.0
     latency: Latencies = Field(default_factory=Latencies)
-    migration_bandwidth: Size = 1 << 30  # bytes per second of a live migration's memory copy
-    migration_switchover: Duration = 0.3
+    # bytes per second of a live migration's memory copy (1 MiB/s to 1 TiB/s)
+    migration_bandwidth: Annotated[Size, number_range(1 << 20, 1 << 40, "a size per second")] = (
+        1 << 30)
+    migration_switchover: Annotated[Duration, duration_range(0.0, 60.0)] = 0.3
 
     @model_validator(mode="after")
     def _positive_bandwidth(self) -> Self:
@@ -234,8 +255,8 @@ class Event(_Model):
     do: EventKind
     host: str | None = None
     network: str | None = None
-    networks: list[str] | None = None
-    groups: list[list[str]] | None = None
+    networks: list[str] | None = Field(default=None, max_length=16)
+    groups: list[list[str]] | None = Field(default=None, max_length=MAX_HOSTS + MAX_WITNESSES)
     witness: str | None = None
     vm: str | None = None
     to: str | None = None
@@ -243,12 +264,13 @@ class Event(_Model):
     datastore: str | None = None
     watchdog: Literal["running", "frozen"] = "running"
     on: bool | None = None
-    operator: str | None = None
-    confirm_down: list[str] = Field(default_factory=list)
+    operator: Annotated[str, Field(max_length=64)] | None = None
+    confirm_down: list[str] = Field(default_factory=list, max_length=MAX_HOSTS)
     member: str | None = None
-    for_: Duration | None = Field(default=None, alias="for")
+    for_: Annotated[Duration, duration_range(0.0, 24 * 3600.0)] | None = Field(
+        default=None, alias="for")
     part: CallPart | None = None
-    latency: Duration | None = None
+    latency: Annotated[Duration, duration_range(0.0, 600.0)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -287,6 +309,14 @@ class Event(_Model):
                     )
         if self.operator is not None and not self.operator.strip():
             problems.append((("operator",), "give the operator's name"))
+        if self.count is not None:
+            # link_flap: the flaps happen within one second; memory_errors: a count per event
+            most = 100 if self.do == "link_flap" else 1_000_000
+            if self.count > most:
+                problems.append(
+                    (("count",), f"do: {self.do} takes a count from 1 to {most:,}, "
+                                 f"got {self.count:,}")
+                )
         if problems:
             raise FieldProblems(problems)
         return self
@@ -429,13 +459,13 @@ class Expectation(_Model):
 class Scenario(_Model):
     """A scenario file: what to simulate, for how long, and what must hold."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    seed: int = 0
-    duration: Duration = 300.0
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=64_000)
+    seed: Annotated[int, number_range(0, MAX_SEED)] = 0
+    duration: Annotated[Duration, duration_range(0.0, MAX_RUN, above=True)] = 300.0
     cluster: ClusterConfig
-    events: list[Event] = Field(default_factory=list)
-    expect: list[Expectation] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list, max_length=MAX_EVENTS)
+    expect: list[Expectation] = Field(default_factory=list, max_length=MAX_EXPECTATIONS)
     sim: SimSettings = Field(default_factory=SimSettings)
 
     @model_validator(mode="after")
@@ -445,8 +475,6 @@ class Scenario(_Model):
         def add(loc: Loc, message: str) -> None:
             problems.append((loc, message))
 
-        if self.duration <= 0:
-            add(("duration",), "duration must be longer than 0s")
         for index, event in enumerate(self.events):
             self._check_event(("events", index), event, add)
         for index, expectation in enumerate(self.expect):
