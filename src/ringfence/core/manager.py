@@ -160,6 +160,7 @@ class Manager:
         self.snapshot: ClusterSnapshot | None = None
         self.gone_since: dict[str, tuple[int, float]] = {}
         self.suspects: dict[str, Suspicion] = {}
+        self.heard_life: dict[str, int] = {}  # host -> the incarnation (info revision) we heard
         self.fencing: dict[str, FenceJob] = {}
         self.fence_failed: dict[str, int] = {}  # host -> info revision whose fencing failed
         self.pending: dict[str, str] = {}  # vm -> why it could not be placed
@@ -297,11 +298,18 @@ class Manager:
         record = snapshot.hosts[host]
         if record.lease is not None:
             self.gone_since.pop(host, None)
+            if self.agent.membership.hears(host):
+                self.heard_life[host] = record.info_revision
             if self._heard(host):
                 if self.suspects.pop(host, None) is not None:
                     self.parts.journal.record("host_alive", host=host,
                                               text=f"{host} is heard again")
                 return "maintenance" if record.maintenance is not None else "online"
+            if self.heard_life.get(host) != record.info_revision:
+                # This incarnation of the host (a new boot, or anyone since our own start) has
+                # never been heard by us: it is unknown, not lost, and nobody is fenced for a
+                # silence that was never broken. Its lease decides if it is dead.
+                return "unknown"
             self._suspect_alive(now, host, record)
             return "suspect"
         if record.info is None:
@@ -328,8 +336,6 @@ class Manager:
                      f"{ttl if ttl is not None else 0:.1f}s left")
         if host not in self.parts.fence_agents or host in self.fencing:
             return
-        if not self.agent.membership.ever_heard(host):
-            return  # never heard since we started: it may just be booting; the lease decides
         if self.fence_failed.get(host) == record.info_revision:
             return
         # etcd reports time-to-live in whole seconds: a renewal shows as more than a second

@@ -393,7 +393,8 @@ class World:
             return local
         if local in ("ineligible", "jeopardy", "degraded") and power == Power.UP:
             return local
-        return view or local or "offline"  # online, maintenance
+        shown = view if view != "unknown" else None  # the leader has not heard it yet
+        return shown or local or "offline"  # online, maintenance
 
     def host_state_since(self, name: str, t: float) -> float:
         """When the state `host_state(name, t)` began."""
