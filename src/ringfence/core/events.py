@@ -57,6 +57,7 @@ EVENT_KINDS: dict[str, str] = {
     "vm_released": "a host stopped a VM and handed it back (or confirmed it stopped)",
     "vm_failed": "a VM kept dying and was left stopped",
     "force_start_pending": "a forced start without quorum waits for fences",
+    "force_start_waiting": "a forced start waits for the VM's move in flight to end",
     "rejoin_blocked": "a host that left a failsafe cluster waits to hear its peers",
     "rejoin_allowed": "a host that left a failsafe cluster hears its peers again",
     "vm_migrating": "the leader started a live migration (maintenance, evacuation, failback)",

@@ -164,6 +164,7 @@ class Manager:
         self.fencing: dict[str, FenceJob] = {}
         self.fence_failed: dict[str, int] = {}  # host -> info revision whose fencing failed
         self.pending: dict[str, str] = {}  # vm -> why it could not be placed
+        self.force_waits: dict[str, int] = {}  # vm -> the forced start waiting for a move
         self.now = 0.0
         self.leading_since = 0.0
         self.last_revision = 0
@@ -455,6 +456,8 @@ class Manager:
                 continue
             if owner is None and (kv.value.get("stopped_by") or self._gave_up(name, kv)):
                 continue  # an operator stopped it, or it kept dying
+            if self._in_move(snapshot, kv) is not None:
+                continue  # its previous holder still runs it: the move ends first
             if owner is None or self._releases_vms(snapshot, owner):
                 movable.append(self.vm_specs[name])
                 avoid[name] = list(kv.value.get("avoid", []))
@@ -679,6 +682,17 @@ class Manager:
                         text=f"{operator}'s forced start of {vm} onto {target}: {target} "
                              f"is not a live member of the cluster")
                 continue
+            waiting_for = self._in_move(snapshot, kv)
+            if waiting_for is not None:
+                if self.force_waits.get(vm) != request.mod_revision:
+                    self.force_waits[vm] = request.mod_revision
+                    self.parts.journal.record(
+                        "force_start_waiting", vm=vm, host=target,
+                        text=f"{operator}'s forced start of {vm} onto {target} waits: {vm} is "
+                             f"moving from {waiting_for} to {kv.value.get('host')}, and "
+                             f"{waiting_for} still runs it")
+                continue
+            self.force_waits.pop(vm, None)
             old = kv.value.get("host")
             value: dict[str, object] = {"host": target, "forced_by": operator}
             if old not in (None, target) and not self._releases_vms(snapshot, old,
@@ -693,6 +707,16 @@ class Manager:
                     "force_start", vm=vm, host=target,
                     text=f"{operator} forced {vm} onto {target} (was on {old or 'no host'})"
                          + (f"; {old} stops it first" if "after" in value else ""))
+
+    def _in_move(self, snapshot: ClusterSnapshot, kv: KeyValue) -> str | None:
+        """The live host a record still waits for (`after`: a live migration's source, or a
+        holder stopping the VM), or None. Such a record is rewritten by nobody but that host
+        (or the leader once it is proven fenced): a new holder written over it would drop the
+        one host that may still run the VM."""
+        after = kv.value.get("after")
+        if after is None or self._releases_vms(snapshot, str(after), any_policy=True):
+            return None
+        return str(after)
 
     def _releases_vms(self, snapshot: ClusterSnapshot, owner: str, *,
                       any_policy: bool = False) -> bool:

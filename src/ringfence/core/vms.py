@@ -33,7 +33,7 @@ Store unreachable: nothing starts; VMs already running keep running (the lease r
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ringfence.core import leases
@@ -130,14 +130,18 @@ class VmKeeper:
             running.pop(vm, None)
         if fresh_read and self.revision != self.confirmed_revision:
             self._confirm_handovers(running)
+        # A record still in a move (`after`) is a live migration arriving here: the domain
+        # listed is libvirt's paused copy, not yet a guest that answers, nor one that can
+        # crash (if the copy fails, it just goes). Only a settled record counts.
+        settled = {vm: a for vm, a in self.owned.items() if a.after is None}
         for vm in sorted(running):
-            if (vm in self.owned and vm not in self.seen and vm not in self.verifying
+            if (vm in settled and vm not in self.seen and vm not in self.verifying
                     and vm not in self.jobs):
                 self.verifying[vm] = now  # arrived by live migration: check it answers here
         crashed = [vm for vm, token in sorted(self.seen.items())
                    if vm not in running and vm not in self.jobs
-                   and self.owned.get(vm, Assignment(-1, None)).token == token]
-        self.seen = {vm: t for vm, t in running.items()}
+                   and settled.get(vm, Assignment(-1, None)).token == token]
+        self.seen = {vm: t for vm, t in running.items() if vm in settled or vm not in self.owned}
         for vm in crashed:
             self._crashed(now, vm)
         if unfit is not None:
@@ -305,7 +309,6 @@ class VmKeeper:
                                            f"running on {self.host}")
             self.parts.alerts.send("warning", f"migration of {vm} to {target} failed: {why}",
                                    host=self.host, vm=vm)
-            self.revision = -1  # re-read: the record is ours again
             return
         try:
             running = self.parts.hypervisor.list_running()
@@ -351,7 +354,17 @@ class VmKeeper:
                  Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)],
                 [Put(leases.vm_owner_key(vm), value)])
         except StoreUnavailable:
-            return False
+            return False  # maybe applied: the next read tells; until then nothing changes
+        if result.succeeded:
+            # The rest of this cycle must act on the record just written, not on the one it
+            # replaced (a failed migration's record, read again, would migrate once more).
+            written = replace(kv, value=value, mod_revision=result.revision)
+            self.records[vm] = written
+            if value.get("host") == self.host:
+                self.owned[vm] = Assignment(result.revision, value.get("after"))
+            else:
+                self.owned.pop(vm, None)
+            self.revision = -1  # and the next cycle reads everything again
         return result.succeeded
 
     def destroy_all(self) -> list[str]:
@@ -365,19 +378,35 @@ class VmKeeper:
             running = sorted(hypervisor.list_running())
         except HypervisorError:
             running = sorted(self.owned)
+        arriving = self.arriving()
         for vm in running:
             try:
                 hypervisor.destroy(vm)
-                self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
-                                          text=f"{vm} destroyed by self-fence")
             except HypervisorError as exc:
                 self.parts.journal.record(
                     "vm_stop_failed", host=self.host, vm=vm,
                     text=f"{vm}: {exc}; the watchdog will reset {self.host}")
+                continue
+            if vm in arriving:  # libvirt's paused copy: the guest still runs on the source
+                self.parts.journal.record(
+                    "vm_migrate_failed", host=self.host, vm=vm,
+                    text=f"the live migration of {vm} from {arriving[vm]} to {self.host} is "
+                         f"destroyed by {self.host}'s self-fence; {vm} stays on "
+                         f"{arriving[vm]}")
+            else:
+                self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
+                                          text=f"{vm} destroyed by self-fence")
         self.seen.clear()
         self.verifying.clear()
         self.forced.clear()
-        return running
+        return [vm for vm in running if vm not in arriving]
+
+    def arriving(self) -> dict[str, str]:
+        """VMs live-migrating to this host (vm -> source): the record names us as holder
+        and still waits for the source."""
+        return {vm: str(kv.value["after"]) for vm, kv in self.records.items()
+                if kv.value.get("host") == self.host and kv.value.get("after") is not None
+                and kv.value.get("migrate")}
 
     def destroy_leftovers(self) -> None:
         """After a self-fence: anything that runs here anyway (a start that completed after

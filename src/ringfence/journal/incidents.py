@@ -138,7 +138,8 @@ _LOOKBACK_KINDS = frozenset({
     "vm_crashed", "watchdog_reset", "nic_renamed",
 })
 OPERATOR_KINDS = frozenset({
-    "force_start", "force_start_pending", "force_start_refused", "maintenance_on",
+    "force_start", "force_start_pending", "force_start_waiting", "force_start_refused",
+    "maintenance_on",
     "maintenance_off", "operator_refused", "vm_migrate_refused",
 })
 _FENCE_PROOF_KINDS = frozenset({"fence_agent_ok", "watchdog_reset", "host_fenced"})

@@ -39,9 +39,11 @@ FAULT_KINDS = (
     "power_off", "power_on", "reboot", "shutdown", "hang", "resume", "link_down", "link_up",
     "link_flap", "partition", "heal", "witness_down", "witness_up", "rename_nics",
     "storage_fail", "storage_ok", "memory_errors", "vm_crash", "force_start", "maintenance",
-    "migrate", "store_wipe",
+    "migrate", "store_wipe", "agent_stall", "slow_calls", "lost_answers",
 )
 RARE = {"store_wipe": 0.1}  # drawn this much less often than the others (it ends the cluster)
+TIME_KINDS = frozenset({"agent_stall", "slow_calls", "lost_answers"})
+TIME_SHARE = 0.4  # runs in which calls take time: latencies, slow calls, stalls, lost answers
 
 
 @dataclass
@@ -133,7 +135,8 @@ def random_events(rng: random.Random, cluster: dict[str, Any], duration: float,
         focus = last_host if last_host is not None and rng.random() < 0.5 else None
         event = _one_event(rng, kind, hosts, witnesses, endpoints, vms, fenced, focus,
                            answering, members)
-        last_host = event.get("host", last_host)
+        if event.get("host") in hosts:  # not "all" (slow calls everywhere)
+            last_host = event["host"]
         event["at"] = _duration(t)
         events.append(event)
         undo = _undo(event)
@@ -221,6 +224,16 @@ def _one_event(rng: random.Random, kind: str, hosts: list[str], witnesses: list[
         event.update(host=host, on=True)
     elif kind == "migrate":
         event.update(vm=rng.choice(vms), to=host)
+    elif kind == "agent_stall":
+        event.update(host=host, **{"for": _duration(rng.choice([
+            rng.uniform(0.3, 3.0), rng.uniform(3.0, 15.0)]))})
+    elif kind == "slow_calls":
+        event.update(host=rng.choice([host, "all"]),
+                     part=rng.choice(["store", "store", "hypervisor", "fence"]),
+                     latency=_duration(rng.choice([0.3, 1.3, 2.5])),
+                     **{"for": _duration(rng.uniform(1.0, 30.0))})
+    elif kind == "lost_answers":
+        event.update(host=host, **{"for": _duration(rng.uniform(0.5, 15.0))})
     elif kind == "store_wipe":
         if members and rng.random() < 0.7:
             event["member"] = rng.choice(members)
@@ -232,17 +245,34 @@ def _one_event(rng: random.Random, kind: str, hosts: list[str], witnesses: list[
     return event
 
 
+def random_time(rng: random.Random) -> dict[str, Any]:
+    """How long calls and migrations take in a run that charges time (`sim:`)."""
+    sim: dict[str, Any] = {"latency": {
+        "store": {"min": "0s", "max": _duration(rng.choice([0.005, 0.05, 0.3, 1.3]))},
+        "hypervisor": _duration(rng.choice([0.0, 0.01, 0.2, 1.0])),
+        "fence": _duration(rng.choice([0.0, 0.1, 0.5])),
+    }}
+    if rng.random() < 0.5:  # slow migration networks: a migration outlives a lease
+        sim["migration_bandwidth"] = rng.choice(["64MiB", "256MiB", "1GiB"])
+    return sim
+
+
 def make_scenario(rng: random.Random, options: FuzzOptions, index: int) -> dict[str, Any]:
     cluster = random_cluster(rng, options.hosts, options.vms)
     duration = options.duration
-    return {
+    timed = rng.random() < TIME_SHARE
+    kinds = options.kinds if timed else tuple(k for k in options.kinds if k not in TIME_KINDS)
+    data: dict[str, Any] = {
         "name": f"fuzz-{options.seed}-{index}",
         "description": "Drawn by ringfence fuzz.",
         "seed": rng.randint(0, 2**31 - 1),
         "duration": _duration(duration),
         "cluster": cluster,
-        "events": random_events(rng, cluster, duration, options.events, options.kinds),
+        "events": random_events(rng, cluster, duration, options.events, kinds),
     }
+    if timed:
+        data["sim"] = random_time(rng)
+    return data
 
 
 def _violates(data: dict[str, Any]) -> SimulationResult | None:

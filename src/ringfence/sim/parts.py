@@ -91,7 +91,8 @@ class SimHypervisor:
 
     def list_running(self) -> dict[str, int]:
         self._check()
-        return dict(self.world.hosts[self.host].domains)
+        host = self.world.hosts[self.host]
+        return {**host.incoming, **host.domains}  # libvirt lists incoming migrations as active
 
     def start(self, vm: str, token: int) -> SimJob:
         return self.world.hypervisor_job(self.host, lambda: self.world.vm_start(

@@ -99,6 +99,9 @@ class SimHost:
     boot: int = 0
     agent: Agent | None = None
     domains: dict[str, int] = field(default_factory=dict)
+    # Live migrations arriving here: the paused domain libvirt creates on the target for the
+    # copy. Listed as active (as libvirt lists it), but the guest does not execute here yet.
+    incoming: dict[str, int] = field(default_factory=dict)
     hung_since: float | None = None
     hang_frozen: bool = False
     tick_origin: float = 0.0
@@ -198,6 +201,7 @@ class World:
         self.cycles = Cycles(self)
         self.vm_memory = {vm.name: vm.memory for vm in self.config.vms}
         self.migrations: dict[tuple[str, str, str], bool] = {}  # in flight: still intact?
+        self.migration_jobs: dict[tuple[str, str, str], SimJob] = {}
         self.lost_members: set[str] = set()  # members whose data was wiped (store_wipe)
         self.foreign_stores: dict[str, SimStore] = {}  # host -> the empty store it reaches
         n, links = self.topology.host_links.shape
@@ -348,6 +352,12 @@ class World:
         for vm in sorted(host.domains):
             self._close_run(vm, host.name)
         host.domains.clear()
+        for vm in sorted(host.incoming):
+            self._incoming_lost(host.name, vm, f"{host.name} went down")
+        for (vm, source, target), _job in list(self.migration_jobs.items()):
+            if source == host.name:  # the guest died with its source: the copy is torn down
+                self.migrations[(vm, source, target)] = False
+                self.hosts[target].incoming.pop(vm, None)
         host.agent = None
         host.power = Power.OFF
         host.boot += 1
@@ -445,6 +455,19 @@ class World:
     def vm_stop(self, host: str, vm: str) -> None:
         if self.hosts[host].domains.pop(vm, None) is not None:
             self._close_run(vm, host)
+        elif vm in self.hosts[host].incoming:
+            self._incoming_lost(host, vm, f"{host} destroyed the incoming domain")
+
+    def _incoming_lost(self, target: str, vm: str, why: str) -> None:
+        """The target's half of a live migration is gone: the source's job fails at once
+        (libvirt's migration call returns an error) and the guest stays on the source."""
+        del self.hosts[target].incoming[vm]
+        for key, job in list(self.migration_jobs.items()):
+            if key[0] == vm and key[2] == target:
+                self.migrations[key] = False
+                if job.outcome is None:
+                    job.outcome = JobResult(False, f"the migration of {vm} to {target} "
+                                                   f"failed: {why}")
 
     def migration_time(self, vm: str) -> float:
         """A live migration copies the guest's memory, then switches over."""
@@ -484,19 +507,24 @@ class World:
             refused = f"{vm} does not run on {source}"
         elif dst.power != Power.UP or not self.talk(source, target):
             refused = f"{target} can not be reached from {source} for migration"
-        elif vm in dst.domains:
+        elif vm in dst.domains or vm in dst.incoming:
             refused = f"{vm} already exists on {target}"
         if refused is not None:
             job.outcome = JobResult(False, refused)
             return job
         key = (vm, source, target)
         self.migrations[key] = True
-        boot = src.boot
+        self.migration_jobs[key] = job
+        dst.incoming[vm] = token
+        boot, dst_boot = src.boot, dst.boot
 
         def switchover() -> None:
             intact = self.migrations.pop(key, False)
-            if job.cancelled or src.boot != boot:
-                return
+            self.migration_jobs.pop(key, None)
+            if dst.boot == dst_boot:
+                dst.incoming.pop(vm, None)
+            if job.outcome is not None or src.boot != boot:
+                return  # cancelled, or failed already, or the source died with the guest
             if not intact or dst.power != Power.UP or not self.talk(source, target):
                 job.outcome = JobResult(False, f"the migration of {vm} to {target} failed: "
                                                f"{target} went down or could not be reached "
