@@ -45,6 +45,7 @@ class SimStore:
         self.leases: dict[int, _Lease] = {}
         self.expiry_heap: list[tuple[float, int]] = []
         self.rev = 1
+        self.generation = 0  # wipes so far: lease ids of each generation are disjoint
         self.next_lease = 1
         self.election_time = election_time
         self.has_quorum = True
@@ -74,12 +75,15 @@ class SimStore:
 
     def wipe(self) -> None:
         """The data is lost: an empty store answers at the same place (`do: store_wipe`).
-        Revisions and lease ids start again, as in a new etcd cluster."""
+        Revisions start again, as in a new etcd cluster; lease ids do not repeat: etcd makes
+        them from the member id and the time, our SQLite store from a random base per
+        database, so an old lease id is unknown to the new store (a keepalive of it fails)."""
         self.kv.clear()
         self.leases.clear()
         self.expiry_heap.clear()
         self.rev = 1
-        self.next_lease = 1
+        self.generation += 1
+        self.next_lease = (self.generation << 32) + 1
 
     # ------------------------------------------------------------ expiry
     def expire(self, now: float) -> None:

@@ -566,13 +566,15 @@ class World:
     def watchdog_arm(self, name: str, timeout: float) -> None:
         host = self.hosts[name]
         host.wd_armed, host.wd_timeout = True, timeout
-        self.watchdog_pet(name)
+        # Arming starts the count before the agent asks for a lease: it vouches for no lease,
+        # unless guests already run here (then it is judged as a pet).
+        self.watchdog_pet(name, judge=bool(host.domains))
 
-    def watchdog_pet(self, name: str) -> None:
+    def watchdog_pet(self, name: str, *, judge: bool = True) -> None:
         host = self.hosts[name]
         if not host.wd_armed:
             return
-        stale = pet_violation(self, name)
+        stale = pet_violation(self, name) if judge else None
         if stale is not None:
             self.obligation_violations.append(stale)
         host.wd_deadline = self.now + host.wd_timeout
