@@ -12,7 +12,8 @@
   token to the path, fsyncs, reads it back and compares; kind ``command`` runs ``argv`` and
   counts exit status 0 as writable. A datastore without a probe is not in the reading.
 * **Memory**: corrected errors are the sum of ``mc*/ce_count`` under the EDAC tree (0 without
-  EDAC).
+  EDAC). The tree is ``/sys/devices/system/edac/mc``, or the directory that the environment
+  variable ``RINGFENCE_EDAC_DIR`` names (the lab points each host's agent at its own counters).
 
 Storage probes never hold up a cycle. Each datastore's probe runs in its own background
 thread, started by `read` at most once every `interval` seconds and never while the previous
@@ -43,7 +44,10 @@ from pathlib import Path
 from ringfence.config import ClusterConfig, ProbeConfig
 from ringfence.core.ports import HostReading, NicReading
 
-__all__ = ["LinuxProbes", "command_probe", "file_probe"]
+__all__ = ["EDAC_DIR_ENV", "LinuxProbes", "command_probe", "file_probe"]
+
+EDAC_DIR_ENV = "RINGFENCE_EDAC_DIR"
+EDAC_DIR = Path("/sys/devices/system/edac/mc")
 
 
 def _read(path: Path) -> str | None:
@@ -141,13 +145,13 @@ class LinuxProbes:
 
     def __init__(self, config: ClusterConfig, host: str, *,
                  sysfs: Path = Path("/sys/class/net"),
-                 edac: Path = Path("/sys/devices/system/edac/mc"),
+                 edac: Path | None = None,
                  interval: float = 10.0, timeout: float = 10.0, first_wait: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         spec = config.host(host)
         self.host = host
         self.sysfs = Path(sysfs)
-        self.edac = Path(edac)
+        self.edac = Path(edac or os.environ.get(EDAC_DIR_ENV) or EDAC_DIR)
         self.interval = interval
         self.timeout = timeout
         self.first_wait = first_wait
