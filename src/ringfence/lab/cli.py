@@ -34,6 +34,13 @@ def add_lab_commands(commands: Any) -> None:
                      help="how far an expectation's time points may be off (default 1s)")
     run.add_argument("--keep", action="store_true",
                      help="keep the lab's directory (journals, logs, disk, etcd data)")
+    every = actions.add_parser("run-all", help="every scenario of a directory, simulated and "
+                                               "replayed for real, in one table")
+    every.add_argument("directory", nargs="?", default="scenarios", metavar="DIR")
+    every.add_argument("--out", default=None, metavar="DIR",
+                       help="keep every JSON document and the table (table.md) here")
+    every.add_argument("--tolerance", default="1s")
+    every.add_argument("--json", action="store_true", help="print the table as JSON")
 
 
 def _tolerance(text: str) -> float:
@@ -51,6 +58,8 @@ def _tolerance(text: str) -> float:
 def run_lab_command(args: argparse.Namespace) -> int:
     if args.action == "run":
         return _run(args)
+    if args.action == "run-all":
+        return _run_all(args)
     raise ConfigError(f"unknown lab action {args.action!r}")
 
 
@@ -86,6 +95,38 @@ def _run(args: argparse.Namespace) -> int:
     else:
         render(document)
     return EXIT_OK if document["passed"] else EXIT_FAILED
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ringfence.lab.run_all import markdown, run_all
+    from ringfence.lab.runner import LabOptions, check_machine
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: not a directory")
+    problems = check_machine()
+    if problems:
+        for problem in problems:
+            sys.stderr.write(f"ringfence lab: {problem}\n")
+        return EXIT_BAD_INPUT
+    options = LabOptions(tolerance=_tolerance(args.tolerance),
+                         progress=lambda text: print(text, file=sys.stderr, flush=True))
+    try:
+        rows = run_all(directory, options, out=Path(args.out) if args.out else None,
+                       say=lambda text: print(text, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        sys.stderr.write("ringfence lab: interrupted; everything the lab started was torn "
+                         "down\n")
+        return EXIT_INTERRUPTED
+    if args.json:
+        sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    else:
+        sys.stdout.write(markdown(rows))
+    bad = [r for r in rows if r.lab in ("FAILED", "error")]
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 def render(document: dict[str, Any]) -> None:

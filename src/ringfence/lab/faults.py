@@ -291,9 +291,6 @@ def refusals(scenario: Scenario) -> list[str]:
     if policy.evacuate_degraded and ("memory_errors" in kinds or _flap_degrades(scenario)):
         found.append(f"policy.evacuate_degraded evacuates a degraded host (memory errors, "
                      f"carrier flaps) by live migration, and {MIGRATION}")
-    if scenario.sim.link_jitter > 0:
-        found.append("sim.link_jitter: this kernel has no netem qdisc, and the lab has no "
-                     "user-space delay relay for heartbeats yet; jitter stays in the simulator")
     if scenario.sim.clock_drift_ppm:
         found.append("sim.clock_drift_ppm: the lab's hosts share this machine's clock")
     return found

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringfence.lab import netns
+from ringfence.lab.jitter import Jitter
 from ringfence.lab.paths import LabPaths
 from ringfence.lab.records import LabRecords
 from ringfence.lab.store_members import LabStore
@@ -81,6 +82,8 @@ class Hosts:
                                for name, node in topology.nodes.items()
                                if node.kind == "witness"}
         self.lock = threading.RLock()
+        self.jitter: Jitter | None = None
+        self.relays: list[subprocess.Popen[bytes]] = []
 
     # ------------------------------------------------------------------ starting
     def agent_argv(self, host: str) -> list[str]:
@@ -103,8 +106,12 @@ class Hosts:
         spec.log_offset = log.stat().st_size if log.exists() else 0
 
     def start(self, host: str) -> None:
-        """The host's software, in boot order: its etcd member, then its agent."""
+        """The host's software, in boot order: its etcd member, its heartbeat relays (with
+        jitter), then its agent."""
         self.store.start(host)
+        if self.jitter is not None:
+            for relay in self.jitter.start(host, self.paths.host(host) / "relay.log"):
+                self.relays.append(relay)
         self.start_agent(host)
         self.records.set_power(host, "up")
 
@@ -143,6 +150,8 @@ class Hosts:
             self.start(host)
 
     def _reap(self, spec: LabHost) -> None:
+        for relay in [r for r in self.relays if r.poll() is not None]:
+            self.relays.remove(relay)
         if spec.agent is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spec.agent.wait(timeout=5)
@@ -315,6 +324,10 @@ class Hosts:
             self._reap(spec)
         for member in self.store.members.values():
             member.reap()
+        for relay in self.relays:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                relay.wait(timeout=5)
+        self.relays.clear()
 
 
 def write_fence_agent(path: Path) -> None:

@@ -10,7 +10,10 @@ Order of a run (`LabRun.run`):
 3. t = 0: start every host's agent (they register, elect a leader and start their VMs, as a
    real cluster does on an empty store; the simulator's agents are already running at t = 0);
 4. apply each event at its time (`faults.FAULTS`), watch the hosts (fence agents' power
-   requests, watchdog resets) until the scenario's duration has passed;
+   requests, watchdog resets) until the scenario's duration has passed. The lab watches its
+   own loop too: when the machine stood still (a turn took more than `STALL` seconds) it is
+   listed in ``lab.stalls``, and an event applied later than the tolerance is a lab error
+   (the run then says nothing about ringfence: it fails as a lab failure);
 5. kill every process of the lab, read the journals and the disk, judge (`judge`);
 6. always, also on errors, Ctrl-C and SIGTERM: kill what is left, unmount, delete the
    namespaces, remove the directory (kept with ``keep``), release the slot.
@@ -41,6 +44,7 @@ from ringfence.lab import netns
 from ringfence.lab.cluster_file import write_cluster_files
 from ringfence.lab.faults import FAULTS, FaultContext, refusals
 from ringfence.lab.hosts import Hosts, write_fence_agent
+from ringfence.lab.jitter import Jitter
 from ringfence.lab.judge import (
     LabResult,
     LabWorld,
@@ -59,6 +63,7 @@ from ringfence.sim.scenario import Event, Scenario
 from ringfence.sim.world import JournalEntry
 
 TOOLS = ("ip", "nft", "mount", "umount")
+STALL = 1.0  # seconds: a loop turn that took longer means the machine stood still
 
 
 class LabRefused(Exception):
@@ -75,6 +80,9 @@ class LabOptions:
     keep: bool = False
     workdir: Path | None = None
     progress: Callable[[str], None] | None = None
+    # beyond the scenario's sim.packet_loss / sim.link_jitter (benchmarks):
+    loss: dict[str, float] = field(default_factory=dict)  # heartbeat network -> probability
+    jitter: dict[tuple[str, str], float] = field(default_factory=dict)  # (host, network) -> s
 
 
 def check_machine() -> list[str]:
@@ -135,6 +143,7 @@ class LabRun:
         self.scheduler = _Scheduler()
         self.context: FaultContext | None = None
         self.errors: list[str] = []
+        self.stalls: list[tuple[float, float]] = []  # (lab time, seconds) the loop stood still
         self.root_mounted = False
 
     def say(self, text: str) -> None:
@@ -198,6 +207,16 @@ class LabRun:
         write_cluster_files(cluster, topology, store, paths, implicit_datastore=implicit)
         self.hosts = Hosts(topology, store, paths, self.records, self.scenario.sim.boot_time,
                            self.scheduler.after)
+        settings = self.scenario.sim
+        topology.loss_all = settings.packet_loss
+        delays = {**{(h.name, n): settings.link_jitter for h in cluster.hosts
+                     for n in topology.heartbeat}, **self.options.jitter}
+        if self.options.loss or topology.loss_all:
+            topology.loss.update(self.options.loss)
+            topology.set_filters()
+        if any(delays.values()):
+            self.hosts.jitter = Jitter(topology, delays)
+            self.hosts.jitter.install()
         self.context = FaultContext(self.scenario, topology, self.hosts, self.records, paths,
                                     self.scheduler.after)
         store.start_all()
@@ -217,6 +236,10 @@ class LabRun:
     def _fault(self, event: Event) -> Callable[[], None]:
         def apply() -> None:
             assert self.context is not None
+            late = self.records.now() - event.at
+            if late > self.options.tolerance:
+                self.errors.append(f"the machine stalled: do: {event.do} at {event.at:g}s was "
+                                   f"applied {late:.1f}s late (more than the tolerance)")
             detail = {k: v for k, v in event.model_dump(exclude_defaults=True).items()
                       if k not in ("at", "do")}
             if event.do == "hang":
@@ -231,10 +254,15 @@ class LabRun:
     def _loop(self) -> None:
         assert self.hosts is not None
         end = self.records.t0 + self.scenario.duration
+        last = time.monotonic()
         while True:
             now = time.time()
             if now >= end:
                 return
+            gap = time.monotonic() - last
+            last = time.monotonic()
+            if gap > STALL:
+                self.stalls.append((round(self.records.now() - gap, 1), round(gap, 1)))
             for callback in self.scheduler.due(now):
                 try:
                     callback()
@@ -290,7 +318,8 @@ class LabRun:
                                         time.localtime(self.records.t0)),
                "machine": machine(),
                "workdir": str(self.paths.root) if self.options.keep else None,
-               "errors": list(self.errors)}
+               "errors": list(self.errors),
+               "stalls": [{"t": t, "s": s} for t, s in self.stalls]}
         return judge_run(self.scenario, world, self.options.tolerance, lab)
 
     # ------------------------------------------------------------------ teardown

@@ -18,7 +18,8 @@ What the switch does (nftables in the switch namespace, table ``bridge ringfence
 * a partition (`set_filters`): frames between ports of different groups are dropped on the
   networks it names; endpoints not listed form one more group, as in the simulator;
 * packet loss: heartbeat datagrams (UDP to the network's heartbeat port) dropped at random,
-  with ``numgen random``, either on every heartbeat network or on one node's port.
+  with ``numgen random``, on every heartbeat network or on one; each datagram from one host to
+  another is dropped independently with that probability.
 
 Failure semantics: building raises `LabError` naming the command that failed (the caller
 tears down what was built); teardown never raises.
@@ -102,8 +103,8 @@ class Topology:
                                          self.address(n, j))
             self.nodes[name] = node
         self.partitions: dict[str, dict[str, int]] = {}
-        self.loss_all = 0.0  # every heartbeat network, every port
-        self.loss_port: dict[tuple[str, str], float] = {}  # (node, network) -> probability
+        self.loss_all = 0.0  # heartbeat datagrams dropped on every heartbeat network
+        self.loss: dict[str, float] = {}  # ... or on one heartbeat network
 
     # ------------------------------------------------------------------ addresses
     def subnet(self, j: int) -> str:
@@ -209,6 +210,10 @@ class Topology:
     def set_filters(self) -> None:
         """Rewrite the switch's rule set from the partitions and the loss settings, in one
         atomic nftables transaction."""
+        netns.nft(self.switch, self.filter_script())
+
+    def filter_script(self) -> str:
+        """The switch's nftables script for the current partitions and loss settings."""
         rules: list[str] = []
         for network, groups in sorted(self.partitions.items()):
             ports = [(nic.port, groups.get(node.name, -1)) for node in self.nodes.values()
@@ -218,25 +223,18 @@ class Topology:
                 if others:
                     rules.append(f"iifname \"{a}\" oifname {{ {', '.join(map(_q, others))} }} "
                                  f"drop")
-        if self.loss_all > 0:
-            for network in self.heartbeat:
-                hb_ports = [nic.port for node in self.nodes.values()
-                         for nic in node.nics.values() if nic.network == network]
-                if hb_ports:
-                    rules.append(f"iifname {{ {', '.join(map(_q, hb_ports))} }} udp dport "
-                                 f"{self.ports[network]} {_random(self.loss_all)} drop")
-        for (node, network), probability in sorted(self.loss_port.items()):
-            if probability <= 0:
-                continue
-            nic = self.nodes[node].nics[network]
-            chance = _random(probability)
-            rules.append(f"iifname {_q(nic.port)} udp dport {self.ports[network]} {chance} drop")
-            rules.append(f"oifname {_q(nic.port)} udp dport {self.ports[network]} {chance} drop")
+        for network in self.heartbeat:
+            probability = max(self.loss_all, self.loss.get(network, 0.0))
+            members = [nic.port for node in self.nodes.values()
+                       for nic in node.nics.values() if nic.network == network]
+            if probability > 0 and members:
+                rules.append(f"iifname {{ {', '.join(map(_q, members))} }} udp dport "
+                             f"{self.ports[network]} {_random(probability)} drop")
         script = [f"table bridge {NFT_TABLE} {{}}", f"flush table bridge {NFT_TABLE}",
                   f"table bridge {NFT_TABLE} {{",
                   "  chain forward { type filter hook forward priority 0; policy accept;",
                   *(f"    {rule}" for rule in rules), "  }", "}"]
-        netns.nft(self.switch, "\n".join(script) + "\n")
+        return "\n".join(script) + "\n"
 
 
 def _q(name: str) -> str:

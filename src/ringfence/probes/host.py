@@ -17,11 +17,11 @@
 
 Storage probes never hold up a cycle. Each datastore's probe runs in its own background
 thread, started by `read` at most once every `interval` seconds (once every `retry_interval`
-after a failed probe, so that a failure is confirmed, or cleared, within seconds) and never while
-the previous one still runs; `read` reports the latest finished result. A probe that has been running for
-longer than `timeout` is reported as an error ("has not finished after ...": storage that hangs
-is unwritable storage) until it returns; a command probe is also killed at `timeout`. Only the
-very first `read` waits, at most `first_wait` seconds, for the first results, so that an agent
+after a failed probe, so that a failure is confirmed, or cleared, within seconds) and never
+while the previous one still runs; `read` reports the latest finished result. A probe that has
+been running for longer than `timeout` is reported as an error ("has not finished after ...":
+storage that hangs is unwritable storage) until it returns; a command probe is also killed at
+`timeout`. Only the very first `read` waits, at most `first_wait` seconds, for the first results, so that an agent
 does not start on "no result yet"; a datastore still without any result then reads as the
 error "no result yet".
 
