@@ -21,9 +21,9 @@ after a failed probe, so that a failure is confirmed, or cleared, within seconds
 while the previous one still runs; `read` reports the latest finished result. A probe that has
 been running for longer than `timeout` is reported as an error ("has not finished after ...":
 storage that hangs is unwritable storage) until it returns; a command probe is also killed at
-`timeout`. Only the very first `read` waits, at most `first_wait` seconds, for the first results, so that an agent
-does not start on "no result yet"; a datastore still without any result then reads as the
-error "no result yet".
+`timeout`. Only the very first `read` waits, at most `first_wait` seconds, for the first
+results, so that an agent does not start on "no result yet"; a datastore still without any
+result then reads as the error "no result yet".
 
 Failure semantics: `read` never raises. Whatever can not be read is reported as a reading: a
 NIC without readable carrier has none, an unreadable EDAC counter counts 0, a probe that fails
