@@ -58,7 +58,7 @@ from ringfence.lab.records import LabRecords
 from ringfence.lab.slots import Slot, take_slot
 from ringfence.lab.store_members import LabStore
 from ringfence.lab.topology import Topology
-from ringfence.lab.truth import read_writes, runs_of
+from ringfence.lab.truth import Write, read_writes, runs_of
 from ringfence.sim.scenario import Event, Scenario
 from ringfence.sim.world import JournalEntry
 
@@ -145,6 +145,7 @@ class LabRun:
         self.errors: list[str] = []
         self.stalls: list[tuple[float, float]] = []  # (lab time, seconds) the loop stood still
         self.root_mounted = False
+        self._previous_term: Any = signal.SIG_DFL
 
     def say(self, text: str) -> None:
         if self.options.progress is not None:
@@ -152,13 +153,23 @@ class LabRun:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> LabResult:
+        """The whole run (see the module docstring); teardown always."""
+        with self:
+            self._loop_until(self.records.t0 + self.scenario.duration)
+            assert self.hosts is not None
+            self.hosts.kill_everything()
+            return self._judge()
+
+    def __enter__(self) -> LabRun:
+        """Build and start (t = 0); the scenario's events are scheduled. For benchmarks that
+        drive the lab themselves: `wait`, `apply`, `writes`, `journal_entries`."""
         reasons = refusals(self.scenario)
         if reasons:
             raise LabRefused(reasons)
         problems = check_machine()
         if problems:
             raise LabRefused(problems)
-        previous = signal.getsignal(signal.SIGTERM)
+        self._previous_term = signal.getsignal(signal.SIGTERM)
 
         def on_term(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
@@ -167,18 +178,47 @@ class LabRun:
         try:
             self._build()
             self._start()
-            self._loop()
-            assert self.hosts is not None
-            self.hosts.kill_everything()
-            return self._judge()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            self.teardown()
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                self.teardown()
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, self._previous_term)
+
+    def wait(self, seconds: float) -> None:
+        """Let the lab run (events, fence agents' requests, watchdogs) for `seconds`."""
+        self._loop_until(time.time() + seconds)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, step: float = 0.1
+                   ) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return True
+            self._loop_until(min(deadline, time.time() + step))
+        return predicate()
+
+    def apply(self, event: Event) -> None:
+        """Apply a fault now (its `at` is ignored)."""
+        assert self.context is not None
+        self.records.fault(event.do, {k: v for k, v in event.model_dump(
+            exclude_defaults=True).items() if k not in ("at", "do")})
+        FAULTS[event.do](self.context, event)
+
+    def journal_entries_now(self) -> tuple[list[JournalEntry], dict[int, str]]:
+        """The merged journal so far (lab time), and who wrote each entry (by `id`)."""
+        return self.journal_entries(until=self.records.now())
+
+    def writes(self) -> list[Write]:
+        assert self.paths is not None
+        return read_writes(self.paths.disk, self.records.t0)
 
     def _build(self) -> None:
         self.slot = take_slot()
@@ -230,8 +270,8 @@ class LabRun:
             self.hosts.start(host)
         for event in sorted(self.scenario.events, key=lambda e: e.at):
             self.scheduler.at(self.records.t0 + event.at, self._fault(event))
-        self.say(f"t=0: {len(self.hosts.hosts)} agents started; running "
-                 f"{self.scenario.duration:g}s")
+        self.say(f"t=0: {len(self.hosts.hosts)} agents started; {self.scenario.duration:g}s "
+                 f"to go")
 
     def _fault(self, event: Event) -> Callable[[], None]:
         def apply() -> None:
@@ -251,9 +291,8 @@ class LabRun:
 
         return apply
 
-    def _loop(self) -> None:
+    def _loop_until(self, end: float) -> None:
         assert self.hosts is not None
-        end = self.records.t0 + self.scenario.duration
         last = time.monotonic()
         while True:
             now = time.time()
@@ -278,9 +317,11 @@ class LabRun:
             time.sleep(min(pause, max(0.0, end - time.time())))
 
     # ------------------------------------------------------------------ judging
-    def journal_entries(self) -> tuple[list[JournalEntry], dict[int, str]]:
+    def journal_entries(self, until: float | None = None
+                        ) -> tuple[list[JournalEntry], dict[int, str]]:
         assert self.paths is not None
-        t0, duration = self.records.t0, self.scenario.duration
+        t0 = self.records.t0
+        duration = self.scenario.duration if until is None else until
         raw: list[tuple[float, str, int, dict[str, Any]]] = []
         for host in self.records.hosts:
             for entry in read_journal(self.paths.journal(host)):
