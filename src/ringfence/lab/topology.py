@@ -102,6 +102,7 @@ class Topology:
                 node.nics[network] = Nic(name, network, j, ifname, f"n{n}p{j}", mac,
                                          self.address(n, j))
             self.nodes[name] = node
+        self.built = False  # set_filters touches the switch only once this object built it
         self.partitions: dict[str, dict[str, int]] = {}
         self.loss_all = 0.0  # heartbeat datagrams dropped on every heartbeat network
         self.loss: dict[str, float] = {}  # ... or on one heartbeat network
@@ -125,6 +126,7 @@ class Topology:
                 raise LabError(f"network namespace {name} exists already; another lab holds "
                                f"this slot, or a crashed one left it (ip netns del {name})")
         netns.add(self.switch)
+        self.built = True
         for node in self.nodes.values():
             netns.add(node.ns)
         for ns in self.namespaces():
@@ -152,6 +154,9 @@ class Topology:
 
     def teardown(self) -> None:
         """Delete every namespace of this lab (their veths and bridges go with them)."""
+        if not self.built:
+            return  # build refused (the names were taken): they are not ours
+        self.built = False
         for ns in self.namespaces():
             if netns.exists(ns):
                 netns.delete_quiet(ns)
@@ -209,8 +214,9 @@ class Topology:
 
     def set_filters(self) -> None:
         """Rewrite the switch's rule set from the partitions and the loss settings, in one
-        atomic nftables transaction."""
-        netns.nft(self.switch, self.filter_script())
+        atomic nftables transaction (nothing before `build`: never another lab's switch)."""
+        if self.built:
+            netns.nft(self.switch, self.filter_script())
 
     def filter_script(self) -> str:
         """The switch's nftables script for the current partitions and loss settings."""
