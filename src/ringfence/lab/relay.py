@@ -33,7 +33,8 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 
 def serve(bind: str, mark: int, jitter: float, routes: list[tuple[int, str, int]]) -> int:
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+    if mark:
+        sender.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)  # needs CAP_NET_ADMIN
     sender.bind((bind, 0))
     sender.setblocking(False)
     listeners: dict[int, tuple[str, int]] = {}
