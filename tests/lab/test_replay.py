@@ -40,7 +40,7 @@ ONE_PER_SEED = [
     "001-reboot-renamed-nics-monitoring.yaml",  # NICs renamed across a power cycle
     "002-node-hangs.yaml",  # a host hung: the watchdog resets it
     "003-host-power-loss-3-hosts.yaml",  # a power cut, the watchdog rule
-    "004-force-start-with-quorum.yaml",  # two operators force one VM
+    "004-cold-start-active-first.yaml",  # a cold start: the active node boots first
 ]
 
 
