@@ -204,6 +204,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="CLUSTER.yaml", type=INPUT)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_journal_commands(commands)
+    _add_lab(commands)
     return parser
 
 
@@ -580,6 +581,19 @@ def _cmd_status_page(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- ringfence lab
+def _add_lab(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from ringfence.lab.cli import add_lab_commands
+
+    add_lab_commands(commands)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from ringfence.lab.cli import run_lab_command
+
+    return run_lab_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
@@ -589,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
                 "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
                 "vm": _cmd_vm, "host": _cmd_host, "incident": _cmd_incident,
-                "journal": _cmd_journal, "status-page": _cmd_status_page}
+                "journal": _cmd_journal, "status-page": _cmd_status_page, "lab": _cmd_lab}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

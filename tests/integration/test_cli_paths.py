@@ -53,6 +53,8 @@ PATH_OPTIONS: list[CASE] = [
     (("host", "maintenance"), "--config", "input", ("h1", "on")),
     (("status",), "--config", "input", ()),
     (("check",), "", "input", ()),
+    (("lab", "run"), "", "input", ()),
+    (("lab", "run-all"), "--out", "output_dir", ()),
     *[((("incident", action) + ((("1",)) if action != "list" else ())), option, kind, base)
       for action in ("list", "show", "report")
       for option, kind, base in (("--journal", "input_any", ()),

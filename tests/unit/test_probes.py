@@ -203,6 +203,28 @@ def test_probes_run_in_the_background_at_most_every_interval(tmp_path: Path) -> 
     assert counter.read_text() == "2"
 
 
+def test_a_failed_probe_is_confirmed_within_seconds_not_a_whole_interval(tmp_path: Path
+                                                                         ) -> None:
+    # Seed 003: storage found unwritable at boot must be confirmed (two failed probes in a
+    # row) within seconds, so a failed probe is repeated after `retry_interval`.
+    counter = tmp_path / "count"
+    script = (f"import pathlib, sys; p = pathlib.Path({str(counter)!r}); "
+              "p.write_text(str(int(p.read_text() or 0) + 1) if p.exists() else '1'); "
+              "sys.exit(1)")
+    cfg = config([{"name": "rbd", "probe": {"kind": "command",
+                                            "argv": [sys.executable, "-c", script]}}])
+    now = [0.0]
+    p = probes(tmp_path, cfg, interval=10.0, clock=lambda: now[0])
+    first = p.read().datastores["rbd"]
+    assert first is not None and "status 1" in first
+    now[0] = 1.5  # past the retry interval (1 s), far from the 10 s interval
+    p.read()
+    deadline = time.monotonic() + 10
+    while counter.read_text() != "2" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counter.read_text() == "2"
+
+
 def test_hanging_probe_does_not_hang_read(tmp_path: Path) -> None:
     cfg = config([{"name": "nfs", "probe": {"kind": "command", "argv": ["sleep", "3"]}}])
     now = [0.0]

@@ -423,9 +423,15 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
 def host_is_rebooting() -> bool:
     """Is the agent being stopped because the host reboots (systemd has reboot.target queued),
     rather than shut down or the service stopped? The shutdown policy treats the two apart
-    (`conditional`: a rebooting host keeps its VMs). Without systemd: not a reboot."""
+    (`conditional`: a rebooting host keeps its VMs). Without systemd: not a reboot, unless the
+    file that $RINGFENCE_REBOOT_MARKER names exists (an init system without systemd's job list
+    says so that way; the lab does)."""
     import shutil
     import subprocess
+
+    marker = os.environ.get("RINGFENCE_REBOOT_MARKER")
+    if marker and Path(marker).exists():
+        return True
 
     systemctl = shutil.which("systemctl")
     if systemctl is None or not Path("/run/systemd/system").is_dir():

@@ -200,6 +200,7 @@ class Manager:
         self.now = now
         try:
             snapshot = self._read()
+            self._note_heard(snapshot)  # leader or not: a new leader knows whom it heard
             if not self._lead(now, snapshot):
                 return
             snapshot = self._read()
@@ -290,6 +291,17 @@ class Manager:
         membership = self.agent.membership
         return membership.hears(host) or membership.vouched_for(host)
 
+    def _note_heard(self, snapshot: ClusterSnapshot) -> None:
+        """Remember, per host, the incarnation (its info record's revision) that this agent
+        has heard heartbeats from: a silent host is a suspect only if its current incarnation
+        was heard (`_assess`). Every host's manager keeps this, so that a new leader knows."""
+        membership = self.agent.membership
+        for host in self.host_names:
+            record = snapshot.hosts.get(host)
+            if (host != self.host and record is not None and record.lease is not None
+                    and membership.hears(host)):
+                self.heard_life[host] = record.info_revision
+
     @staticmethod
     def _owners_in(snapshot: ClusterSnapshot) -> set[str]:
         return {str(kv.value.get("host")) for kv in snapshot.owners.values()}
@@ -299,8 +311,6 @@ class Manager:
         record = snapshot.hosts[host]
         if record.lease is not None:
             self.gone_since.pop(host, None)
-            if self.agent.membership.hears(host):
-                self.heard_life[host] = record.info_revision
             if self._heard(host):
                 if self.suspects.pop(host, None) is not None:
                     self.parts.journal.record("host_alive", host=host,

@@ -360,6 +360,12 @@ class _Pass1:
             self._vm_event(i, e, vm)
         if host is not None and kind in _FENCE_PROOF_KINDS:
             self._fenced(i, e, host)
+        if (host is not None and kind == "lease_expired" and e.by != host
+                and "own lease" not in e.text):  # not the host's own report (sim: no `by`)
+            # The protocol's promise: a host stops its VMs before its lease can expire (it
+            # self-fences at its own deadline, or it is dead). So the leader seeing the lease
+            # gone bounds their end, whether or not anyone fences the host afterwards.
+            self._lose_vms_of(i, e.t, host)
         if kind == "vm_migrating" and host is not None:
             self.move_source[i] = host
         if host is not None:

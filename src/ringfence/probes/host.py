@@ -12,16 +12,18 @@
   token to the path, fsyncs, reads it back and compares; kind ``command`` runs ``argv`` and
   counts exit status 0 as writable. A datastore without a probe is not in the reading.
 * **Memory**: corrected errors are the sum of ``mc*/ce_count`` under the EDAC tree (0 without
-  EDAC).
+  EDAC). The tree is ``/sys/devices/system/edac/mc``, or the directory that the environment
+  variable ``RINGFENCE_EDAC_DIR`` names (the lab points each host's agent at its own counters).
 
 Storage probes never hold up a cycle. Each datastore's probe runs in its own background
-thread, started by `read` at most once every `interval` seconds and never while the previous
-one still runs; `read` reports the latest finished result. A probe that has been running for
-longer than `timeout` is reported as an error ("has not finished after ...": storage that hangs
-is unwritable storage) until it returns; a command probe is also killed at `timeout`. Only the
-very first `read` waits, at most `first_wait` seconds, for the first results, so that an agent
-does not start on "no result yet"; a datastore still without any result then reads as the
-error "no result yet".
+thread, started by `read` at most once every `interval` seconds (once every `retry_interval`
+after a failed probe, so that a failure is confirmed, or cleared, within seconds) and never
+while the previous one still runs; `read` reports the latest finished result. A probe that has
+been running for longer than `timeout` is reported as an error ("has not finished after ...":
+storage that hangs is unwritable storage) until it returns; a command probe is also killed at
+`timeout`. Only the very first `read` waits, at most `first_wait` seconds, for the first
+results, so that an agent does not start on "no result yet"; a datastore still without any
+result then reads as the error "no result yet".
 
 Failure semantics: `read` never raises. Whatever can not be read is reported as a reading: a
 NIC without readable carrier has none, an unreadable EDAC counter counts 0, a probe that fails
@@ -43,7 +45,10 @@ from pathlib import Path
 from ringfence.config import ClusterConfig, ProbeConfig
 from ringfence.core.ports import HostReading, NicReading
 
-__all__ = ["LinuxProbes", "command_probe", "file_probe"]
+__all__ = ["EDAC_DIR_ENV", "LinuxProbes", "command_probe", "file_probe"]
+
+EDAC_DIR_ENV = "RINGFENCE_EDAC_DIR"
+EDAC_DIR = Path("/sys/devices/system/edac/mc")
 
 
 def _read(path: Path) -> str | None:
@@ -134,21 +139,24 @@ class LinuxProbes:
     """`Probes` for host `host` of `config`; see the module docstring.
 
     `sysfs`/`edac`: the sysfs directories (tests point them at fake trees); `interval`:
-    seconds between two probes of one datastore; `timeout`: a probe running longer is an error
+    seconds between two probes of one datastore (`retry_interval` after a failed one);
+    `timeout`: a probe running longer is an error
     (and a command probe is killed); `first_wait`: how long the first `read` waits for the
     first probe results.
     """
 
     def __init__(self, config: ClusterConfig, host: str, *,
                  sysfs: Path = Path("/sys/class/net"),
-                 edac: Path = Path("/sys/devices/system/edac/mc"),
-                 interval: float = 10.0, timeout: float = 10.0, first_wait: float = 2.0,
+                 edac: Path | None = None,
+                 interval: float = 10.0, retry_interval: float = 1.0, timeout: float = 10.0,
+                 first_wait: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         spec = config.host(host)
         self.host = host
         self.sysfs = Path(sysfs)
-        self.edac = Path(edac)
+        self.edac = Path(edac or os.environ.get(EDAC_DIR_ENV) or EDAC_DIR)
         self.interval = interval
+        self.retry_interval = min(retry_interval, interval)
         self.timeout = timeout
         self.first_wait = first_wait
         self.clock = clock
@@ -260,7 +268,8 @@ class LinuxProbes:
         with self._lock:
             if probe.started is not None:
                 return
-            if probe.finished is not None and now - probe.finished < self.interval:
+            wait = self.interval if probe.result is None else self.retry_interval
+            if probe.finished is not None and now - probe.finished < wait:
                 return
             probe.started = now
         try:

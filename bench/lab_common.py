@@ -1,0 +1,139 @@
+"""Shared by the lab benchmarks: a three-host lab cluster with one VM, driven trial by trial,
+and the figures of one power-off measured from the lab's records.
+
+Not a test: it prints figures and asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ringfence.lab.runner import LabOptions, LabRun
+from ringfence.lab.truth import Write
+from ringfence.sim.scenario import Event, parse_scenario
+from ringfence.sim.world import JournalEntry
+
+
+def three_hosts(*, fencing: bool, duration: str = "24h", boot_time: str = "5s",
+                vms: int = 1, hosts: int = 3) -> dict[str, Any]:
+    names = [f"host{i + 1}" for i in range(hosts)]
+    data: dict[str, Any] = {
+        "name": "bench",
+        "duration": duration,
+        "sim": {"boot_time": boot_time},
+        "cluster": {
+            "timing": {"heartbeat_interval": "200ms", "host_lease_ttl": "6s",
+                       "watchdog_timeout": "4s"},
+            "networks": [{"name": "ring0", "role": "heartbeat"},
+                         {"name": "ring1", "role": "heartbeat"}],
+            "hosts": [{"name": n, "cpus": 16, "memory": "64GiB"} for n in names],
+            "vms": [{"name": f"vm{i + 1}", "cpus": 1, "memory": "1GiB",
+                     "host": names[i % hosts]} for i in range(vms)],
+        },
+    }
+    if fencing:
+        data["cluster"]["fencing"] = {n: {"agent": "power"} for n in names}
+    return data
+
+
+def open_lab(data: dict[str, Any], **options: Any) -> LabRun:
+    return LabRun(parse_scenario(data), LabOptions(**options))
+
+
+def where(writes: list[Write], vm: str, since: float) -> str | None:
+    """The host that wrote for `vm` last, if it wrote after `since` (lab time)."""
+    mine = [w for w in writes if w.vm == vm and w.t >= since]
+    return mine[-1].host if mine else None
+
+
+def settled(lab: LabRun, vm: str) -> str | None:
+    """Every host is up and has registered since its boot, and `vm` writes: its host."""
+    now = lab.records.now()
+    for host in lab.records.hosts:
+        if lab.records.power_at(host) != "up":
+            return None
+    entries, by = lab.journal_entries_now()
+    for host in lab.records.hosts:
+        booted = lab.records.power[host].times[-1]
+        if not any(e.kind == "quorum_gained" and by.get(id(e)) == host and e.t >= booted
+                   for e in entries):
+            return None
+    return where(lab.writes(), vm, now - 0.5)
+
+
+@dataclass
+class Trial:
+    path: str
+    victim: str
+    detection: float  # first heartbeat_lost about the victim
+    fenced: float  # fence_agent_ok (fence path) or host_fenced (watchdog path)
+    running: float  # the VM's first disk write on another host
+    answering: float  # vm_verified on the new host
+
+    def row(self) -> str:
+        return (f"{self.path:8} {self.victim:6} detection {self.detection:5.2f} s  fenced "
+                f"{self.fenced:5.2f} s  running {self.running:5.2f} s  answering "
+                f"{self.answering:5.2f} s")
+
+
+def first(entries: list[JournalEntry], kind: str, since: float, *, host: str | None = None,
+          vm: str | None = None) -> float:
+    for entry in entries:
+        if entry.kind == kind and entry.t >= since and (host is None or entry.host == host) \
+                and (vm is None or entry.vm == vm):
+            return entry.t
+    return float("nan")
+
+
+def power_off_trial(lab: LabRun, vm: str, path: str, timeout: float = 90.0) -> Trial:
+    """Kill the host that runs `vm`, wait until it runs elsewhere and answers, power the
+    victim on again and wait until the cluster is settled once more."""
+    if not lab.wait_until(lambda: settled(lab, vm) is not None, 120.0):
+        raise RuntimeError("the cluster did not settle")
+    lab.wait(2.0)
+    victim = settled(lab, vm)
+    assert victim is not None
+    kill = lab.records.now()
+    lab.apply(Event(at=0.0, do="power_off", host=victim))
+
+    def moved() -> bool:
+        host = where(lab.writes(), vm, lab.records.now() - 0.5)
+        if host in (None, victim):
+            return False
+        entries, _ = lab.journal_entries_now()
+        return any(e.kind == "vm_verified" and e.vm == vm and e.t >= kill for e in entries)
+
+    if not lab.wait_until(moved, timeout):
+        raise RuntimeError(f"{vm} did not come back within {timeout:g}s")
+    entries, _ = lab.journal_entries_now()
+    writes = lab.writes()
+    running = min(w.t for w in writes if w.vm == vm and w.host != victim and w.t >= kill)
+    fenced = first(entries, "fence_agent_ok" if path == "fence" else "host_fenced", kill,
+                   host=victim)
+    trial = Trial(path, victim, first(entries, "heartbeat_lost", kill, host=victim) - kill,
+                  fenced - kill, running - kill,
+                  first(entries, "vm_verified", kill, vm=vm) - kill)
+    lab.apply(Event(at=0.0, do="power_on", host=victim))
+    return trial
+
+
+def summary(values: list[float]) -> str:
+    good = [v for v in values if v == v]
+    if not good:
+        return "n/a"
+    return f"{statistics.median(good):.2f} s median, {max(good):.2f} s max"
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"Python {platform.python_version()}; load average {load[0]:.1f} at the end")
+
+
+def wall() -> float:
+    return time.time()

@@ -1,0 +1,296 @@
+"""The lab's fault table: what each scenario `do:` does for real, keyed by name.
+
+`refusals` decides, before anything starts, which scenarios the lab can not replay and says
+why (exit 2, naming the fault): a kind without an entry in `FAULTS`, or one that the lab can
+do but whose outcome here would not mean what it means in the simulator (see `REFUSED`).
+
+Each handler gets the running lab (`FaultContext`) and the event, applies it at once and
+returns; anything that takes time (a link flap, a stall, a clean stop) is scheduled on the lab's
+loop or runs in a thread of its own. Names in an event were checked by the scenario schema.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ringfence.lab.hosts import Hosts
+from ringfence.lab.paths import LabPaths
+from ringfence.lab.records import LabRecords
+from ringfence.lab.topology import Topology
+from ringfence.sim.scenario import Event, Scenario
+
+MIGRATION = ("process VMs can not be live-migrated between lab hosts yet: the process "
+             "hypervisor starts the copy from the source's namespace, so it would run on in "
+             "the source host's namespace (a duplicate, not a hand-over) until migration of "
+             "process VMs hands over for real or refuses")
+
+
+@dataclass
+class FaultContext:
+    scenario: Scenario
+    topology: Topology
+    hosts: Hosts
+    records: LabRecords
+    paths: LabPaths
+    schedule: Callable[[float, Callable[[], None]], None]
+    storage_mounts: set[Path] = field(default_factory=set)
+    operators: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[FaultContext, Event], None]
+
+
+def _field(event: Event, name: str) -> Any:
+    """A field of an event kind the schema may not know yet (`agent_stall`'s `for`)."""
+    for key in (name, f"{name}_"):
+        value = getattr(event, key, None)
+        if value is not None:
+            return value
+    extra = getattr(event, "model_extra", None) or {}
+    return extra.get(name)
+
+
+# ---------------------------------------------------------------------- power
+def power_off(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    if lab.records.power_at(event.host) != "off":
+        lab.hosts.power_off(event.host, "power_off")
+
+
+def power_on(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.power_on(event.host)
+
+
+def reboot(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.clean_stop(event.host, reboot=True)
+
+
+def shutdown(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.clean_stop(event.host, reboot=False)
+
+
+def hang(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.hang(event.host, frozen=event.watchdog == "frozen")
+
+
+def resume(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.resume(event.host)
+
+
+def agent_stall(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.stall_agent(event.host, float(_field(event, "for") or 0.0))
+
+
+# ---------------------------------------------------------------------- links
+def _networks(lab: FaultContext, event: Event) -> list[str]:
+    assert event.host is not None
+    nics = lab.topology.nodes[event.host].nics
+    if event.network in (None, "all"):
+        return list(nics)
+    return [event.network] if event.network in nics else []
+
+
+def link_down(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    for network in _networks(lab, event):
+        lab.topology.set_cable(event.host, network, False)
+
+
+def link_up(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    for network in _networks(lab, event):
+        lab.topology.set_cable(event.host, network, True)
+
+
+def link_flap(lab: FaultContext, event: Event) -> None:
+    """`count` drops and returns of carrier spread over one second, as in the simulator."""
+    host, count = event.host, event.count or 1
+    assert host is not None
+    networks = _networks(lab, event)
+    step = 1.0 / (2 * count)
+
+    def set_cable(up: bool) -> None:
+        for network in networks:
+            lab.topology.set_cable(host, network, up)
+
+    for i in range(count):
+        lab.schedule(2 * i * step, lambda: set_cable(False))
+        lab.schedule((2 * i + 1) * step, lambda: set_cable(True))
+
+
+def partition(lab: FaultContext, event: Event) -> None:
+    lab.topology.partition(event.groups or [], event.networks)
+
+
+def heal(lab: FaultContext, event: Event) -> None:
+    lab.topology.heal(event.networks)
+
+
+def witness_down(lab: FaultContext, event: Event) -> None:
+    assert event.witness is not None
+    lab.hosts.witness_down(event.witness)
+
+
+def witness_up(lab: FaultContext, event: Event) -> None:
+    assert event.witness is not None
+    lab.hosts.witness_up(event.witness)
+
+
+def rename_nics(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    lab.hosts.hosts[event.host].rename_pending = True
+
+
+# ---------------------------------------------------------------------- storage, memory
+def _datastores(lab: FaultContext, event: Event) -> list[Path]:
+    assert event.host is not None
+    root = lab.paths.host(event.host) / "datastores"
+    names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if event.datastore is not None:
+        names = [n for n in names if n == event.datastore]
+    return [root / name for name in names]
+
+
+def storage_fail(lab: FaultContext, event: Event) -> None:
+    """A read-only filesystem mounted over the host's datastore directory: its write probe
+    fails with EROFS. The mount propagates into the host's mount namespace (the lab's
+    directory is a shared mount), and survives the host's reboots until `storage_ok`."""
+    from ringfence.lab import netns
+
+    for path in _datastores(lab, event):
+        if path not in lab.storage_mounts:
+            netns.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "ringfence-lab-ro",
+                       str(path)])
+            lab.storage_mounts.add(path)
+
+
+def storage_ok(lab: FaultContext, event: Event) -> None:
+    from ringfence.lab import netns
+
+    for path in _datastores(lab, event):
+        if path in lab.storage_mounts:
+            netns.run(["umount", str(path)])
+            lab.storage_mounts.discard(path)
+
+
+def memory_errors(lab: FaultContext, event: Event) -> None:
+    assert event.host is not None
+    counter = lab.paths.edac(event.host) / "mc0" / "ce_count"
+    before = int(counter.read_text().strip() or 0)
+    counter.write_text(f"{before + (event.count or 1)}\n")
+
+
+# ---------------------------------------------------------------------- VMs, operators
+def vm_crash(lab: FaultContext, event: Event) -> None:
+    """SIGKILL of the VM's process on every host that is up (a hung host's is frozen)."""
+    from ringfence.lab import netns
+
+    assert event.vm is not None
+    for host in lab.hosts.hosts:
+        if lab.records.power_at(host) == "up":
+            netns.signal_pids(lab.hosts.vm_pids(host, event.vm), 9)
+
+
+def force_start(lab: FaultContext, event: Event) -> None:
+    """`ringfence vm force-start`, run by the operator on that host (inside its namespace,
+    with its cluster file and its agent's state directory), in the background."""
+    host, vm = event.host, event.vm
+    assert host is not None and vm is not None and event.operator is not None
+    if lab.records.power_at(host) != "up":
+        lab.records.journal("force_start_refused", host=host, vm=vm,
+                            text=f"{event.operator} can not force {vm} on {host}: the host is "
+                                 f"{lab.records.power_at(host)}")
+        return
+    argv = ["ip", "netns", "exec", lab.hosts.hosts[host].ns, sys.executable, "-m",
+            "ringfence.cli", "vm", "force-start", vm, "--host", host,
+            "--operator", event.operator, "--config", str(lab.paths.config(host)),
+            "--state-dir", str(lab.paths.state(host))]
+    if event.confirm_down:
+        argv += ["--confirm-down", *event.confirm_down]
+    log = lab.paths.root / "operators.log"
+    with log.open("ab") as out:
+        out.write(f"--- {' '.join(argv)}\n".encode())
+        out.flush()
+        lab.operators.append(subprocess.Popen(argv, stdout=out, stderr=out,
+                                              stdin=subprocess.DEVNULL,
+                                              start_new_session=True))
+
+
+FAULTS: dict[str, Handler] = {
+    "power_off": power_off,
+    "power_on": power_on,
+    "reboot": reboot,
+    "shutdown": shutdown,
+    "hang": hang,
+    "resume": resume,
+    "agent_stall": agent_stall,
+    "link_down": link_down,
+    "link_up": link_up,
+    "link_flap": link_flap,
+    "partition": partition,
+    "heal": heal,
+    "witness_down": witness_down,
+    "witness_up": witness_up,
+    "rename_nics": rename_nics,
+    "storage_fail": storage_fail,
+    "storage_ok": storage_ok,
+    "memory_errors": memory_errors,
+    "vm_crash": vm_crash,
+    "force_start": force_start,
+}
+"""Every fault the lab does for real."""
+
+REFUSED: dict[str, str] = {
+    "maintenance": f"maintenance drains a host by live migration, and {MIGRATION}",
+    "migrate": MIGRATION,
+    "slow_calls": "slowing one host's store, hypervisor or fence calls needs a hook inside "
+                  "the agent's process, which the lab does not have",
+    "lost_answers": "losing the store's answers after applying a write needs a hook inside the "
+                    "agent's store client, which the lab does not have",
+    "store_wipe": "wiping the store is not built in the lab yet",
+}
+
+
+def _flap_degrades(scenario: Scenario) -> bool:
+    """Can the events make a host `degraded` through carrier flaps (4 changes in 60 s)?"""
+    changes: dict[tuple[str, str], list[float]] = {}
+    for event in scenario.events:
+        if event.do == "link_flap":
+            return True
+        if event.do in ("link_down", "link_up") and event.host is not None:
+            changes.setdefault((event.host, event.network or "all"), []).append(event.at)
+    return any(len([t for t in times if start <= t < start + 60.0]) >= 4
+               for times in changes.values() for start in times)
+
+
+def refusals(scenario: Scenario) -> list[str]:
+    """Why the lab can not replay this scenario (empty: it can), each naming the fault."""
+    found: list[str] = []
+    for index, event in enumerate(scenario.events):
+        if event.do not in FAULTS:
+            why = REFUSED.get(event.do, "the lab has no way to do it")
+            found.append(f"events[{index}]: do: {event.do}: {why}")
+    policy = scenario.cluster.policy
+    kinds = {event.do for event in scenario.events}
+    if policy.shutdown == "migrate" and kinds & {"reboot", "shutdown"}:
+        found.append(f"policy.shutdown: migrate drains a host that shuts down by live migration, "
+                     f"and {MIGRATION}")
+    if policy.failback and any(vm.prefer for vm in scenario.cluster.vms):
+        found.append(f"policy.failback moves VMs back by live migration, and {MIGRATION}")
+    if policy.evacuate_degraded and ("memory_errors" in kinds or _flap_degrades(scenario)):
+        found.append(f"policy.evacuate_degraded evacuates a degraded host (memory errors, "
+                     f"carrier flaps) by live migration, and {MIGRATION}")
+    if scenario.sim.clock_drift_ppm:
+        found.append("sim.clock_drift_ppm: the lab's hosts share this machine's clock")
+    return found
