@@ -60,6 +60,7 @@ class DemoOptions:
     as_json: bool = False
     workdir: Path | None = None
     etcd_endpoints: list[str] | None = None  # default: the embedded SQLite store
+    migration_delay: float = 0.0  # how long a process VM's migration "copy" takes (tests)
 
 
 @dataclass
@@ -152,7 +153,9 @@ class Demo:
             host.process = subprocess.Popen(
                 [sys.executable, "-m", "ringfence.cli", "agent", "--config",
                  str(self.config_path), "--host", host.name, "--state-dir", str(self.state),
-                 "--watchdog", "process", "--disk-file", str(self.disk)],
+                 "--watchdog", "process", "--disk-file", str(self.disk),
+                 *(["--migration-delay", f"{self.options.migration_delay:g}"]
+                   if self.options.migration_delay else [])],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
 
     # ------------------------------------------------------------------ ground truth

@@ -51,3 +51,16 @@ def test_a_source_that_keeps_running_after_the_handover_is_a_violation() -> None
     source = Run("app", "a", 0.0, 31.0, handed_to=target)
     (v,) = split_brains([source, target])
     assert (v.start, v.end) == (30.0, 31.0)
+
+
+def test_a_downtime_bound_fails_for_a_vm_that_never_ran() -> None:
+    # Found by the lab: agents that never joined started nothing, and "max_downtime: 0s"
+    # passed, since downtime counts only after the first start.
+    from conftest import run, scenario
+
+    result = run(scenario(  # bigger than any host: it never starts
+        cluster_vms=[{"name": "app", "cpus": 2, "memory": "128GiB"}],
+        expect=[{"vm": "app", "max_downtime": "0s"}]))
+    assert not result.world.runs
+    (outcome,) = result.outcomes
+    assert not outcome.passed and "never ran" in outcome.detail

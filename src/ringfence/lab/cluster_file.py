@@ -59,6 +59,9 @@ def lab_cluster(cluster: ClusterConfig, topology: Topology, store: LabStore, pat
     else:
         data["store"] = {"kind": "sqlite", "members": cluster.store_members(),
                          "path": str(store.sqlite_path)}
+    # The lab starts on an empty store, where the simulator's cluster already runs: one host
+    # writes the cluster's identity into it (the file's choice, else the first host).
+    data["store"]["bootstrap"] = cluster.store.bootstrap or cluster.hosts[0].name
     data["fencing"] = {
         target: {"agent": str(paths.fence_agent),
                  "params": {"plug": target, "lab": str(paths.root),

@@ -178,6 +178,10 @@ def _not_running_on(world: World, e: Expectation, duration: float) -> tuple[bool
 
 def _max_downtime(world: World, e: Expectation, duration: float) -> tuple[bool, str]:
     assert e.vm is not None and e.max_downtime is not None
+    if not _runs_of(world, e.vm):
+        # Downtime counts from the first start (the contract); a VM that never started has
+        # none, and a bound on it must not pass as if the VM had been up all along.
+        return False, f"{e.vm} never ran: no downtime to bound"
     down = downtime(world, e.vm, duration)
     ok = down <= e.max_downtime + 1e-9
     return ok, f"{e.vm} was down {down:.1f}s in all (bound {format_duration(e.max_downtime)})"

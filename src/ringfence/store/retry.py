@@ -9,11 +9,14 @@ could not answer" is worth asking again.
 Giving up raises `RetryFailed`, a `StoreUnavailable` (so every caller that handles an
 unavailable store handles it unchanged) chained to the last failure.
 
-Decision code never sleeps: the runtime wraps its store calls in a `Retry`, and tests inject
-``sleep`` and ``clock`` (and ``rng`` for the jitter) to run it in virtual time. Only a call whose
-repetition is harmless should be retried: reads, keepalives, revokes, and transactions whose
-compares make a repeated write lose (see the `Store` protocol: a call that raised may have been
-applied).
+Who uses it: tools that wait for a store to come up before they start (`etcd_local`, which
+waits for a freshly started etcd member to answer). The agent's cycles never do: a cycle never
+sleeps, each store call there carries its own deadline (`Timing.effective_store_timeout`,
+derived from the lease), and a call that failed is simply made again by the next cycle, whose
+decisions are taken afresh from what the store then says. Tests inject ``sleep`` and ``clock``
+(and ``rng`` for the jitter) to run a `Retry` in virtual time. Only a call whose repetition is
+harmless should be retried: reads, keepalives, revokes, and transactions whose compares make a
+repeated write lose (see the `Store` protocol: a call that raised may have been applied).
 
 Differences from Kazoo, on purpose: ``max_tries`` counts calls of the function (Kazoo counts
 retries after the first call), ``None`` means unlimited (Kazoo: -1), and the jitter source is
