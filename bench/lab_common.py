@@ -60,7 +60,7 @@ def settled(lab: LabRun, vm: str) -> str | None:
     entries, by = lab.journal_entries_now()
     for host in lab.records.hosts:
         booted = lab.records.power[host].times[-1]
-        if not any(e.kind == "quorum_gained" and by.get(id(e)) == host and e.t >= booted
+        if not any(e.kind == "host_joined" and by.get(id(e)) == host and e.t >= booted
                    for e in entries):
             return None
     return where(lab.writes(), vm, now - 0.5)

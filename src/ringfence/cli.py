@@ -254,6 +254,16 @@ def _add_journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                              "events, from any machine that reaches the store)")
     export.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT,
                         help="with --store: the cluster file (default as for `status`)")
+    export.add_argument("--operator", default=None, metavar="NAME",
+                        help="only what operator NAME asked for, and its outcomes (the "
+                             "events that carry NAME as their operator)")
+
+    why = commands.add_parser("why", help="the chain of evidence behind each move of a VM: "
+                                          "detection, fence or lease proof, placement, start, "
+                                          "check")
+    why.add_argument("vm", metavar="VM")
+    why.add_argument("--json", action="store_true")
+    _incident_sources(why)
 
     page = commands.add_parser("status-page", help="write a static public status page "
                                                    "(index.html, status.json)")
@@ -526,7 +536,7 @@ def _cmd_journal(args: argparse.Namespace) -> int:
         raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir): give "
                           f"--journal DIR|FILE", file=str(DEFAULT_STATE_DIR))
     source = from_journal_files(args.journal or [str(DEFAULT_STATE_DIR)])
-    _print_events(source.events, since, as_json=args.json)
+    _print_events(source.events, since, args.operator, as_json=args.json)
     if source.skipped:
         sys.stderr.write(f"ringfence journal: {source.skipped} torn line(s) skipped\n")
     return EXIT_OK
@@ -547,11 +557,13 @@ def _export_from_store(args: argparse.Namespace, since: float | None) -> int:
         sys.stderr.write(f"ringfence journal: the store does not answer ({exc}); read the "
                          f"hosts' local files with --journal instead\n")
         return EXIT_FAILED
-    _print_events(from_entries(entries, source="store"), since, as_json=args.json)
+    _print_events(from_entries(entries, source="store"), since, args.operator,
+                  as_json=args.json)
     return EXIT_OK
 
 
-def _print_events(events: Sequence[Event], since: float | None, *, as_json: bool) -> None:
+def _print_events(events: Sequence[Event], since: float | None, operator: str | None, *,
+                  as_json: bool) -> None:
     from ringfence.journal.events import event_to_dict
     from ringfence.journal.report import ReportContext, fmt_time
 
@@ -559,12 +571,33 @@ def _print_events(events: Sequence[Event], since: float | None, *, as_json: bool
     for event in events:
         if since is not None and event.t < since:
             continue
+        if operator is not None and event.fact.operator != operator:
+            continue
         if as_json:
             sys.stdout.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
         else:
             about = "/".join(x for x in (event.host, event.vm) if x) or "-"
             sys.stdout.write(f"{fmt_time(event.t, context)}  {event.by or '-':<10} "
                              f"{event.kind:<20} {about:<18} {event.text}\n")
+
+
+def _cmd_why(args: argparse.Namespace) -> int:
+    from ringfence.journal.report import fmt_time
+    from ringfence.journal.why import explain_vm, history_to_dict, render_history
+
+    source = _journal_source(args)
+    known = {e.vm for e in source.events if e.vm}
+    if args.vm not in known:
+        names = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"no event about VM {args.vm!r} in this journal; the VMs it names: "
+                          f"{names}", path="VM")
+    history = explain_vm(source.events, args.vm)
+    if args.json:
+        sys.stdout.write(json.dumps(history_to_dict(history), indent=2, ensure_ascii=False)
+                         + "\n")
+    else:
+        sys.stdout.write(render_history(history, lambda t: fmt_time(t, source.context)))
+    return EXIT_OK
 
 
 def _cmd_status_page(args: argparse.Namespace) -> int:
@@ -603,7 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"simulate": _cmd_simulate, "check": _cmd_check, "fuzz": _cmd_fuzz,
                 "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
                 "vm": _cmd_vm, "host": _cmd_host, "incident": _cmd_incident,
-                "journal": _cmd_journal, "status-page": _cmd_status_page, "lab": _cmd_lab}
+                "journal": _cmd_journal, "status-page": _cmd_status_page, "lab": _cmd_lab,
+                "why": _cmd_why}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -279,8 +279,9 @@ class Demo:
 
     def write_report(self, summary: dict[str, Any]) -> Path:
         from ringfence.config import load_cluster
+        from ringfence.journal.downtime import measured, runs_from_writes
         from ringfence.journal.events import from_entries
-        from ringfence.journal.incidents import build_incidents
+        from ringfence.journal.incidents import build_incidents, incident_to_dict
         from ringfence.journal.report import (
             ReportContext,
             render_html,
@@ -290,18 +291,14 @@ class Demo:
         )
 
         path = Path(summary["report"])
-        events = from_entries(self.journal(), source=str(self.state))
-        # The demo ends by shutting every host down cleanly: that is not part of the incident.
+        # Written before the teardown (see `_run`): the demo's own clean shutdown of every
+        # host is planned work, and is not in the report's stream at all.
+        end = self.ended if self.ended is not None else time.time()
+        events = [e for e in from_entries(self.journal(), source=str(self.state)) if e.t <= end]
         fault_at = self.faults[0].wall if self.faults else self.started
-        last_shutdown: dict[str, float] = {}
-        for event in events:
-            if event.kind == "host_shutdown" and event.host and event.t >= fault_at:
-                last_shutdown[event.host] = event.t
-        end = time.time()
-        if self.hosts and all(h.name in last_shutdown for h in self.hosts):
-            end = min(last_shutdown.values())
-            events = [e for e in events if e.t < end]
-        incidents = build_incidents(events, stream_end=end)
+        runs = runs_from_writes(((r["t"], r["vm"], r["host"]) for r in self.writes()
+                                 if r["t"] <= end), self.GAP)
+        incidents = list(measured(build_incidents(events, stream_end=end), runs, end))
         truth = [f"Fault: {fault['kind']} of {fault.get('host') or fault.get('vm')} at "
                  f"{fault['t']:.1f} s after the demo started." for fault in summary["faults"]]
         truth.append(f"Split brain (from the VMs' own writes to the shared disk): "
@@ -327,6 +324,10 @@ class Demo:
             page = render_index_html(incidents, ctx)
         path.write_text(markdown, encoding="utf-8")
         path.with_suffix(".html").write_text(page, encoding="utf-8")
+        # The same incidents as data (what the report says, for tools and tests).
+        path.with_name("incidents.json").write_text(json.dumps(
+            [incident_to_dict(i, with_events=False) for i in incidents], indent=2,
+            ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
     # ------------------------------------------------------------------ stop
@@ -505,11 +506,16 @@ def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
         if received:
             say(f"signal {signal.Signals(received[0]).name}: stopping everything the demo "
                 "started")
-        demo.stop()
-        if server is not None:
-            server.shutdown()
-    summary = demo.summary()
-    report = demo.write_report(summary)
+        demo.ended = time.time()
+        try:
+            # The report first: the teardown (every host shut down cleanly) is not part of
+            # what happened in the run.
+            summary = demo.summary()
+            report = demo.write_report(summary)
+        finally:
+            demo.stop()
+            if server is not None:
+                server.shutdown()
     if options.as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

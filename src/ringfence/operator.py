@@ -11,6 +11,12 @@ run on, through a file in that agent's state directory, and the agent applies it
 (every other host confirmed down, none of them heard, power-fenced where a fence agent
 exists). The command waits for the agent's answer in its journal.
 
+Audit: each request gets an id (printed, e.g. ``request r-3f9c0a1b2c4d``), written with the
+request and, in the same transaction, as an audit note that the leader journals with the
+operator's name (`core.audit`); the events of its outcome carry the same id and name, so
+`ringfence journal export --operator NAME` shows both. The operator is ``--operator``, else the
+login name.
+
 Exit codes: 0 done or accepted, 1 refused (with the reason, e.g. the first operator's name), 2
 bad input (unknown VM or host, no cluster file).
 """
@@ -27,6 +33,7 @@ from typing import Any
 
 from ringfence.config import ClusterConfig, load_cluster
 from ringfence.core import leases
+from ringfence.core.audit import audit_put, new_request_id
 from ringfence.core.forced import force_request_key
 from ringfence.errors import ConfigError
 from ringfence.status import find_config
@@ -65,14 +72,16 @@ def maintenance(config_path: str | None, host: str, on: bool, operator: str | No
     _check_host(config, host, "")
     key = leases.host_maintenance_key(host)
     who = operator or getpass.getuser()
+    request = new_request_id()
     try:
         if on:
-            store.txn([], [Put(key, {"by": who, "reason": "maintenance"})])
+            store.txn([], [Put(key, {"by": who, "reason": "maintenance", "request": request}),
+                           audit_put("maintenance_on", who, request, host=host)])
             _say(f"{host} is in maintenance: its VMs are drained by live migration "
-                 f"(watch `ringfence status`)")
+                 f"(watch `ringfence status`); request {request}")
         else:
-            store.txn([], [Delete(key)])
-            _say(f"{host} is back in service: VMs drained from it return")
+            store.txn([], [Delete(key), audit_put("maintenance_off", who, request, host=host)])
+            _say(f"{host} is back in service: VMs drained from it return; request {request}")
     except StoreUnavailable as exc:
         _say(f"refused: the store has no quorum ({exc})")
         return 1
@@ -83,25 +92,31 @@ def migrate(config_path: str | None, vm: str, target: str, operator: str | None)
     config, store = _open(config_path)
     _check_vm(config, vm)
     _check_host(config, target, "to")
+    who = operator or getpass.getuser()
+    request = new_request_id()
     try:
         result = store.txn([Compare.absent(leases.migrate_request_key(vm))],
                            [Put(leases.migrate_request_key(vm),
-                                {"to": target, "by": operator or getpass.getuser()})])
+                                {"to": target, "by": who, "request": request}),
+                            audit_put("operator_request", who, request, vm=vm, target=target,
+                                      reason=f"migrate {vm} to {target}")])
     except StoreUnavailable as exc:
         _say(f"refused: the store has no quorum ({exc})")
         return 1
     if not result.succeeded:
         _say(f"refused: a migration of {vm} is already pending")
         return 1
-    _say(f"migration of {vm} to {target} requested: the leader checks room and moves it")
+    _say(f"migration of {vm} to {target} requested: the leader checks room and moves it; "
+         f"request {request}")
     return 0
 
 
 def _rewrite_owner(config_path: str | None, vm: str,
                    change: Callable[[dict[str, Any] | None], dict[str, Any] | str],
-                   done: str) -> int:
+                   done: str, audit: Put) -> int:
     """Read `vm`'s owner record, let `change` return the new record (or a message saying there
-    is nothing to do), and write it by compare-and-set on the record read."""
+    is nothing to do), and write it by compare-and-set on the record read, with its audit
+    note."""
     config, store = _open(config_path)
     _check_vm(config, vm)
     key = leases.vm_owner_key(vm)
@@ -112,14 +127,14 @@ def _rewrite_owner(config_path: str | None, vm: str,
             _say(value)
             return 0
         result = store.txn([Compare.unchanged(key, kv.mod_revision if kv else 0)],
-                           [Put(key, value)])
+                           [Put(key, value), audit])
     except StoreUnavailable as exc:
         _say(f"refused: the store has no quorum ({exc})")
         return 1
     if not result.succeeded:
         _say(f"refused: {vm}'s record changed meanwhile; try again")
         return 1
-    _say(done)
+    _say(f"{done}; request {audit.value['request']}")
     return 0
 
 
@@ -127,37 +142,49 @@ def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str |
     """`vm stop`: the VM's record says it must not run (its holder stops it, nobody restarts
     it). `vm start`: it may run again (placement and admission control decide where)."""
 
+    who = operator or getpass.getuser()
+    request = new_request_id()
+
     def change(record: dict[str, Any] | None) -> dict[str, Any] | str:
         value = record or {"host": None}
         if not stopped:
             if "stopped_by" not in value:
                 return f"{vm} is not stopped by an operator: nothing to do"
             value.pop("stopped_by")
+            value.update(started_by=who, request=request)
             return value
-        value.update(stopped_by=operator or getpass.getuser())
+        value.pop("started_by", None)
+        value.update(stopped_by=who, request=request)
         value.pop("after", None)
         if value.get("host"):
             value["after"] = value["host"]  # the holder confirms it stopped the VM
         value["host"] = None
         return value
 
+    kind = "vm_stop_requested" if stopped else "vm_start_requested"
     return _rewrite_owner(config_path, vm, change,
-                          f"{vm}: {'stop' if stopped else 'start'} requested")
+                          f"{vm}: {'stop' if stopped else 'start'} requested",
+                          audit_put(kind, who, request, vm=vm))
 
 
 def reset(config_path: str | None, vm: str, operator: str | None) -> int:
     """`vm reset`: forget where the VM failed (`avoid`) and how often it was moved
     (`relocations`), so that a VM left stopped after it kept dying is placed again."""
 
+    who = operator or getpass.getuser()
+    request = new_request_id()
+
     def change(record: dict[str, Any] | None) -> dict[str, Any] | str:
         if record is None or not {"avoid", "relocations"} & set(record):
             return f"{vm} has no failure history to forget"
         value = {k: v for k, v in record.items() if k not in ("avoid", "relocations", "reason")}
-        value["reset_by"] = operator or getpass.getuser()
+        value["reset_by"] = who
         return value
 
     return _rewrite_owner(config_path, vm, change,
-                          f"{vm}: failure history forgotten; it may run on any host again")
+                          f"{vm}: failure history forgotten; it may run on any host again",
+                          audit_put("operator_request", who, request, vm=vm,
+                                    reason=f"reset {vm}'s failure history"))
 
 
 def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
@@ -171,10 +198,14 @@ def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[
         _check_host(config, down, "confirm-down")
     who = operator or getpass.getuser()
     store = open_cluster_store(config)
+    request = new_request_id()
     try:
-        value = {"host": host, "operator": who, "confirm_down": confirm_down}
+        value = {"host": host, "operator": who, "confirm_down": confirm_down,
+                 "request": request}
         result = store.txn([Compare.absent(force_request_key(vm))],
-                           [Put(force_request_key(vm), value)])
+                           [Put(force_request_key(vm), value),
+                            audit_put("operator_request", who, request, vm=vm, target=host,
+                                      reason=f"force {vm} on {host}")])
         if not result.succeeded:
             first = store.get(force_request_key(vm))
             info = first.value if first else {}
@@ -182,7 +213,7 @@ def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[
                  f"{info.get('host')} is already pending")
             return 1
         _say(f"{who} forces {vm} onto {host} (with quorum: the leader moves its lease, "
-             f"audited)")
+             f"audited); request {request}")
         return 0
     except StoreUnavailable:
         pass

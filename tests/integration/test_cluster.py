@@ -4,6 +4,8 @@ disk file (who wrote for which VM, when), not what any agent believes."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
@@ -108,7 +110,8 @@ def ringfence(demo: Demo, *args: str) -> str:
 
 def test_operator_actions_on_a_running_cluster(cluster: Demo) -> None:
     placed = cluster.placement_now()
-    ringfence(cluster, "host", "maintenance", "host2", "on")
+    out = ringfence(cluster, "host", "maintenance", "host2", "on", "--operator", "bob")
+    maintenance_request = request_of(out)
     wait_for(lambda: moved_off(cluster, "host2"), 30, "host2 to be drained")
     ringfence(cluster, "host", "maintenance", "host2", "off")
     drained = sorted(vm for vm, host in placed.items() if host == "host2")
@@ -116,7 +119,7 @@ def test_operator_actions_on_a_running_cluster(cluster: Demo) -> None:
              "the drained VMs to come home")
     ringfence(cluster, "vm", "migrate", "vm1", "--to", "host3")
     wait_for(lambda: cluster.placement_now(0.5).get("vm1") == "host3", 30, "vm1 on host3")
-    ringfence(cluster, "vm", "stop", "vm2")
+    stop_request = request_of(ringfence(cluster, "vm", "stop", "vm2", "--operator", "alice"))
     wait_for(lambda: "vm2" not in cluster.placement_now(0.5), 30, "vm2 to stop")
     time.sleep(2.0)
     assert "vm2" not in cluster.placement_now(0.5), "a stopped VM must stay stopped"
@@ -129,3 +132,28 @@ def test_operator_actions_on_a_running_cluster(cluster: Demo) -> None:
     assert split_brains(cluster.writes()) == []
     status = ringfence(cluster, "status", "--json")
     assert '"leader"' in status
+    # Audit: the request and its outcome carry the operator and the request id.
+    wait_for(lambda: any(e["kind"] == "vm_stopped" and e.get("request") == stop_request
+                         for e in cluster.journal()), 10, "vm2's stop in the journal")
+    journal = cluster.journal()
+    asked = [e for e in journal if e.get("request") == stop_request]
+    assert {e["kind"] for e in asked} >= {"vm_stop_requested", "vm_stopped"}
+    assert all(e["operator"] == "alice" and e["planned"] for e in asked)
+    assert any(e["kind"] == "maintenance_on" and e.get("operator") == "bob"
+               and e.get("request") == maintenance_request for e in journal)
+    assert any(e["kind"] == "vm_migrating" and e.get("request") == maintenance_request
+               for e in journal), "the drain's migrations carry the maintenance request"
+    exported = subprocess.run(
+        [sys.executable, "-m", "ringfence.cli", "journal", "export", "--journal",
+         str(cluster.state), "--operator", "alice", "--json"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    kinds = [json.loads(line)["kind"] for line in exported]
+    assert "vm_stop_requested" in kinds and "vm_stopped" in kinds
+    assert all(json.loads(line)["operator"] == "alice" for line in exported)
+
+
+def request_of(output: str) -> str:
+    """The request id a CLI action prints (`...; request r-0123456789ab`)."""
+    match = re.search(r"request (r-[0-9a-f]{12})", output)
+    assert match, output
+    return match.group(1)

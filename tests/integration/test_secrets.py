@@ -136,7 +136,7 @@ def test_allow_insecure_secrets_runs_and_journals_a_loud_warning(tmp_path: Path)
     config = cluster(tmp_path, key_mode=0o644)
     journal = tmp_path / "state" / "journal-h1.jsonl"
     with running_agent(tmp_path, config, "--allow-insecure-secrets") as process:
-        wait_for(lambda: (journal.exists() and "quorum_gained" in journal.read_text())
+        wait_for(lambda: (journal.exists() and "host_joined" in journal.read_text())
                  or process.poll() is not None)
         assert process.poll() is None, (tmp_path / "agent.log").read_text()
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
@@ -166,7 +166,7 @@ def test_journal_and_local_state_files_are_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         journal = FileJournal(tmp_path / "j" / "journal-h1.jsonl", "h1", echo=None)
-        journal.record("host_alive", host="h1", text="x")
+        journal.record("host_alive", host="h1")
         local = FileLocalState(tmp_path / "local-h1")
         local.put("held", {"vms": {}})
     finally:
@@ -181,5 +181,5 @@ def test_an_existing_journal_readable_by_others_is_made_private(tmp_path: Path) 
     path = tmp_path / "journal-h1.jsonl"
     path.write_text("")
     path.chmod(0o644)
-    FileJournal(path, "h1", echo=None).record("host_alive", host="h1", text="x")
+    FileJournal(path, "h1", echo=None).record("host_alive", host="h1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

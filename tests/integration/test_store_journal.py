@@ -26,8 +26,8 @@ def test_events_of_two_hosts_are_exported_from_the_store(tmp_path: Path) -> None
         journal.cluster = "t"
         with SqliteStore(str(db)) as store:
             journal.mirror = StoreMirror(store, host, boot=1000)
-            journal.record("host_suspect", host="h3", text=f"{host} suspects h3")
-            journal.record("vm_started", host=host, vm=f"vm-{host}", text="started")
+            journal.record("host_suspect", host="h3", duration=1.5)
+            journal.record("vm_started", host=host, vm=f"vm-{host}", token=2)
             journal.mirror.close()
     with SqliteStore(str(db)) as store:
         entries = read_store_journal(store)
@@ -61,7 +61,7 @@ def test_a_dead_store_never_blocks_or_loses_the_local_journal(tmp_path: Path) ->
     journal = FileJournal(tmp_path / "journal.jsonl", "h1", echo=None)
     journal.mirror = StoreMirror(_DeadStore(), "h1", boot=1)  # type: ignore[arg-type]
     for i in range(20):
-        journal.record("heartbeat_lost", host="h2", text=f"#{i}")
+        journal.record("heartbeat_lost", host="h2", links=("ring0",), duration=float(i))
     journal.mirror.close(timeout=0.5)
     assert len(read_journal(tmp_path / "journal.jsonl")) == 20
 
@@ -73,8 +73,8 @@ def test_old_events_are_dropped_beyond_the_bound(tmp_path: Path,
         journal = FileJournal(tmp_path / "journal.jsonl", "h1", echo=None)
         journal.mirror = StoreMirror(store, "h1", boot=7)
         for i in range(100):
-            journal.record("link_flapping", host="h1", text=f"#{i}")
+            journal.record("link_flapping", host="h1", nic="eth0", network="ring0", count=i)
         journal.mirror.close()
         entries = read_store_journal(store)
     assert 30 <= len(entries) <= 30 + store_mirror.BATCH
-    assert entries[-1]["text"] == "#99"
+    assert entries[-1]["count"] == 99

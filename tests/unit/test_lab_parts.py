@@ -14,6 +14,7 @@ import yaml
 from conftest import SCENARIOS, THREE_HOSTS, scenario
 from ringfence.cli import main
 from ringfence.config import parse_cluster
+from ringfence.core.events import Fact
 from ringfence.lab.cluster_file import lab_cluster
 from ringfence.lab.faults import FAULTS, REFUSED, refusals
 from ringfence.lab.judge import LabWorld, alerts_of, build_host_states, judge_run, lab_json
@@ -24,6 +25,11 @@ from ringfence.lab.topology import Topology
 from ringfence.lab.truth import read_writes, runs_of
 from ringfence.sim.scenario import EVENT_FIELDS, load_scenario, parse_scenario
 from ringfence.sim.world import JournalEntry, Run
+
+
+def entry(t: float, kind: str, host: str, text: str) -> JournalEntry:
+    """A journal entry about `host` (its writer is given apart, as the lab reads it)."""
+    return JournalEntry(t, Fact(kind, host=host), text)
 
 
 def write_disk(path: Path, lines: list[dict[str, Any]]) -> Path:
@@ -82,7 +88,7 @@ def _judge(world: LabWorld, expect: list[dict[str, Any]], tolerance: float = 1.0
 
 def test_time_points_get_the_tolerance_in_the_lenient_direction_only() -> None:
     world = _world([Run("app", "host1", 0.0, 20.0), Run("app", "host2", 30.5, 60.0)],
-                   [JournalEntry(41.0, "host_fenced", "host1", None, "fenced")])
+                   [entry(41.0, "host_fenced", "host1", "fenced")])
     verdicts = _judge(world, [
         {"vm": "app", "running_on": "host2", "at": "30s"},  # 0.5 s early: passes
         {"vm": "app", "running_on": "host2", "at": "28s"},  # 2.5 s early: fails
@@ -122,13 +128,13 @@ def test_host_states_come_from_power_and_the_journal() -> None:
     records.power["host1"].set(40.0, "booting")
     records.power["host1"].set(60.0, "up")
     entries = [
-        JournalEntry(5.0, "jeopardy", "host2", None, "heard on one link"),
-        JournalEntry(8.0, "heartbeat_restored", "host1", None, "every link"),
-        JournalEntry(32.0, "host_suspect", "host1", None, "no heartbeat"),
-        JournalEntry(38.0, "host_fenced", "host1", None, "fenced"),
-        JournalEntry(61.0, "quorum_gained", "host1", None, "joined with incarnation 2"),
-        JournalEntry(70.0, "host_ineligible", "host2", None, "storage"),
-        JournalEntry(80.0, "host_healthy", "host2", None, "every check passes"),
+        entry(5.0, "jeopardy", "host2", "heard on one link"),
+        entry(8.0, "heartbeat_restored", "host1", "every link"),
+        entry(32.0, "host_suspect", "host1", "no heartbeat"),
+        entry(38.0, "host_fenced", "host1", "fenced"),
+        entry(61.0, "host_joined", "host1", "joined with incarnation 2"),
+        entry(70.0, "host_ineligible", "host2", "storage"),
+        entry(80.0, "host_healthy", "host2", "every check passes"),
     ]
     by = {id(entries[0]): "host2", id(entries[1]): "host2", id(entries[2]): "host2",
           id(entries[3]): "host2", id(entries[4]): "host1", id(entries[5]): "host2",

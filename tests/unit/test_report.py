@@ -147,11 +147,11 @@ def test_recommendations_follow_the_evidence() -> None:
 
 
 def unverified_incident() -> Incident:
-    events = [Event(0.0, "vm_started", "h1", "app", "app started on h1", "h1"),
-              Event(10.0, "heartbeat_lost", "h1", None,
-                    "h2 hears nothing from h1 on r0 for 0.8s", "h2"),
-              Event(18.0, "host_fenced", "h1", None, "h1 fenced by watchdog: lease gone", "h2"),
-              Event(18.2, "vm_started", "h2", "app", "app started on h2", "h2")]
+    events = [Event.of(0.0, "vm_started", "h1", "app", by="h1", token=2),
+              Event.of(10.0, "heartbeat_lost", "h1", by="h2", links=("r0",), duration=0.8),
+              Event.of(18.0, "host_fenced", "h1", by="h2", method="watchdog",
+                       detail="lease gone"),
+              Event.of(18.2, "vm_started", "h2", "app", by="h2", token=9)]
     (incident,) = build_incidents(events, stream_end=100.0)
     return incident
 

@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from ringfence.core.event_text import render
+from ringfence.core.events import Fact, fact_fields
 from ringfence.core.ports import Journal
+
+JOURNAL_VERSION = 2
 
 
 class FileJournal:
@@ -37,20 +41,25 @@ class FileJournal:
             if info.st_uid == os.getuid() and info.st_mode & 0o077:
                 path.chmod(0o600)  # a journal written by an older version
 
-    def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
-               text: str = "", token: int | None = None, duration: float | None = None) -> None:
+    def record(self, kind: str, **fields: Any) -> None:
+        fact = Fact(kind, self.host, **fields)
+        text = render(fact)
         self.seq += 1
+        # Version 2 lines: the fact's fields at the top level beside the rendered text. A
+        # version 1 line (no "v") has only t, mono, seq, by, kind, host, vm, text, token and
+        # duration: it still loads (journal.events).
         entry: dict[str, Any] = {
+            "v": JOURNAL_VERSION,
             "t": round(time.time(), 3),  # wall clock: for people and reports only
             "mono": round(time.monotonic(), 3),
-            "seq": self.seq, "by": self.host, "kind": kind, "host": host, "vm": vm, "text": text,
+            "seq": self.seq, "by": self.host, "kind": kind, "host": fact.host, "vm": fact.vm,
+            "text": text,
         }
+        for name, value in fact_fields(fact).items():
+            if name not in ("host", "vm"):
+                entry[name] = round(value, 3) if isinstance(value, float) else value
         if self.cluster:
             entry["cluster"] = self.cluster
-        if token is not None:
-            entry["token"] = token
-        if duration is not None:
-            entry["duration"] = round(duration, 3)
         line = json.dumps(entry, ensure_ascii=False)
         if self.mirror is not None:
             self.mirror.put(entry)
@@ -67,7 +76,7 @@ class FileJournal:
                 self.echo.write(line + "\n")
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(entry["t"]))
-                about = "/".join(x for x in (host, vm) if x)
+                about = "/".join(x for x in (fact.host, fact.vm) if x)
                 self.echo.write(f"{stamp} {self.host} {kind:<20} {about:<16} {text}\n")
             self.echo.flush()
 
@@ -81,7 +90,7 @@ class JournalAlerts:
 
     def send(self, severity: str, text: str, *, host: str | None = None,
              vm: str | None = None) -> None:
-        self.journal.record("alert_sent", host=host, vm=vm, text=f"[{severity}] {text}")
+        self.journal.record("alert_sent", host=host, vm=vm, severity=severity, detail=text)
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:

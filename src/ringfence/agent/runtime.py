@@ -201,7 +201,7 @@ def _service_watchdog(config: ClusterConfig, host: str, journal: FileJournal
         service.arm(config.timing.watchdog_timeout)
     except OSError as exc:
         journal.record("watchdog_missing", host=host,
-                       text=f"systemd's service watchdog not used: {exc}")
+                       reason=f"systemd's service watchdog not used: {exc}")
         return None
     return service
 
@@ -216,8 +216,8 @@ def _watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdo
                           "self-fencing (a hung host could then run VMs after they moved)")
     if choice == "none":
         journal.record("watchdog_missing", host=host,
-                       text="running WITHOUT a watchdog (--unsafe-no-watchdog): a hung host "
-                            "can not be reset; recovery of its VMs is unsafe")
+                       reason="running WITHOUT a watchdog (--unsafe-no-watchdog): a hung host "
+                              "can not be reset; recovery of its VMs is unsafe")
         return NoWatchdog()
     if choice == "linux":
         from ringfence.fence.watchdog import LinuxWatchdog
@@ -270,9 +270,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
         raise ConfigError(f"{exc.strerror or exc}", path="networks") from None
     options.closers.append(transport.close)
     for why in transport.down.values():
-        journal.record("heartbeat_unbound", host=host,
-                       text=f"{why}: that heartbeat link stays down (retried at every "
-                            f"heartbeat) until the address is on this host")
+        journal.record("heartbeat_unbound", host=host, reason=why)
     # Only a host that may bootstrap the cluster creates a SQLite store file; the others
     # wait for it (a missing file is an unreachable store, never a new empty one).
     bootstrap = options.bootstrap or config.store.bootstrap == host
@@ -331,9 +329,7 @@ def _forget_store(host: str, hypervisor: Hypervisor, local_state: LocalState,
     seen = max(old.generation_seen, old.identity.generation if old.identity else 0)
     local_state.put(IDENTITY_MEMORY, Remembered(None, 0, seen).value())
     journal.record("store_forgotten", host=host,
-                   text=f"{host} forgot the store it remembered"
-                        + (f" ({old.identity.short()})" if old.identity else "")
-                        + " (--forget-store): it joins the store it finds")
+                   detail=old.identity.short() if old.identity else None)
 
 
 def _on_grid(origin: float, interval: float, count: int) -> tuple[int, float]:
@@ -465,7 +461,8 @@ def _force(agent: Agent, request: dict[str, Any]) -> None:
     if request.get("host") != agent.host:
         agent.parts.journal.record(
             "force_start_refused", host=agent.host, vm=str(request.get("vm")),
-            text=f"a forced start for {request.get('host')} reached {agent.host}")
+            operator=str(request.get("operator")) if request.get("operator") else None,
+            reason=f"a forced start for {request.get('host')} reached {agent.host}")
         return
     agent.force_start(str(request.get("vm")), str(request.get("operator")),
                       [str(h) for h in request.get("confirm_down", [])])

@@ -28,10 +28,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
+from ringfence.core.event_text import render
+from ringfence.core.events import Fact
 from ringfence.core.failsafe import failsafe_blocker
 from ringfence.core.forced import HELD_KEY, ForcedStarts
 from ringfence.core.health import HealthMonitor
@@ -183,10 +185,7 @@ class Agent:
             return
         gap = now - last
         if gap > GAP_CYCLES * self.timing.heartbeat_interval:
-            self.parts.journal.record(
-                "execution_gap", host=self.host, duration=gap,
-                text=f"{self.host}'s agent did not run for {gap:.1f}s (the host hung, or the "
-                     f"agent was stopped)")
+            self.parts.journal.record("execution_gap", host=self.host, duration=gap)
 
     def tick(self) -> str:
         """The decision cycle: probes, the host lease, the VMs and the manager. Its store
@@ -259,10 +258,9 @@ class Agent:
         self.overrun_said = now
         parts = sorted(self.took.items(), key=lambda kv: -kv[1])[:3]
         detail = ", ".join(f"{what} {seconds:.2f}s" for what, seconds in parts if seconds > 0)
-        self.parts.journal.record(
-            "cycle_overrun", host=self.host,
-            text=f"{self.host}'s decision cycle took {took:.2f}s (budget "
-                 f"{self.timing.effective_cycle_budget:g}s): {detail or 'no single part'}")
+        self.parts.journal.record("cycle_overrun", host=self.host, duration=took,
+                                  limit=self.timing.effective_cycle_budget,
+                                  detail=detail or None)
 
     def _publish(self) -> None:
         self._publish_health()
@@ -295,27 +293,24 @@ class Agent:
         if self._lease_fresh(now):
             if self.failsafe:
                 self.failsafe = False
-                self.parts.journal.record("failsafe_left", host=self.host,
-                                          text=f"{self.host} reaches the store again")
+                self.parts.journal.record("failsafe_left", host=self.host, cause="store_back")
             return
         blocker = failsafe_blocker(self.membership, self.manager.host_names, self.host,
                                    self.departed)
         if blocker is None:
             if not self.failsafe:
                 self.failsafe = True
-                self.parts.journal.record(
-                    "failsafe_entered", host=self.host,
-                    text=f"{self.host}: the store is lost for every host and every host hears "
-                         f"every other; keeping {len(self.vms.seen)} VM(s), starting nothing")
+                self.parts.journal.record("failsafe_entered", host=self.host,
+                                          count=len(self.vms.seen))
                 self.parts.alerts.send("critical", f"store lost: {self.host} in failsafe",
                                        host=self.host)
                 self.vms.abort_migrations("failsafe: nothing moves without the store")
             return
         if self.failsafe:
             self.failsafe = False
-            self.parts.journal.record("failsafe_left", host=self.host,
-                                      text=f"{self.host}: failsafe broken: {blocker}")
-        self._self_fence(now, f"{self._staleness_reason(now)}, and {blocker}")
+            self.parts.journal.record("failsafe_left", host=self.host, cause="broken",
+                                      reason=blocker)
+        self._self_fence(now, "store_unreachable", blocker)
 
     # ----------------------------------------------------------------- probes
     def _probe(self, now: float) -> None:
@@ -323,10 +318,12 @@ class Agent:
             return
         self.next_probe = now + PROBE_INTERVAL
         for event in self.health.assess(now, self.parts.probes.read()):
-            self.parts.journal.record(event.kind, host=self.host, text=event.text)
+            self.parts.journal.record(event.kind, **event.fields)
             if event.kind in ("host_ineligible", "host_degraded", "link_flapping",
                               "storage_unwritable", "link_down"):
-                self.parts.alerts.send("warning", event.text, host=self.host)
+                self.parts.alerts.send("warning", render(Fact(event.kind, self.host,
+                                                              **event.fields)),
+                                       host=self.host)
 
     def _may_start_vms(self) -> bool:
         return self.parts.probes is None or self.health.may_start_vms
@@ -412,32 +409,30 @@ class Agent:
         others = self.membership.other_stores(mine) if mine else []
         names = tuple(sorted(peer for peer, _ in others))
         if names and names != self.store_conflict:
-            text = (f"{self.host} hears {', '.join(names)} using another store than its own "
-                    f"({self.identity.identity.short() if self.identity.identity else '-'}): "
-                    f"two stores are live at once; starting and moving nothing until it ends")
-            self.parts.journal.record("store_conflict", host=self.host, text=text)
-            self.parts.alerts.send("critical", text, host=self.host)
+            fact = Fact("store_conflict", self.host, host=self.host, peers=names,
+                        detail=self.identity.identity.short() if self.identity.identity else None)
+            self.parts.journal.record("store_conflict", host=self.host, peers=names,
+                                      detail=fact.detail)
+            self.parts.alerts.send("critical", render(fact), host=self.host)
         self.store_conflict = names
 
     def _journal_peer_change(self, change: PeerChange, now: float) -> None:
         journal, me = self.parts.journal, self.host
         if change.new == PeerState.LOST:
-            journal.record(
-                "heartbeat_lost", host=change.peer,
-                text=f"{me} hears nothing from {change.peer} on {', '.join(change.dead_links)} "
-                     f"for {self.membership.timeout:g}s",
-            )
+            journal.record("heartbeat_lost", host=change.peer, links=change.dead_links,
+                           duration=self.membership.timeout)
         elif change.new == PeerState.JEOPARDY:
-            text = (f"{me} hears {change.peer} only on {', '.join(change.alive_links)} "
-                    f"(lost: {', '.join(change.dead_links)})")
-            journal.record("jeopardy", host=me, text=text)
+            fields: dict[str, Any] = {"host": me, "peer": change.peer,
+                                      "links": change.alive_links,
+                                      "lost_links": change.dead_links}
+            journal.record("jeopardy", **fields)
+            text = render(Fact("jeopardy", me, **fields))
             last = self.jeopardy_alerted.get(change.peer)
             if last is None or now - last >= ALERT_HOLD:
                 self.jeopardy_alerted[change.peer] = now
                 self.parts.alerts.send("warning", f"heartbeat link lost: {text}", host=me)
         elif change.new == PeerState.UP and change.old in (PeerState.JEOPARDY, PeerState.LOST):
-            journal.record("heartbeat_restored", host=change.peer,
-                           text=f"{me} hears {change.peer} on every link again")
+            journal.record("heartbeat_restored", host=change.peer)
 
     # ----------------------------------------------------------------- host lease
     def _rejoin_blocked(self) -> bool:
@@ -450,15 +445,11 @@ class Agent:
         waiting = [str(h) for h in promise.get("hosts", []) if not self.membership.hears(str(h))]
         if not waiting:
             local.put(DEPARTURE_KEY, None)
-            self.parts.journal.record("rejoin_allowed", host=self.host,
-                                      text=f"{self.host} hears the hosts it left in failsafe")
+            self.parts.journal.record("rejoin_allowed", host=self.host)
             return False
         if not self.said_waiting:
             self.said_waiting = True
-            self.parts.journal.record(
-                "rejoin_blocked", host=self.host,
-                text=f"{self.host} left a failsafe cluster and waits to hear "
-                     f"{', '.join(waiting)} before it joins (they may run VMs without the store)")
+            self.parts.journal.record("rejoin_blocked", host=self.host, peers=tuple(waiting))
         return True
 
     def _register(self, now: float) -> None:
@@ -499,9 +490,8 @@ class Agent:
             self._disarm_unused()
             if not self.said_waiting:
                 self.said_waiting = True
-                self.parts.journal.record(
-                    "waiting_for_quorum", host=self.host,
-                    text=f"{self.host} can not reach a store quorum; starting nothing")
+                self.parts.journal.record("waiting_for_quorum", host=self.host,
+                                          cause="no_quorum")
             return
         if not result.succeeded:
             self._disarm_unused()
@@ -510,9 +500,7 @@ class Agent:
         self.last_renewal_sent = granted
         self.next_renewal = granted + leases.renewal_interval(self.timing)
         self.mode = AgentMode.ACTIVE
-        self.parts.journal.record(
-            "quorum_gained", host=self.host,
-            text=f"{self.host} joined with incarnation {incarnation}")
+        self.parts.journal.record("host_joined", host=self.host, incarnation=incarnation)
         self.forced.claim()
 
     def _join_store(self) -> bool:
@@ -541,7 +529,7 @@ class Agent:
             if not self.said_waiting:
                 self.said_waiting = True
                 self.parts.journal.record("waiting_for_quorum", host=self.host,
-                                          text=f"{self.host}: {verdict.reason}")
+                                          cause="identity", reason=verdict.reason)
             return False
         identity = verdict.identity
         assert identity is not None
@@ -551,10 +539,8 @@ class Agent:
             if not made.succeeded:
                 return False  # another host bootstrapped it meanwhile: judge again
             revision = made.revision
-            self.parts.journal.record(
-                "store_bootstrapped", host=self.host,
-                text=f"{self.host} bootstrapped the store of cluster {identity.cluster}: "
-                     f"identity {identity.short()}")
+            self.parts.journal.record("store_bootstrapped", host=self.host,
+                                      reason=identity.cluster, detail=identity.short())
         self.identity.set(identity, max(revision, remembered.revision))
         self.foreign_said = None
         self._remember()
@@ -573,8 +559,7 @@ class Agent:
         if reason == self.foreign_said:
             return
         self.foreign_said = reason
-        self.parts.journal.record("store_foreign", host=self.host,
-                                  text=f"{self.host} refuses the store: {reason}")
+        self.parts.journal.record("store_foreign", host=self.host, reason=reason)
         self.parts.alerts.send("critical", f"{self.host}: not this cluster's store: {reason}",
                                host=self.host)
 
@@ -587,7 +572,7 @@ class Agent:
             if not self.said_waiting:
                 self.said_waiting = True
                 text = f"{self.host} can not arm its watchdog ({exc}): it joins no cluster"
-                self.parts.journal.record("watchdog_missing", host=self.host, text=text)
+                self.parts.journal.record("watchdog_missing", host=self.host, reason=text)
                 self.parts.alerts.send("critical", text, host=self.host)
             return False
         self.watchdog_armed = True
@@ -612,23 +597,17 @@ class Agent:
             now = clock.now()
             if self.store_lost_since is None:
                 self.store_lost_since = now
-                self.parts.journal.record(
-                    "quorum_lost", host=self.host,
-                    text=f"{self.host} can not renew its lease: store unreachable")
+                self.parts.journal.record("quorum_lost", host=self.host)
             self.next_renewal = now + self.timing.heartbeat_interval
             return
         now = clock.now()
         if not alive:
-            self.parts.journal.record(
-                "lease_expired", host=self.host,
-                text=f"{self.host}'s own lease is gone from the store")
-            self._self_fence(now, "the store no longer holds this host's lease")
+            self.parts.journal.record("lease_lost", host=self.host)
+            self._self_fence(now, "lease_gone")
             return
         if self.store_lost_since is not None:
             lost_for = now - self.store_lost_since
-            self.parts.journal.record(
-                "quorum_gained", host=self.host,
-                text=f"{self.host} reaches the store again after {lost_for:.1f}s")
+            self.parts.journal.record("quorum_gained", host=self.host, duration=lost_for)
             self.store_lost_since = None
             self.forced.claim()
         self.foreign_said = None
@@ -649,19 +628,25 @@ class Agent:
         age = now - (self.last_renewal_sent or now)
         return f"store unreachable, lease last renewed {age:.1f}s ago"
 
-    def _self_fence(self, now: float, reason: str) -> None:
+    def _self_fence(self, now: float, cause: str, blocker: str | None = None) -> None:
         """Stop every VM at once and stop petting: the watchdog finishes the job. The mode
-        changes first, so that no other cycle starts anything from here on."""
+        changes first, so that no other cycle starts anything from here on. `cause`:
+        `store_unreachable` (the lease went stale; `blocker` says why failsafe could not
+        hold) or `lease_gone` (the store dropped it)."""
         self.mode = AgentMode.SELF_FENCED
         self.failsafe = False
         running = self.vms.destroy_all()
         if self.parts.local_state is not None:
             self.parts.local_state.put(HELD_KEY, {"vms": running})
         self.manager.step_down()
-        self.parts.journal.record(
-            "self_fence", host=self.host,
-            text=f"{reason}; stopping {len(running)} VM{'s' if len(running) != 1 else ''}")
-        self.parts.alerts.send("critical", f"{self.host} fenced itself: {reason}",
+        age = now - (self.last_renewal_sent or now)
+        fields: dict[str, Any] = {"host": self.host, "cause": cause, "duration": age,
+                                  "reason": blocker, "count": len(running)}
+        self.parts.journal.record("self_fence", **fields)
+        why = ("the store no longer holds this host's lease" if cause == "lease_gone" else
+               f"store unreachable, lease last renewed {age:.1f}s ago"
+               + (f", and {blocker}" if blocker else ""))
+        self.parts.alerts.send("critical", f"{self.host} fenced itself: {why}",
                                host=self.host)
 
     # ----------------------------------------------------------------- operator actions
@@ -684,10 +669,9 @@ class Agent:
                 return self.shutdown(reboot=reboot)
             now = self.parts.clock.now()
             self.shutdown_after_drain = (reboot, now + DRAIN_TIMEOUT)
-            self.parts.journal.record(
-                "host_shutdown", host=self.host,
-                text=f"{self.host} drains its VMs by live migration before it "
-                     f"{'reboots' if reboot else 'shuts down'} (shutdown policy: migrate)")
+            self.parts.journal.record("host_shutdown", host=self.host, cause="drain",
+                                      reason="reboot" if reboot else "shutdown",
+                                      planned=True)
             return False
         return self.shutdown(reboot=reboot)
 
@@ -706,7 +690,7 @@ class Agent:
                 running = 0
             self.stopping = (reboot, running)
             reason = "reboot" if reboot else "shutdown"
-            self.vms.stop_all(self.parts.clock.now(), f"clean {reason} of {self.host}")
+            self.vms.stop_all(self.parts.clock.now(), reason)
             self.manager.resign()
         return self._continue_shutdown(self.parts.clock.now())
 
@@ -742,9 +726,8 @@ class Agent:
             self.parts.service_watchdog.disarm()
         self.mode = AgentMode.STOPPED
         self.parts.journal.record(
-            "host_shutdown", host=self.host,
-            text=f"clean {reason} of {self.host}, {stopped} VM(s) stopped"
-                 + ("" if told else "; the store could not be told"))
+            "host_shutdown", host=self.host, cause=reason, reason=reason, count=stopped,
+            planned=True, detail=None if told else "the store could not be told")
         return True
 
     # ----------------------------------------------------------------- views

@@ -62,19 +62,21 @@ class ForcedStarts:
         self.parts = agent.parts
         self.pending: dict[str, PendingForce] = {}
 
-    def _refuse(self, vm: str, why: str) -> str:
-        self.parts.journal.record("force_start_refused", host=self.host, vm=vm, text=why)
+    def _refuse(self, vm: str, why: str, operator: str | None = None) -> str:
+        self.parts.journal.record("force_start_refused", host=self.host, vm=vm, reason=why,
+                                  operator=operator)
         return f"refused: {why}"
 
     def request(self, now: float, vm: str, operator: str, confirm_down: list[str]) -> str:
         """An operator on this host asks to force `vm` on here. Returns what happened."""
         if vm not in self.agent.manager.vm_specs:
-            return self._refuse(vm, f"unknown VM {vm}")
+            return self._refuse(vm, f"unknown VM {vm}", operator=operator)
         record = self.parts.local_state.get(f"forced/{vm}") if self.parts.local_state else None
         if vm in self.pending or record is not None:
             first = (self.pending[vm].operator if vm in self.pending
                      else (record or {}).get("operator"))
-            return self._refuse(vm, f"{vm} is already being forced on {self.host} by {first}")
+            return self._refuse(vm, f"{vm} is already being forced on {self.host} by {first}",
+                                operator=operator)
         if self.agent.lease_id is not None:
             try:
                 return self._request_with_quorum(vm, operator, confirm_down)
@@ -91,11 +93,10 @@ class ForcedStarts:
             first = store.get(force_request_key(vm))
             who = first.value if first else {}
             return self._refuse(vm, f"a forced start of {vm} by {who.get('operator')} onto "
-                                    f"{who.get('host')} is already pending")
-        self.parts.journal.record(
-            "force_start", host=self.host, vm=vm,
-            text=f"{operator} forces {vm} onto {self.host} (with quorum: the leader moves "
-                 f"its lease under the usual rules)")
+                                    f"{who.get('host')} is already pending",
+                                operator=operator)
+        self.parts.journal.record("force_start", host=self.host, vm=vm, cause="requested",
+                                  operator=operator)
         return "accepted"
 
     def _request_without_quorum(self, now: float, vm: str, operator: str,
@@ -104,11 +105,13 @@ class ForcedStarts:
         missing = [h for h in others if h not in confirm_down]
         if missing:
             return self._refuse(vm, f"no quorum: confirm_down must name every other host that "
-                                    f"could run {vm}; missing: {', '.join(missing)}")
+                                    f"could run {vm}; missing: {', '.join(missing)}",
+                                operator=operator)
         heard = [h for h in others if self.agent.membership.hears(h)]
         if heard:
             return self._refuse(vm, f"no quorum, and {', '.join(heard)} is not down: "
-                                    f"{self.host} hears its heartbeats")
+                                    f"{self.host} hears its heartbeats",
+                                operator=operator)
         rank = 0 if self._held_last(vm) else 1 + self.agent.manager.host_names.index(self.host)
         fenced = {h: None for h in others if h in self.parts.fence_agents}
         self.pending[vm] = PendingForce(vm, operator, list(confirm_down),
@@ -117,8 +120,7 @@ class ForcedStarts:
                 f"no fence agent for {', '.join(others)}: trusting {operator}'s word that "
                 f"it is down")
         self.parts.journal.record("force_start_pending", host=self.host, vm=vm,
-                                  text=f"{operator} forces {vm} onto {self.host} without "
-                                       f"quorum; {plan}")
+                                  operator=operator, reason=plan, peers=tuple(fenced))
         return "pending"
 
     def _held_last(self, vm: str) -> bool:
@@ -137,7 +139,8 @@ class ForcedStarts:
             heard = [h for h in job.confirm_down if self.agent.membership.hears(h)]
             if heard:
                 del self.pending[vm]
-                self._refuse(vm, f"{', '.join(heard)} came back before {vm} was forced on")
+                self._refuse(vm, f"{', '.join(heard)} came back before {vm} was forced on",
+                             operator=job.operator)
                 continue
             if not self._fences_done(now, job):
                 continue
@@ -152,9 +155,9 @@ class ForcedStarts:
         for host, handle in sorted(job.fences.items()):
             if handle is None:
                 job.fences[host] = self.parts.fence_agents[host].fence(host, "off")
-                self.parts.journal.record("fence_started", host=host,
-                                          text=f"{self.host} fences {host} for {job.operator}'s "
-                                               f"forced start of {job.vm}: power off")
+                self.parts.journal.record("fence_started", host=host, action="off",
+                                          operator=job.operator, vm=job.vm,
+                                          reason=f"{job.operator}'s forced start of {job.vm}")
                 done = False
                 continue
             result = handle.result()
@@ -165,10 +168,12 @@ class ForcedStarts:
             elif result.ok:
                 if host not in job.confirmed:
                     job.confirmed.add(host)
-                    self.parts.journal.record("fence_agent_ok", host=host, text=result.detail)
+                    self.parts.journal.record("fence_agent_ok", host=host,
+                                              detail=result.detail)
             else:
                 del self.pending[job.vm]
-                self._refuse(job.vm, f"fencing {host} failed: {result.detail}")
+                self._refuse(job.vm, f"fencing {host} failed: {result.detail}",
+                             operator=job.operator)
                 return False
         return done
 
@@ -176,17 +181,16 @@ class ForcedStarts:
         try:
             self.parts.hypervisor.start(job.vm, 0)
         except HypervisorError as exc:
-            self._refuse(job.vm, f"the hypervisor refused: {exc}")
+            self._refuse(job.vm, f"the hypervisor refused: {exc}", operator=job.operator)
             return
         self.agent.vms.forced.add(job.vm)
         self.agent.vms.verifying[job.vm] = now
         if self.parts.local_state is not None:
             self.parts.local_state.put(f"forced/{job.vm}", {
                 "operator": job.operator, "confirm_down": job.confirm_down})
-        self.parts.journal.record(
-            "force_start", host=self.host, vm=job.vm,
-            text=f"{job.operator} forced {job.vm} on {self.host} without quorum "
-                 f"(confirmed down: {', '.join(job.confirm_down)})")
+        self.parts.journal.record("force_start", host=self.host, vm=job.vm,
+                                  cause="without_quorum", operator=job.operator,
+                                  peers=tuple(job.confirm_down))
         self.parts.alerts.send("critical", f"{job.vm} forced on {self.host} by {job.operator} "
                                            f"without quorum", host=self.host, vm=job.vm)
 
@@ -214,10 +218,9 @@ class ForcedStarts:
         result = store.txn(compare, [Put(leases.vm_owner_key(vm),
                                          {"host": self.host, "forced_by": operator})])
         if result.succeeded:
-            self.parts.journal.record(
-                "force_start", host=self.host, vm=vm, token=result.revision,
-                text=f"{operator}'s forced start of {vm} on {self.host} is now its lease "
-                     f"(token {result.revision})")
+            self.parts.journal.record("force_start", host=self.host, vm=vm,
+                                      token=result.revision, cause="claimed",
+                                      operator=operator)
             return
         self.agent.vms.stop_all_of(self.parts.clock.now(), [vm],
                                    "the store's holder is alive: stopping the forced copy")
@@ -226,5 +229,5 @@ class ForcedStarts:
                     f"histories (writes since the split, last token {kv.mod_revision if kv else 0})"
                     f" before choosing which data to keep")
         self.parts.journal.record("preexisting_split_brain", host=self.host, vm=vm,
-                                  text=evidence)
+                                  detail=evidence)
         self.parts.alerts.send("critical", evidence, host=self.host, vm=vm)

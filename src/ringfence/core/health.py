@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ringfence.config import ClusterConfig
 from ringfence.core.ports import HostReading, NicReading
@@ -31,8 +31,10 @@ HealthState = Literal["eligible", "degraded", "ineligible"]
 
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
+    """What to journal: a kind and its fields (`core.events.Fact`), about this host."""
+
     kind: str
-    text: str
+    fields: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,20 +134,22 @@ class HealthMonitor:
         self.names[network] = nic.name
         if known is None or known == nic.name:
             return []
-        return [HealthEvent("nic_renamed",
-                            f"{self.host}: {network} interface (MAC {nic.mac}) is now "
-                            f"{nic.name}, was {known}; found by its MAC, nothing to reconfigure")]
+        return [HealthEvent("nic_renamed", {"host": self.host, "network": network,
+                                            "mac": nic.mac, "nic": nic.name,
+                                            "old_nic": known})]
 
     def _carrier(self, now: float, network: str, nic: NicReading) -> list[HealthEvent]:
         events: list[HealthEvent] = []
         before = self.carrier.get(network)
         if before is not None and before != nic.carrier:
             kind = "link_up" if nic.carrier else "link_down"
-            state = "has carrier again" if nic.carrier else "lost carrier"
-            events.append(HealthEvent(kind, f"{self.host}: {nic.name} ({network}) {state}"))
+            events.append(HealthEvent(kind, {"host": self.host, "nic": nic.name,
+                                             "network": network,
+                                             **({} if nic.carrier else {"cause": "lost"})}))
         elif before is None and not nic.carrier:
-            events.append(HealthEvent("link_down", f"{self.host}: {nic.name} ({network}) "
-                                                   f"has no carrier"))
+            events.append(HealthEvent("link_down", {"host": self.host, "nic": nic.name,
+                                                    "network": network,
+                                                    "cause": "none_at_start"}))
         self.carrier[network] = nic.carrier
         previous = self.changes.get(network, nic.carrier_changes)
         self.changes[network] = nic.carrier_changes
@@ -158,7 +162,9 @@ class HealthMonitor:
             why = (f"{nic.name} ({network}) carrier changed {len(window)} times within "
                    f"{FLAP_WINDOW:g}s")
             self._degrade(now, why)
-            events.append(HealthEvent("link_flapping", f"{self.host}: {why}"))
+            events.append(HealthEvent("link_flapping", {
+                "host": self.host, "nic": nic.name, "network": network, "count": len(window),
+                "duration": FLAP_WINDOW}))
         elif not window:
             self.flapping.discard(network)
         return events
@@ -170,14 +176,13 @@ class HealthMonitor:
                 self.storage_failures[name] = 0
                 if self.unwritable.pop(name, None) is not None:
                     events.append(HealthEvent("storage_writable",
-                                              f"{self.host}: datastore {name} is writable again"))
+                                              {"host": self.host, "datastore": name}))
                 continue
             self.storage_failures[name] = self.storage_failures.get(name, 0) + 1
             if self.storage_failures[name] >= STORAGE_FAILURES:
                 if name not in self.unwritable:
-                    events.append(HealthEvent(
-                        "storage_unwritable",
-                        f"{self.host}: datastore {name} fails its write probe: {error}"))
+                    events.append(HealthEvent("storage_unwritable", {
+                        "host": self.host, "datastore": name, "detail": error}))
                 self.unwritable[name] = error
         reasons += [f"datastore {n} not writable: {e}" for n, e in sorted(self.unwritable.items())]
         return events
@@ -189,7 +194,8 @@ class HealthMonitor:
             return []
         why = f"{count - before} new corrected memory errors ({count} since boot)"
         self._degrade(now, why)
-        return [HealthEvent("memory_errors", f"{self.host}: {why}")]
+        return [HealthEvent("memory_errors", {"host": self.host, "count": count - before,
+                                              "total": count})]
 
     def _degrade(self, now: float, why: str) -> None:
         self.degraded_until = now + DEGRADED_HOLD
@@ -199,9 +205,8 @@ class HealthMonitor:
         old, self.assessment = self.assessment, new
         if new.state == old.state and new.reasons == old.reasons:
             return []
-        text = f"{self.host}: " + ("; ".join(new.reasons) or "every check passes")
         kind = {"eligible": "host_healthy", "degraded": "host_degraded",
                 "ineligible": "host_ineligible"}[new.state]
         if new.state == old.state == "ineligible" and set(new.reasons) < set(old.reasons):
             return []  # one of several problems went away: still ineligible, nothing new
-        return [HealthEvent(kind, text)]
+        return [HealthEvent(kind, {"host": self.host, "reasons": tuple(new.reasons)})]

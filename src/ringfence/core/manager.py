@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ringfence.config import VM, ClusterConfig
 from ringfence.core import leases
+from ringfence.core.audit import AUDIT_PREFIX, AuditNote, read_note
+from ringfence.core.event_text import render
+from ringfence.core.events import Fact
+from ringfence.core.explain import placement_notes
 from ringfence.core.forced import REQUESTS_PREFIX, force_request_key
 from ringfence.core.moves import admission_refusal, plan_moves
 from ringfence.core.placement import HostRoom, plan
@@ -87,6 +91,7 @@ class ClusterSnapshot:
     owners: Mapping[str, KeyValue]  # vm -> its owner key
     requests: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> force request
     migrations: Mapping[str, KeyValue] = field(default_factory=dict)  # vm -> migrate request
+    audit: tuple[AuditNote, ...] = ()  # operator requests to journal (`core.audit`)
 
 
 @dataclass
@@ -123,7 +128,9 @@ def read_snapshot(store_hosts: Mapping[str, KeyValue], store_vms: Mapping[str, K
              if key.startswith(REQUESTS_PREFIX)}
     migrate = {kv.key.rsplit("/", 1)[1]: kv for key, kv in (requests or {}).items()
                if key.startswith(leases.MIGRATE_PREFIX)}
-    return ClusterSnapshot(revision, leader, hosts, owners, force, migrate)
+    notes = tuple(note for key, kv in sorted((requests or {}).items())
+                  if key.startswith(AUDIT_PREFIX) for note in [read_note(kv)] if note)
+    return ClusterSnapshot(revision, leader, hosts, owners, force, migrate, notes)
 
 
 def fast_fence_allowed(
@@ -142,6 +149,11 @@ def fast_fence_allowed(
     if others_heard > 0:
         return True
     return suspect_for >= renewal_interval + 2 * heartbeat_interval
+
+
+def _text(value: object) -> str | None:
+    """A store value that should be a name: the string, or None (never "None")."""
+    return value if isinstance(value, str) and value else None
 
 
 class Manager:
@@ -210,6 +222,7 @@ class Manager:
             own = snapshot.hosts[self.host]
             self._set_view(self.host, "maintenance" if own.maintenance is not None
                            else self.agent.local_state())
+            self._journal_requests(snapshot)
             self._poll_fencing(now, snapshot)
             self._adopt_new_vms(snapshot)
             self._force_requests(snapshot)
@@ -282,8 +295,7 @@ class Manager:
         self.is_leader = result.succeeded
         if self.is_leader:
             self.leading_since = now
-            self.parts.journal.record("manager_elected", host=self.host,
-                                      text=f"{self.host} now leads the cluster")
+            self.parts.journal.record("manager_elected", host=self.host)
         return self.is_leader
 
     # ----------------------------------------------------------------- hosts
@@ -313,8 +325,7 @@ class Manager:
             self.gone_since.pop(host, None)
             if self._heard(host):
                 if self.suspects.pop(host, None) is not None:
-                    self.parts.journal.record("host_alive", host=host,
-                                              text=f"{host} is heard again")
+                    self.parts.journal.record("host_alive", host=host)
                 return "maintenance" if record.maintenance is not None else "online"
             if self.heard_life.get(host) != record.info_revision:
                 # This incarnation of the host (a new boot, or anyone since our own start) has
@@ -341,10 +352,9 @@ class Manager:
         suspicion = self.suspects.get(host)
         if suspicion is None:
             suspicion = self.suspects[host] = Suspicion(now, ttl)
-            self.parts.journal.record(
-                "host_suspect", host=host,
-                text=f"no heartbeat from {host} on any link; its lease has "
-                     f"{ttl if ttl is not None else 0:.1f}s left")
+            self.parts.journal.record("host_suspect", host=host,
+                                      duration=ttl if ttl is not None else 0.0,
+                                      incarnation=record.incarnation)
         if host not in self.parts.fence_agents or host in self.fencing:
             return
         if self.fence_failed.get(host) == record.info_revision:
@@ -367,10 +377,8 @@ class Manager:
         if seen is None or seen[0] != record.info_revision:
             seen = self.gone_since[host] = (record.info_revision, now)
             if record.info is not None:
-                self.parts.journal.record(
-                    "lease_expired", host=host,
-                    text=f"the store no longer holds {host}'s lease (incarnation "
-                         f"{record.incarnation})")
+                self.parts.journal.record("lease_expired", host=host,
+                                          incarnation=record.incarnation)
         waited = now - seen[1]
         proven = leases.proven_by_expiry(waited, self.timing)
         may_fence = host in self.parts.fence_agents
@@ -401,8 +409,8 @@ class Manager:
         action: Literal["off", "reboot"] = "reboot"
         handle = self.parts.fence_agents[host].fence(host, action)
         self.fencing[host] = FenceJob(handle, now, record.info_revision, record.incarnation)
-        self.parts.journal.record("fence_started", host=host,
-                                  text=f"{self.host} fences {host} ({why}): power {action}")
+        self.parts.journal.record("fence_started", host=host, reason=why, action=action,
+                                  incarnation=record.incarnation)
 
     def _poll_fencing(self, now: float, snapshot: ClusterSnapshot) -> None:
         for host in sorted(self.fencing):
@@ -418,14 +426,16 @@ class Manager:
             del self.fencing[host]
             record = snapshot.hosts[host]
             if result is not None and result.ok:
-                self.parts.journal.record("fence_agent_ok", host=host, text=result.detail)
+                self.parts.journal.record("fence_agent_ok", host=host, detail=result.detail,
+                                          duration=now - job.started)
                 self._mark_fenced(host, record, "fence agent", result.detail,
                                   info_revision=job.info_revision,
                                   incarnation=job.incarnation)
                 continue
             detail = result.detail if job.stopping is None else f"{job.stopping}; stopped"
             self.fence_failed[host] = job.info_revision
-            self.parts.journal.record("fence_agent_failed", host=host, text=detail)
+            self.parts.journal.record("fence_agent_failed", host=host, detail=detail,
+                                      duration=now - job.started)
             self.parts.alerts.send(
                 "critical", f"fencing {host} failed ({detail}); falling back to its watchdog: "
                             f"recovery waits for its lease to expire", host=host)
@@ -449,8 +459,8 @@ class Manager:
             self.parts.store.revoke(record.lease.lease)
         self.suspects.pop(host, None)
         self._set_view(host, "fenced")  # its VMs may move in this same cycle
-        self.parts.journal.record("host_fenced", host=host, text=f"{host} fenced by {method}: "
-                                                                  f"{detail}")
+        self.parts.journal.record("host_fenced", host=host, method=method, detail=detail,
+                                  incarnation=incarnation)
         self.parts.alerts.send("critical", f"{host} fenced by {method}", host=host)
 
     # ----------------------------------------------------------------- VMs
@@ -480,10 +490,16 @@ class Manager:
         rooms = self._rooms(snapshot)
         baseline = {n: HostRoom(r.name, r.free_cpus, r.free_memory, set(r.vms))
                     for n, r in rooms.items()}
+        before = {n: HostRoom(r.name, r.free_cpus, r.free_memory, set(r.vms))
+                  for n, r in rooms.items()}
+        unavailable = {h: self._why_unavailable(snapshot, h) for h in self.host_names
+                       if h not in rooms}
         placement = plan(movable, rooms, self.config.groups, avoid)
         for spec in movable:
             target = placement.assignments[spec.name]
             reason = placement.reasons.get(spec.name, "")
+            notes = placement_notes(spec, target, self.host_names, before, unavailable,
+                                    avoid.get(spec.name, []), self.config.groups)
             if target is not None and self._is_new_start(snapshot.owners[spec.name]):
                 refusal = admission_refusal(spec, target, baseline, self.vm_specs,
                                             self.config.groups,
@@ -492,7 +508,7 @@ class Manager:
                     target, reason = None, refusal
                 else:
                     baseline[target].take(spec)
-            self._move(snapshot, spec.name, target, reason)
+            self._move(snapshot, spec.name, target, reason, notes)
 
     def _evacuate_unfit(self, snapshot: ClusterSnapshot) -> None:
         """VMs on a live host that says it is ineligible (storage unwritable, NIC gone) move,
@@ -514,6 +530,10 @@ class Manager:
             self.quiet_unfit = state
             return
         rooms = self._rooms(snapshot)
+        before = {n: HostRoom(r.name, r.free_cpus, r.free_memory, set(r.vms))
+                  for n, r in rooms.items()}
+        unavailable = {h: self._why_unavailable(snapshot, h) for h in self.host_names
+                       if h not in rooms}
         placement = plan([self.vm_specs[vm] for vm, _ in on_unfit], rooms, self.config.groups)
         for vm, source in on_unfit:
             target = placement.assignments[vm]
@@ -522,15 +542,17 @@ class Manager:
             if target is None:
                 if self.stranded.get(vm) != source:
                     self.stranded[vm] = source
-                    text = (f"{vm} stays on {source}, which is ineligible ({why}): no eligible "
-                            f"host can take it ({placement.reasons.get(vm, 'no room')})")
-                    self.parts.journal.record("vm_stranded", vm=vm, host=source, text=text)
-                    self.parts.alerts.send("critical", text, vm=vm)
+                    fields: dict[str, Any] = {
+                        "vm": vm, "host": source, "reason": why,
+                        "detail": placement.reasons.get(vm, "no room")}
+                    self.parts.journal.record("vm_stranded", **fields)
+                    self.parts.alerts.send("critical", render(Fact("vm_stranded", self.host,
+                                                                   **fields)), vm=vm)
                 continue
             kv = snapshot.owners[vm]
             target_lease = snapshot.hosts[target].lease
             assert target_lease is not None
-            value = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
+            value = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "cause")}
             value.update(host=target, after=source, **{"from": source},
                          reason=f"{source} is ineligible: {why}")
             if self._write([Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision),
@@ -540,15 +562,24 @@ class Manager:
                                               target_lease.mod_revision)],
                            [Put(leases.vm_owner_key(vm), value)]):
                 self.stranded.pop(vm, None)
-                self.parts.journal.record(
-                    "vm_relocating", vm=vm, host=target, token=self.last_revision,
-                    text=f"{vm}: {source} is ineligible ({why}); restarting on {target} once "
-                         f"{source} has stopped it")
+                notes = placement_notes(self.vm_specs[vm], target, self.host_names, before,
+                                        unavailable, [], self.config.groups)
+                self.parts.journal.record("vm_relocating", vm=vm, host=target,
+                                          token=self.last_revision, source=source,
+                                          target=target, reason=why, reasons=notes)
 
     @staticmethod
     def _is_new_start(kv: KeyValue) -> bool:
         """A VM that never ran (no previous holder): admission control applies to it."""
         return kv.value.get("host") is None and "from" not in kv.value
+
+    def _journal_requests(self, snapshot: ClusterSnapshot) -> None:
+        """Journal the operators' requests from their audit notes, then drop each note: at
+        least once (see `core.audit`)."""
+        for note in snapshot.audit:
+            self.parts.journal.record(note.kind, operator=note.operator, request=note.request,
+                                      planned=True, **note.fields)
+            self._write([Compare.unchanged(note.key, note.revision)], [Delete(note.key)])
 
     def _migrate_requests(self, snapshot: ClusterSnapshot) -> None:
         """Operators' live migrations: to a host that may receive the VM, with room."""
@@ -576,12 +607,15 @@ class Manager:
                     problem = f"{target} can not take it: {placed.reasons[vm]}"
             if problem is not None or kv is None:
                 if self._write([guard], [drop]):
-                    self.parts.journal.record("vm_migrate_refused", vm=vm, host=target,
-                                              text=f"migration of {vm} to {target} refused: "
-                                                   f"{problem}")
+                    self.parts.journal.record(
+                        "vm_migrate_refused", vm=vm, host=target, target=target,
+                        reason=problem, operator=_text(request.value.get("by")),
+                        request=_text(request.value.get("request")))
                 continue
             self._start_migration(vm, kv, target, "operator asked", extra_ops=[drop],
-                                  extra_compare=[guard])
+                                  extra_compare=[guard], cause="operator",
+                                  operator=_text(request.value.get("by")),
+                                  request=_text(request.value.get("request")))
 
     def _planned_moves(self, snapshot: ClusterSnapshot) -> None:
         """Drain hosts in maintenance, evacuate degraded hosts, bring drained VMs home,
@@ -604,7 +638,17 @@ class Manager:
                            homes=homes, failback=self.config.policy.failback)
         for move in moves:
             kv = snapshot.owners[move.vm]
-            self._start_migration(move.vm, kv, move.target, move.why, home=move.home)
+            cause = move.cause
+            maintenance = snapshot.hosts[move.source].maintenance if cause == "maintenance" \
+                else None
+            if maintenance is not None and maintenance.value.get("reason") == "shutdown":
+                cause = "shutdown"
+            self._start_migration(move.vm, kv, move.target, move.why, home=move.home,
+                                  cause=cause,
+                                  operator=_text(maintenance.value.get("by"))
+                                  if maintenance is not None else None,
+                                  request=_text(maintenance.value.get("request"))
+                                  if maintenance is not None else None)
         self._forget_homes(snapshot)
         if not moves and not homes:
             self.quiet_moves = state
@@ -622,18 +666,20 @@ class Manager:
 
     def _start_migration(self, vm: str, kv: KeyValue, target: str, why: str, *,
                          home: str | None = None, extra_ops: list[Op] | None = None,
-                         extra_compare: list[Compare] | None = None) -> None:
+                         extra_compare: list[Compare] | None = None, cause: str = "operator",
+                         operator: str | None = None, request: str | None = None) -> None:
         source = str(kv.value.get("host"))
-        value = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
-        value.update(host=target, after=source, migrate=True)
+        value = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "cause")}
+        value.update(host=target, after=source, migrate=True, cause=cause)
         if home is not None:
             value["home"] = home
         compare = [Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision),
                    *(extra_compare or [])]
         if self._write(compare, [Put(leases.vm_owner_key(vm), value), *(extra_ops or [])]):
-            self.parts.journal.record("vm_migrating", vm=vm, host=source,
-                                      text=f"{vm} moves from {source} to {target} by live "
-                                           f"migration: {why}")
+            self.parts.journal.record(
+                "vm_migrating", vm=vm, host=source, source=source, target=target,
+                token=self.last_revision, cause=cause, reason=why, operator=operator,
+                request=request, planned=cause != "degraded")
 
     def _adopt_new_vms(self, snapshot: ClusterSnapshot) -> None:
         """A VM in the cluster file that the store does not know yet: its record starts on
@@ -644,10 +690,7 @@ class Manager:
             host = self.vm_specs[vm].host
             if self._write([Compare.absent(leases.vm_owner_key(vm))],
                            [Put(leases.vm_owner_key(vm), {"host": host})]):
-                self.parts.journal.record(
-                    "vm_adopted", vm=vm, host=host,
-                    text=f"{vm} is new to the cluster: "
-                         + (f"it starts on {host}" if host else "placement decides where"))
+                self.parts.journal.record("vm_adopted", vm=vm, host=host)
 
     def _gave_up(self, vm: str, kv: KeyValue) -> bool:
         """A VM that kept dying is not moved again after `policy.max_relocate` moves."""
@@ -656,10 +699,11 @@ class Manager:
             return False
         if self.pending.get(vm) != "failed":
             self.pending[vm] = "failed"
-            text = (f"{vm} died on {', '.join(kv.value.get('avoid', []))} and was moved "
-                    f"{relocations - 1} time(s): left stopped for an operator")
-            self.parts.journal.record("vm_failed", vm=vm, text=text)
-            self.parts.alerts.send("critical", text, vm=vm)
+            fields: dict[str, Any] = {"vm": vm, "peers": tuple(kv.value.get("avoid", [])),
+                                      "count": relocations - 1}
+            self.parts.journal.record("vm_failed", **fields)
+            self.parts.alerts.send("critical", render(Fact("vm_failed", self.host, **fields)),
+                                   vm=vm)
         return True
 
     def _confirm_stopped_holders(self, snapshot: ClusterSnapshot) -> None:
@@ -673,14 +717,15 @@ class Manager:
             if self._write([Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)],
                            [Put(leases.vm_owner_key(vm), value)]):
                 self.parts.journal.record("vm_released", vm=vm, host=after,
-                                          text=f"{after} is {self.view.get(after)}: "
-                                               f"{value.get('host')} may start {vm}")
+                                          cause="holder_fenced", reason=self.view.get(after),
+                                          target=_text(value.get("host")))
 
     def _force_requests(self, snapshot: ClusterSnapshot) -> None:
         """Operators' forced starts with quorum: a normal, audited lease change."""
         for vm, request in sorted(snapshot.requests.items()):
             target = str(request.value.get("host"))
             operator = str(request.value.get("operator"))
+            request_id = _text(request.value.get("request"))
             drop = Delete(force_request_key(vm))
             guard = Compare.unchanged(force_request_key(vm), request.mod_revision)
             kv = snapshot.owners.get(vm)
@@ -688,19 +733,18 @@ class Manager:
             if vm not in self.vm_specs or kv is None or record is None or record.lease is None:
                 if self._write([guard], [drop]):
                     self.parts.journal.record(
-                        "force_start_refused", vm=vm, host=target,
-                        text=f"{operator}'s forced start of {vm} onto {target}: {target} "
-                             f"is not a live member of the cluster")
+                        "force_start_refused", vm=vm, host=target, operator=operator,
+                        request=request_id,
+                        reason=f"{target} is not a live member of the cluster")
                 continue
             waiting_for = self._in_move(snapshot, kv)
             if waiting_for is not None:
                 if self.force_waits.get(vm) != request.mod_revision:
                     self.force_waits[vm] = request.mod_revision
                     self.parts.journal.record(
-                        "force_start_waiting", vm=vm, host=target,
-                        text=f"{operator}'s forced start of {vm} onto {target} waits: {vm} is "
-                             f"moving from {waiting_for} to {kv.value.get('host')}, and "
-                             f"{waiting_for} still runs it")
+                        "force_start_waiting", vm=vm, host=target, operator=operator,
+                        request=request_id, source=waiting_for,
+                        target=_text(kv.value.get("host")))
                 continue
             self.force_waits.pop(vm, None)
             old = kv.value.get("host")
@@ -714,9 +758,9 @@ class Manager:
                            [drop, Put(leases.vm_owner_key(vm), value)]):
                 self.pending.pop(vm, None)
                 self.parts.journal.record(
-                    "force_start", vm=vm, host=target,
-                    text=f"{operator} forced {vm} onto {target} (was on {old or 'no host'})"
-                         + (f"; {old} stops it first" if "after" in value else ""))
+                    "force_start", vm=vm, host=target, cause="carried_out", operator=operator,
+                    request=request_id, source=_text(old), token=self.last_revision,
+                    peer=_text(old) if "after" in value else None)
 
     def _in_move(self, snapshot: ClusterSnapshot, kv: KeyValue) -> str | None:
         """The live host a record still waits for (`after`: a live migration's source, or a
@@ -755,9 +799,9 @@ class Manager:
             return False
         if since >= 0:
             self.rebooting_since[(host, record.incarnation)] = -1.0  # say it once
-            text = (f"{host} rebooted cleanly {REBOOT_GRACE:g}s ago and is not back: "
-                    f"restarting its VMs elsewhere")
-            self.parts.journal.record("reboot_overdue", host=host, text=text)
+            fields: dict[str, Any] = {"host": host, "duration": REBOOT_GRACE}
+            self.parts.journal.record("reboot_overdue", **fields)
+            text = render(Fact("reboot_overdue", self.host, **fields))
             self.parts.alerts.send("critical", text, host=host)
         return True
 
@@ -779,7 +823,23 @@ class Manager:
                 room.vms.add(name)
         return rooms
 
-    def _move(self, snapshot: ClusterSnapshot, vm: str, target: str | None, reason: str) -> None:
+    def _why_unavailable(self, snapshot: ClusterSnapshot, host: str) -> str:
+        """Why `host` may not receive VMs now, in a few words (see `_rooms`)."""
+        state = self.view.get(host, "unknown")
+        record = snapshot.hosts.get(host)
+        if state not in ("online", "jeopardy") or record is None:
+            return state
+        if record.lease is None:
+            return "no lease"
+        if record.maintenance is not None:
+            return "in maintenance"
+        if not record.fit:
+            reasons = record.health.value.get("reasons", []) if record.health else []
+            return "unfit: " + ("; ".join(str(r) for r in reasons) or "its checks fail")
+        return state
+
+    def _move(self, snapshot: ClusterSnapshot, vm: str, target: str | None, reason: str,
+              notes: tuple[str, ...] = ()) -> None:
         kv = snapshot.owners[vm]
         old = kv.value.get("host")
         compare = [Compare.unchanged(leases.vm_owner_key(vm), kv.mod_revision)]
@@ -797,8 +857,7 @@ class Manager:
                     compare, [Put(leases.vm_owner_key(vm), {"host": None, "from": old, **carry})]):
                 return
             self.pending[vm] = reason
-            self.parts.journal.record("vm_pending", vm=vm, host=old,
-                                      text=f"{vm} has no place to run: {reason}")
+            self.parts.journal.record("vm_pending", vm=vm, host=old, reason=reason)
             self.parts.alerts.send("critical", f"{vm} can not be restarted: {reason}", vm=vm)
             return
         target_lease = snapshot.hosts[target].lease
@@ -809,10 +868,14 @@ class Manager:
             return
         self.pending.pop(vm, None)
         if old:
-            why = f"{old} is {self.view.get(old, 'gone')}"
+            cause, source, why = "host_lost", old, self.view.get(old, "gone")
         elif kv.value.get("from"):
-            why = f"{kv.value['from']} handed it back ({kv.value.get('reason', 'no reason')})"
+            cause, source = "handed_back", _text(kv.value["from"])
+            why = _text(kv.value.get("reason")) or "no reason"
         else:
-            why = "it was waiting for a place"
-        self.parts.journal.record("vm_recovered", vm=vm, host=target, token=self.last_revision,
-                                  text=f"{vm}: {why}; restarting on {target}")
+            cause, source, why = "placed", None, "it was waiting for a place"
+        self.parts.journal.record(
+            "vm_recovered", vm=vm, host=target, token=self.last_revision, cause=cause,
+            source=source, target=target, reason=why, reasons=notes,
+            operator=_text(kv.value.get("started_by")), request=_text(kv.value.get("request")),
+            planned=kv.value.get("started_by") is not None)

@@ -34,6 +34,7 @@ class Move:
     target: str
     why: str
     home: str | None = None  # set when draining for maintenance: where the VM returns
+    cause: str = "maintenance"  # maintenance, degraded, return, failback (`vm_migrating`)
 
 
 def _copy(rooms: Mapping[str, HostRoom]) -> dict[str, HostRoom]:
@@ -64,7 +65,7 @@ def plan_moves(
             if target is not None:
                 moves.append(Move(leaver.name, host, target, f"{host} is in {why}" if why ==
                                   "maintenance" else f"{host} is degraded",
-                                  home=host if why == "maintenance" else None))
+                                  home=host if why == "maintenance" else None, cause=why))
     moving = {m.vm for m in moves}
     for vm, home in sorted(homes.items()):
         current = placed.get(vm)
@@ -72,7 +73,7 @@ def plan_moves(
             continue
         if _fits_alone(specs[vm], rooms[home], vm, group_list):
             rooms[home].take(specs[vm])
-            moves.append(Move(vm, current, home, f"{home} left maintenance"))
+            moves.append(Move(vm, current, home, f"{home} left maintenance", cause="return"))
             moving.add(vm)
     if failback:
         for vm, current in sorted(placed.items()):
@@ -85,7 +86,8 @@ def plan_moves(
             target = better[0]
             if _fits_alone(spec, rooms[target], vm, group_list):
                 rooms[target].take(spec)
-                moves.append(Move(vm, current, target, f"failback to preferred host {target}"))
+                moves.append(Move(vm, current, target, f"failback to preferred host {target}",
+                                  cause="failback"))
                 moving.add(vm)
     return moves
 

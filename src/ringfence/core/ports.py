@@ -112,14 +112,13 @@ class LocalState(Protocol):
 
 
 class Journal(Protocol):
-    def record(
-        self, kind: str, *, host: str | None = None, vm: str | None = None, text: str = "",
-        token: int | None = None, duration: float | None = None,
-    ) -> None:
-        """Append an event. `host`/`vm`: what the event is about; `token`: the VM's lease
-        token (fencing token) the event concerns, where there is one; `duration`: seconds the
-        event measures, where it measures one. Never raises: a journal that can not write
-        keeps the event in memory and says so."""
+    def record(self, kind: str, **fields: Any) -> None:
+        """Append an event: `kind` and its typed fields (`core.events.Fact`; `host`/`vm`:
+        what the event is about, `token`: the VM's lease token, `duration`: seconds it
+        measures, ...). The journal sets `by` (its own host) and renders the text from the
+        fields (`core.event_text.render`). An unknown field name raises TypeError (a
+        programming error, caught by the tests). Never raises otherwise: a journal that can
+        not write keeps the event in memory and says so."""
         ...
 
 

@@ -43,6 +43,10 @@ from ringfence.store.base import Compare, KeyValue, Put, StoreUnavailable
 if TYPE_CHECKING:
     from ringfence.core.agent import Agent
 
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
 RESTART_WINDOW = 600.0
 VERIFY_DEADLINE = 120.0
 
@@ -62,6 +66,7 @@ class Job:
     token: int
     since: float
     why: str = ""
+    stop: dict[str, Any] = field(default_factory=dict)  # stop: the vm_stopped fields (cause..)
     restart: bool = False  # start: after the VM died here
     retoken: bool = False  # start: the VM runs, only its token changes
     record: KeyValue | None = None  # migrate: the owner record it carries out
@@ -114,7 +119,7 @@ class VmKeeper:
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError as exc:
-            self.parts.journal.record("hypervisor_error", host=self.host, text=str(exc))
+            self.parts.journal.record("hypervisor_error", host=self.host, detail=str(exc))
             return
         self.left.clear()
         for vm in sorted(running):
@@ -125,7 +130,7 @@ class VmKeeper:
                     and kv.value.get("migrate")):
                 self._migrate_out(now, vm, kv, running[vm])
                 continue
-            self._stop(now, vm, running[vm], "its lease is no longer held here")
+            self._stop(now, vm, running[vm], **self._why_stopped(kv))
         for vm in self.left:  # stopped or migrated away already (a job that ended at once)
             running.pop(vm, None)
         if fresh_read and self.revision != self.confirmed_revision:
@@ -174,13 +179,12 @@ class VmKeeper:
             if not self._write_owner(vm, kv, value):
                 self.confirmed_revision = -1  # try again next cycle
                 continue
-            self.parts.journal.record(
-                "vm_released", host=self.host, vm=vm,
-                text=f"{vm} is stopped on {self.host}: {value.get('host')} may start it")
+            target = value.get("host")
+            self.parts.journal.record("vm_released", host=self.host, vm=vm, cause="stopped",
+                                      target=target if isinstance(target, str) else None)
 
     def _crashed(self, now: float, vm: str) -> None:
-        self.parts.journal.record("vm_crashed", host=self.host, vm=vm,
-                                  text=f"{vm} died on {self.host}")
+        self.parts.journal.record("vm_crashed", host=self.host, vm=vm)
 
     def _may_restart(self, now: float, vm: str) -> bool:
         window = self.restarts.setdefault(vm, deque())
@@ -228,9 +232,8 @@ class VmKeeper:
             if job.kind == "migrate" and not job.aborted:
                 job.aborted = True
                 job.handle.cancel()
-                self.parts.journal.record(
-                    "vm_migrate_failed", host=self.host, vm=vm,
-                    text=f"the migration of {vm} is aborted: {why}")
+                self.parts.journal.record("vm_migrate_failed", host=self.host, vm=vm,
+                                          cause="aborted", reason=why, source=self.host)
 
     def _start(self, now: float, vm: str, token: int, *, restart: bool, retoken: bool) -> None:
         if self.agent.mode != "active":
@@ -242,34 +245,46 @@ class VmKeeper:
     def _started(self, now: float, vm: str, job: Job, result: JobResult) -> None:
         if not result.ok:
             self.parts.journal.record("vm_start_failed", host=self.host, vm=vm,
-                                      text=result.detail)
+                                      detail=result.detail)
             return
         self.seen[vm] = job.token
         if job.retoken:
             return
         kind = "vm_restarted" if job.restart else "vm_started"
-        self.parts.journal.record(
-            kind, host=self.host, vm=vm, token=job.token,
-            text=f"{vm} {'restarted' if job.restart else 'started'} on {self.host} "
-                 f"(token {job.token})")
+        self.parts.journal.record(kind, host=self.host, vm=vm, token=job.token)
         self.verifying[vm] = now
 
-    def _stop(self, now: float, vm: str, token: int, why: str,
-              release: dict[str, Any] | None = None) -> None:
-        self.jobs[vm] = Job("stop", self.parts.hypervisor.stop(vm, token), token, now, why,
-                            release=release)
+    def _stop(self, now: float, vm: str, token: int, cause: str, *, reason: str | None = None,
+              release: dict[str, Any] | None = None, **audit: Any) -> None:
+        """Stop `vm` (a job). `cause` and `reason` (`CAUSES["vm_stopped"]`), and any audit
+        fields (`operator`, `request`, `planned`), go into its `vm_stopped`."""
+        stop = {"cause": cause, "reason": reason, **audit}
+        self.jobs[vm] = Job("stop", self.parts.hypervisor.stop(vm, token), token, now,
+                            reason or cause, stop=stop, release=release)
         self.poll_jobs(now)
+
+    def _why_stopped(self, kv: KeyValue | None) -> dict[str, Any]:
+        """Why a VM that runs here without its lease is stopped, from its record."""
+        value = kv.value if kv is not None else {}
+        stopped_by = value.get("stopped_by")
+        if isinstance(stopped_by, str):
+            request = value.get("request")
+            return {"cause": "operator", "operator": stopped_by, "planned": True,
+                    "request": request if isinstance(request, str) else None}
+        if value.get("after") == self.host:
+            return {"cause": "relocated", "reason": f"{value.get('host')} takes it over"}
+        return {"cause": "lease_moved"}
 
     def _stopped(self, now: float, vm: str, job: Job, result: JobResult) -> None:
         if not result.ok:
             self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm,
-                                      text=result.detail)
+                                      detail=result.detail)
             return
         self.seen.pop(vm, None)
         self.verifying.pop(vm, None)
         self.left.add(vm)
         self.parts.journal.record("vm_stopped", host=self.host, vm=vm, token=job.token or None,
-                                  text=f"{vm} stopped on {self.host}: {job.why}")
+                                  **job.stop)
         if job.release is not None:
             self._hand_back(vm, job.release, job.why)
 
@@ -292,21 +307,24 @@ class VmKeeper:
         self.seen.pop(vm, None)
         self.verifying.pop(vm, None)
         self.left.add(vm)
-        done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate")}
+        done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "cause")}
         self._write_owner(vm, kv, done)
         self.parts.journal.record("vm_migrated", host=target, vm=vm, token=kv.mod_revision,
-                                  text=f"{vm} live-migrated from {self.host} to {target}")
+                                  source=self.host, target=target,
+                                  cause=_text(kv.value.get("cause")),
+                                  planned=kv.value.get("cause") != "degraded")
 
     def _migration_failed(self, now: float, vm: str, kv: KeyValue, target: str,
                           why: str) -> None:
         """The lease comes back here and the VM keeps running; if the record can not be
         written back, the VM is stopped (it is no longer ours)."""
-        back = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "home")}
+        back = {k: v for k, v in kv.value.items()
+                if k not in ("after", "migrate", "home", "cause")}
         back["host"] = self.host
         if self._write_owner(vm, kv, back):
             self.parts.journal.record("vm_migrate_failed", host=self.host, vm=vm,
-                                      text=f"{vm} could not move to {target}: {why}; it keeps "
-                                           f"running on {self.host}")
+                                      cause="failed", detail=why, source=self.host,
+                                      target=target)
             self.parts.alerts.send("warning", f"migration of {vm} to {target} failed: {why}",
                                    host=self.host, vm=vm)
             return
@@ -315,7 +333,8 @@ class VmKeeper:
         except HypervisorError:
             return  # the next cycle decides, with a fresh listing
         if vm in running and vm not in self.owned:
-            self._stop(now, vm, running[vm], f"the migration to {target} failed ({why}) and "
+            self._stop(now, vm, running[vm], "migrated_away",
+                       reason=f"the migration to {target} failed ({why}) and "
                                              f"its lease is no longer held here")
 
     # ----------------------------------------------------------------- actions
@@ -333,7 +352,8 @@ class VmKeeper:
                                  "reason": why,
                                  "relocations": int(kv.value.get("relocations", 0)) + crash}
         if vm in running:
-            self._stop(now, vm, running[vm], why, release=value)
+            self._stop(now, vm, running[vm], "crashed" if crash else "relocated", reason=why,
+                       release=value)
             return True
         return self._hand_back(vm, value, why)
 
@@ -342,8 +362,8 @@ class VmKeeper:
         if kv is None or not self._write_owner(vm, kv, value):
             return False
         self.owned.pop(vm, None)
-        self.parts.journal.record("vm_released", host=self.host, vm=vm,
-                                  text=f"{vm} handed back by {self.host}: {why}")
+        self.parts.journal.record("vm_released", host=self.host, vm=vm, cause="handed_back",
+                                  reason=why)
         return True
 
     def _write_owner(self, vm: str, kv: KeyValue, value: dict[str, Any]) -> bool:
@@ -383,19 +403,16 @@ class VmKeeper:
             try:
                 hypervisor.destroy(vm)
             except HypervisorError as exc:
-                self.parts.journal.record(
-                    "vm_stop_failed", host=self.host, vm=vm,
-                    text=f"{vm}: {exc}; the watchdog will reset {self.host}")
+                self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm,
+                                          detail=str(exc), cause="self_fence")
                 continue
             if vm in arriving:  # libvirt's paused copy: the guest still runs on the source
-                self.parts.journal.record(
-                    "vm_migrate_failed", host=self.host, vm=vm,
-                    text=f"the live migration of {vm} from {arriving[vm]} to {self.host} is "
-                         f"destroyed by {self.host}'s self-fence; {vm} stays on "
-                         f"{arriving[vm]}")
+                self.parts.journal.record("vm_migrate_failed", host=self.host, vm=vm,
+                                          cause="target_fenced", source=arriving[vm],
+                                          target=self.host)
             else:
                 self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
-                                          text=f"{vm} destroyed by self-fence")
+                                          cause="self_fence")
         self.seen.clear()
         self.verifying.clear()
         self.forced.clear()
@@ -418,12 +435,10 @@ class VmKeeper:
         for vm in running:
             try:
                 self.parts.hypervisor.destroy(vm)
-                self.parts.journal.record("vm_stopped", host=self.host, vm=vm,
-                                          text=f"{vm} destroyed: {self.host} has fenced itself")
+                self.parts.journal.record("vm_stopped", host=self.host, vm=vm, cause="fenced")
             except HypervisorError as exc:
                 self.parts.journal.record("vm_stop_failed", host=self.host, vm=vm,
-                                          text=f"{vm}: {exc}; the watchdog will reset "
-                                               f"{self.host}")
+                                          detail=str(exc), cause="self_fence")
 
     def any_running(self) -> bool:
         if self.jobs:
@@ -434,17 +449,19 @@ class VmKeeper:
             return True  # can not tell: assume the worst
 
     def stop_all_of(self, now: float, vms: list[str], why: str) -> None:
+        """Stop forced copies whose lease holder turned out alive (`forced_copy`)."""
         try:
             running = self.parts.hypervisor.list_running()
         except HypervisorError:
             return
         for vm in vms:
             if vm in running and vm not in self.jobs:
-                self._stop(now, vm, running[vm], why)
+                self._stop(now, vm, running[vm], "forced_copy", reason=why)
             self.forced.discard(vm)
 
     def stop_all(self, now: float, why: str) -> None:
-        """A clean shutdown: stop every VM (jobs; `any_running` says when they are done)."""
+        """A clean shutdown (`why`: shutdown or reboot): stop every VM (jobs; `any_running`
+        says when they are done). Planned: it opens no incident."""
         for _vm, job in sorted(self.jobs.items()):
             if job.kind != "stop":
                 job.handle.cancel()  # a start or migration in flight: given up
@@ -455,7 +472,7 @@ class VmKeeper:
             return
         for vm in sorted(running):
             if vm not in self.jobs:
-                self._stop(now, vm, running[vm], why)
+                self._stop(now, vm, running[vm], "shutdown", reason=why, planned=True)
         self.forced.clear()
 
     # ----------------------------------------------------------------- verification
@@ -471,14 +488,11 @@ class VmKeeper:
             answer = checks.check(vm)
             if answer:
                 del self.verifying[vm]
-                self.parts.journal.record(
-                    "vm_verified", host=self.host, vm=vm,
-                    text=f"{vm} answers on {self.host}, {now - started:.1f}s after its start")
+                self.parts.journal.record("vm_verified", host=self.host, vm=vm,
+                                          duration=now - started)
             elif now - started >= VERIFY_DEADLINE:
                 del self.verifying[vm]
-                self.parts.journal.record(
-                    "vm_verify_failed", host=self.host, vm=vm,
-                    text=f"{vm} started on {self.host} but does not answer after "
-                         f"{VERIFY_DEADLINE:g}s")
+                self.parts.journal.record("vm_verify_failed", host=self.host, vm=vm,
+                                          limit=VERIFY_DEADLINE)
                 self.parts.alerts.send("critical", f"{vm} runs on {self.host} but does not "
                                                    f"answer its check", host=self.host, vm=vm)

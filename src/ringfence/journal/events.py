@@ -3,21 +3,22 @@
 Decided here:
 
 - An :class:`Event` is one journaled fact: time ``t`` (simulated seconds from the start of a
-  run, or wall-clock seconds since the epoch for real journals), ``kind`` (one of
-  :data:`ringfence.core.events.EVENT_KINDS`), the ``host`` and ``vm`` the event is *about*, the
-  ``text``, the host that wrote it (``by``, ``None`` where unknown) and ``seq`` (its position in
-  its source: the journal line's own sequence number, or the index in the simulator's journal).
+  run, or wall-clock seconds since the epoch for real journals), its typed fields ``fact``
+  (:class:`ringfence.core.events.Fact`: kind, writer ``by``, the ``host`` and ``vm`` it is
+  *about*, and the rest), the ``text`` rendered from them for people (never read back) and
+  ``seq`` (its position in its source: the journal line's own sequence number, or the index in
+  the simulator's journal). Version 1 journal lines (free text, no ``"v"``) still load: their
+  fields are what they carried (host, vm, token, duration), their text is kept as written.
 - Real journals are merged by ``(t, by, seq)``: wall clocks of different hosts are compared,
   which is good enough for people reading a report (NTP keeps them within milliseconds) and is
   never used for a safety decision.
 - The same fact reported by several observers is kept once: a ``heartbeat_lost`` (or
   ``heartbeat_restored``, ``host_suspect``, ``host_alive``, ``lease_expired``) about the same
   host within :data:`DUPLICATE_WINDOW` seconds of the first report, or any event with identical
-  kind, host, VM and text from another writer within that window. The first report is kept and
+  fields (all but the writer) from another writer within that window. The first report is kept and
   the others are listed in its ``also`` field as ``(by, t)`` pairs, so nothing is lost.
-- The simulator's journal does not record who wrote an entry; :func:`from_world` infers ``by``
-  where the event can only have come from one host (a host's own probes, its hypervisor, its
-  lease renewals) or where the text names the observer (``"atl1 hears nothing from atl2"``).
+- The simulator's journal records its writer as the real one does (each host's journal
+  sets ``by``; events of the simulated world itself have none).
 
 Failure semantics: a missing file or directory, a file that holds no journal line at all, and
 a line that is JSON but lacks a required field or has a field of the wrong type raise
@@ -29,12 +30,13 @@ not JSON (a line torn by a crash, possibly glued to the next one) is skipped and
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ringfence.core.event_text import render
+from ringfence.core.events import Fact, fact_fields, fact_from_fields
 from ringfence.errors import ConfigError, describe_value
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ __all__ = [
     "from_world",
     "journal_files",
     "merge_duplicates",
-    "observer_of",
     "peer_of",
 ]
 
@@ -62,36 +63,53 @@ _SAME_FACT_KINDS = frozenset({
     "heartbeat_lost", "heartbeat_restored", "host_suspect", "host_alive", "lease_expired",
 })
 
-# Kinds that only the host the event is about can journal (its probes, its hypervisor, its
-# own lease renewals and its own decisions).
-_SELF_REPORTED = frozenset({
-    "link_down", "link_up", "link_flapping", "host_degraded", "host_ineligible",
-    "host_healthy", "memory_errors", "nic_renamed", "storage_unwritable", "storage_writable",
-    "quorum_lost", "quorum_gained", "waiting_for_quorum", "self_fence", "failsafe_entered",
-    "failsafe_left", "host_shutdown", "rejoin_blocked", "rejoin_allowed", "watchdog_missing",
-    "vm_started", "vm_restarted", "vm_stopped", "vm_crashed", "vm_verified",
-    "vm_verify_failed", "vm_start_failed", "vm_stop_failed", "hypervisor_error",
-    "manager_elected", "jeopardy", "force_start_pending", "preexisting_split_brain",
-})
-
-_OBSERVER = re.compile(r"^(\S+) hears ")
-_JEOPARDY_PEER = re.compile(r"^\S+ hears (\S+) only on ")
-
-
 @dataclass(frozen=True)
 class Event:
-    """One journaled fact (see the module docstring for the meaning of each field)."""
+    """One journaled fact (see the module docstring): its time, its typed fields (`fact`:
+    kind, writer, subject and the rest, `core.events.Fact`), its rendered text (for people
+    only: nothing here reads it), its place in its source and the folded duplicates."""
 
     t: float
-    kind: str
-    host: str | None
-    vm: str | None
-    text: str
-    by: str | None = None
+    fact: Fact
+    text: str = ""
     seq: int = 0
     also: tuple[tuple[str | None, float], ...] = ()
-    token: int | None = None  # the VM's lease (fencing) token, where the event has one
-    duration: float | None = None  # seconds, where the event measures one (execution_gap)
+
+    @classmethod
+    def of(cls, t: float, kind: str, host: str | None = None, vm: str | None = None,
+           text: str | None = None, by: str | None = None, seq: int = 0,
+           **fields: Any) -> Event:
+        """An event from its parts (tests, tools); the text is rendered when not given."""
+        fact = Fact(kind, by, host=host, vm=vm, **fields)
+        return cls(t, fact, render(fact) if text is None else text, seq)
+
+    @property
+    def kind(self) -> str:
+        return self.fact.kind
+
+    @property
+    def host(self) -> str | None:
+        return self.fact.host
+
+    @property
+    def vm(self) -> str | None:
+        return self.fact.vm
+
+    @property
+    def by(self) -> str | None:
+        return self.fact.by
+
+    @property
+    def token(self) -> int | None:
+        return self.fact.token
+
+    @property
+    def duration(self) -> float | None:
+        return self.fact.duration
+
+    @property
+    def planned(self) -> bool:
+        return self.fact.planned
 
     @property
     def observers(self) -> tuple[str, ...]:
@@ -105,38 +123,9 @@ class Event:
         return max([self.t, *(t for _, t in self.also)])
 
 
-def observer_of(kind: str, text: str) -> str | None:
-    """The observer a heartbeat event's text names (``"atl1 hears nothing from atl2"``)."""
-    if kind in ("heartbeat_lost", "heartbeat_restored", "jeopardy"):
-        match = _OBSERVER.match(text)
-        if match:
-            return match.group(1)
-    return None
-
-
 def peer_of(event: Event) -> str | None:
     """The peer a ``jeopardy`` event is about (its ``host`` is the observer)."""
-    if event.kind == "jeopardy":
-        match = _JEOPARDY_PEER.match(event.text)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _infer_by(kind: str, host: str | None, text: str) -> str | None:
-    """Who wrote a simulator entry, where only one host can have (see the module docstring)."""
-    observer = observer_of(kind, text)
-    if observer is not None:
-        return observer
-    if host is None:
-        return None
-    if kind in _SELF_REPORTED:
-        return host
-    if kind == "lease_expired" and "own lease" in text:
-        return host
-    if kind == "vm_released" and (" handed back by " in text or " is stopped on " in text):
-        return host
-    return None
+    return event.fact.peer if event.kind == "jeopardy" else None
 
 
 def _sort_key(event: Event) -> tuple[float, str, int]:
@@ -159,9 +148,9 @@ def merge_duplicates(events: Iterable[Event], window: float = DUPLICATE_WINDOW) 
                 break
             if event.by is not None and event.by in first.observers:
                 continue  # the same observer saying it again is a new report, not a copy
-            if event.kind in _SAME_FACT_KINDS or event.text == first.text:
-                kept[index] = Event(first.t, first.kind, first.host, first.vm, first.text,
-                                    first.by, first.seq, (*first.also, (event.by, event.t)))
+            if event.kind in _SAME_FACT_KINDS or _same_fact(event.fact, first.fact):
+                kept[index] = Event(first.t, first.fact, first.text, first.seq,
+                                    (*first.also, (event.by, event.t)))
                 folded = True
                 break
         if not folded:
@@ -170,14 +159,16 @@ def merge_duplicates(events: Iterable[Event], window: float = DUPLICATE_WINDOW) 
     return kept
 
 
+def _same_fact(a: Fact, b: Fact) -> bool:
+    """The same fact from two writers: every field equal but the writer."""
+    return replace(a, by=None) == replace(b, by=None)
+
+
 def from_world(world: World) -> list[Event]:
     """The simulator's journal as events (sorted, duplicates folded). Ground truth (which VM
     ran where and when) stays in ``world.runs``: reports are built from events only."""
-    events = [
-        Event(entry.t, entry.kind, entry.host, entry.vm, entry.text,
-              _infer_by(entry.kind, entry.host, entry.text), index, duration=entry.duration)
-        for index, entry in enumerate(world.entries)
-    ]
+    events = [Event(entry.t, entry.fact, entry.text, index)
+              for index, entry in enumerate(world.entries)]
     events.sort(key=lambda e: (e.t, e.seq))
     return merge_duplicates(events)
 
@@ -216,12 +207,11 @@ def _entry_event(entry: Mapping[str, Any], *, file: str | None, line: int | None
                 "a whole number" if int in types else "a string")
             raise ConfigError(f"expected {expected}, got {describe_value(value)}",
                               file=file, line=line, path=name)
-    return Event(
-        t=float(entry["t"]), kind=str(entry["kind"]), host=entry.get("host"),
-        vm=entry.get("vm"), text=str(entry.get("text") or ""), by=entry.get("by"),
-        seq=int(entry.get("seq") or 0),
-        token=int(entry["token"]) if isinstance(entry.get("token"), int) else None,
-        duration=float(entry["duration"]) if entry.get("duration") is not None else None)
+    # Version 2 lines carry the fact's fields; version 1 lines (no "v") only host, vm, token
+    # and duration beside their text: they load with the other fields unset.
+    fact = fact_from_fields(str(entry["kind"]), entry.get("by"), dict(entry))
+    return Event(float(entry["t"]), fact, str(entry.get("text") or ""),
+                 int(entry.get("seq") or 0))
 
 
 def from_entries(entries: Iterable[Mapping[str, Any]], *, source: str | None = None
@@ -294,8 +284,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "t": round(event.t, 3), "seq": event.seq, "by": event.by, "kind": event.kind,
         "host": event.host, "vm": event.vm, "text": event.text,
     }
+    document.update({k: v for k, v in fact_fields(event.fact).items()
+                     if k not in ("host", "vm")})
     if event.also:
         document["also"] = [{"by": by, "t": round(t, 3)} for by, t in event.also]
-    if event.token is not None:
-        document["token"] = event.token
     return document

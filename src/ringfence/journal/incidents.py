@@ -55,11 +55,11 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ringfence.core.events import Fact
 from ringfence.journal.events import Event, event_to_dict, peer_of
 
 __all__ = [
@@ -88,6 +88,10 @@ BURST = 10.0  # failures this close to an incident's opening are part of it, wha
 LEAD_IN = 10.0  # a failure this close to an early warning grows the warning's incident
 VERIFY_WAIT = 60.0  # seconds after the last recovery before "resolved without verification"
 LOOKBACK = 24 * 3600.0  # root-cause evidence from before the incident: this far back
+
+STARTUP_WAIT = 10.0
+"""A host that waits for the store at start and joins within this many seconds had a normal
+start (the store's bootstrap, a lock, an election), not a failure."""
 
 FAILURE_KINDS = frozenset({
     "heartbeat_lost", "host_suspect", "host_fenced", "self_fence", "watchdog_reset",
@@ -145,16 +149,14 @@ OPERATOR_KINDS = frozenset({
 _FENCE_PROOF_KINDS = frozenset({"fence_agent_ok", "watchdog_reset", "host_fenced"})
 _BOOT_KINDS = frozenset({"nic_renamed", "waiting_for_quorum", "watchdog_missing"})
 
-_TIMEOUT = re.compile(r"\bfor (\d+(?:\.\d+)?)s\s*$")
-_MIGRATED = re.compile(r"\bfrom (\S+) to (\S+)")
-_RECOVERED_FROM = re.compile(r"^\S+: (\S+) (?:is \S+|handed it back)")
-_NIC = re.compile(r"^\S+: (\S+ \([^)]+\))")
-_DATASTORE = re.compile(r"datastore (\S+)")
-_OPERATOR = re.compile(r"^([^\s']+)(?:'s)? (?:forces|forced)\b")
-_OPERATOR_REFUSED = re.compile(r"^([^\s']+)'s forced start\b")
 
 
 # ====================================================================== results
+SIGNS_WRITES = "the VM's own writes"
+SIGNS_JOURNAL = "the agents' start and stop events"
+"""Where a downtime figure comes from (`journal.downtime` has the one definition)."""
+
+
 @dataclass(frozen=True)
 class Outage:
     """One stretch during which a VM was down (or, `live`, moved by live migration)."""
@@ -203,6 +205,7 @@ class VmImpact:
     verified_at: float | None
     interrupted_s: float  # from cut off (or down) until it answers (or runs) again
     outages: tuple[Outage, ...]
+    downtime_source: str = SIGNS_JOURNAL  # the signs of life it is measured from
 
     @property
     def still_down(self) -> bool:
@@ -223,6 +226,7 @@ class Evidence:
     vm: str | None
     text: str
     before: bool
+    fact: Fact
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,7 @@ class _OutageDraft:
     self_fenced: bool = False
     clean: bool = False
     note: str | None = None
+    planned: bool = False  # an operator's stop, a clean shutdown: never an outage
 
 
 @dataclass
@@ -333,7 +338,8 @@ class _Pass1:
         self.move_source: dict[int, str] = {}
         self.outages: list[_OutageDraft] = []
         self.forced: dict[str, float] = {}
-        self.quiet: set[int] = set()  # silence that a clean shutdown announced
+        self.quiet: set[int] = set()  # silence that a clean shutdown announced, short waits
+        self.waits: dict[str, tuple[int, float]] = {}  # host -> its open waiting_for_quorum
         self.last_up: dict[str, int] = {}  # VM -> index of its last start
         for index, event in enumerate(events):
             self._step(index, event)
@@ -352,7 +358,13 @@ class _Pass1:
         if host is not None and self.host(host).shutting_down and kind in (
                 "heartbeat_lost", "host_suspect", "lease_expired"):
             self.quiet.add(i)
-        if host is not None and kind in _BOOT_KINDS | {"quorum_gained"} and e.by == host:
+        if host is not None and kind == "waiting_for_quorum" and e.by == host:
+            self.waits.setdefault(host, (i, e.t))
+        if host is not None and kind == "host_joined" and e.by == host:
+            wait = self.waits.pop(host, None)
+            if wait is not None and e.t - wait[1] <= STARTUP_WAIT:
+                self.quiet.add(wait[0])  # a start that waited a moment for the store
+        if host is not None and kind in _BOOT_KINDS | {"host_joined"} and e.by == host:
             self._booted(i, e, host)
         if host is not None and kind == "execution_gap":
             self._gap(i, e, host)
@@ -360,8 +372,7 @@ class _Pass1:
             self._vm_event(i, e, vm)
         if host is not None and kind in _FENCE_PROOF_KINDS:
             self._fenced(i, e, host)
-        if (host is not None and kind == "lease_expired" and e.by != host
-                and "own lease" not in e.text):  # not the host's own report (sim: no `by`)
+        if host is not None and kind == "lease_expired" and e.by != host:
             # The protocol's promise: a host stops its VMs before its lease can expire (it
             # self-fences at its own deadline, or it is dead). So the leader seeing the lease
             # gone bounds their end, whether or not anyone fences the host afterwards.
@@ -373,7 +384,7 @@ class _Pass1:
         for name in e.observers:
             track = self.host(name)
             track.last_self = e.t
-            if kind not in _BOOT_KINDS and kind != "quorum_gained":
+            if kind not in _BOOT_KINDS and kind != "host_joined":
                 track.booting = False
 
     def _still_lost(self, i: int, end: float) -> None:
@@ -413,9 +424,6 @@ class _Pass1:
     def _booted(self, i: int, e: Event, host: str) -> None:
         """A host that was lost journals from a fresh boot: its VMs died with it."""
         track = self.host(host)
-        fresh = e.kind != "quorum_gained" or "joined with incarnation" in e.text
-        if not fresh:
-            return
         if not track.booting:  # the first sign of this boot (several events announce one)
             track.booting = True
             track.boot_at, track.life_before_boot = e.t, track.last_self
@@ -427,7 +435,8 @@ class _Pass1:
         if e.kind in ("watchdog_reset", "fence_agent_ok"):
             track = self.host(host)
             track.reset_at = e.t if track.reset_at is None else min(track.reset_at, e.t)
-        if e.kind == "watchdog_reset" or (e.kind == "host_fenced" and "by watchdog" in e.text):
+        if e.kind == "watchdog_reset" or (e.kind == "host_fenced"
+                                          and (e.fact.method or "").startswith("watchdog")):
             method = "watchdog"
         else:
             method = "fence agent"
@@ -505,25 +514,27 @@ class _Pass1:
         if kind in ("force_start", "force_start_pending"):
             self.forced[vm] = e.t
         if kind in ("vm_started", "vm_restarted") or (
-                kind == "force_start" and " forced " in e.text and "without quorum" in e.text):
+                kind == "force_start" and e.fact.cause == "without_quorum"):
             if host is not None:
                 self._vm_up(i, e, vm, host)
         elif kind == "vm_migrated" and host is not None:
-            match = _MIGRATED.search(e.text)
-            source = match.group(1) if match else track.host
+            source = e.fact.source or track.host
             if source is not None:
                 self.move_source[i] = source
             self._vm_moved(i, e, vm, source, host)
         elif kind in ("vm_stopped", "vm_crashed") and host is not None:
             if track.running and track.host == host:
-                what = e.text.removeprefix(f"{vm} ").strip() or kind.replace("_", " ")
-                draft = _OutageDraft(vm, host, e.t, what, live=False, exact=True,
+                fenced = e.fact.cause in ("self_fence", "fenced")
+                draft = _OutageDraft(vm, host, e.t, _stop_words(e), live=False, exact=True,
                                      isolated_at=None,
-                                     operator=kind == "vm_stopped" and self._operator(vm, e.t),
+                                     operator=kind == "vm_stopped" and (
+                                         e.fact.cause == "operator"
+                                         or self._operator(vm, e.t)),
                                      opened_index=i,
                                      down_earliest=e.t, down_latest=e.t,
-                                     self_fenced="self-fence" in e.text,
-                                     clean=kind == "vm_stopped" and "self-fence" not in e.text)
+                                     self_fenced=fenced,
+                                     clean=kind == "vm_stopped" and not fenced,
+                                     planned=e.planned)
                 self._open(i, track, draft)
         elif kind == "vm_recovered":
             self._recovered(i, e, vm, track)
@@ -536,8 +547,7 @@ class _Pass1:
     def _recovered(self, i: int, e: Event, vm: str, track: _VmTrack) -> None:
         """The leader moves `vm`'s lease: if we still think it runs on its old host, it was
         lost with that host (a stream that began after the VM started, or a missed stop)."""
-        match = _RECOVERED_FROM.match(e.text)
-        old = match.group(1) if match else None
+        old = e.fact.source if e.fact.cause in ("host_lost", "handed_back") else None
         if track.outage is not None or old is None:
             return
         if (track.running and track.host == old) or track.host is None:
@@ -621,10 +631,10 @@ class _Pass1:
     def _problems(self, e: Event, host: str) -> None:
         h, kind, mine = self.host(host), e.kind, e.by == host
         before = not h.problems
-        nic = _nic(e.text)
+        nic = _nic(e)
         if kind == "heartbeat_lost":
             h.lost_by.update(e.observers)
-            timeout = _timeout(e.text)
+            timeout = e.duration or 0.0
             heard = e.last_t - timeout
             if h.lost_heard is None:
                 h.lost_event = e.t
@@ -645,8 +655,8 @@ class _Pass1:
             h.problems.add("down")
         elif kind == "host_shutdown":
             h.shutting_down = True
-        elif kind == "quorum_gained" and mine:
-            fresh = "joined with incarnation" in e.text
+        elif kind in ("quorum_gained", "host_joined") and mine:
+            fresh = kind == "host_joined"
             h.problems -= {"quorum", "down", "unreachable", "suspect"}
             if fresh:
                 h.problems = {p for p in h.problems if p.startswith("carrier:")}
@@ -669,9 +679,9 @@ class _Pass1:
         elif kind == "host_ineligible" and mine:
             h.problems.add("ineligible")
         elif kind == "storage_unwritable" and mine:
-            h.problems.add(f"storage:{_datastore(e.text)}")
+            h.problems.add(f"storage:{e.fact.datastore}")
         elif kind == "storage_writable" and mine:
-            h.problems.discard(f"storage:{_datastore(e.text)}")
+            h.problems.discard(f"storage:{e.fact.datastore}")
         elif kind == "host_healthy" and mine:
             h.problems = {p for p in h.problems if p in ("quorum", "down", "unreachable",
                                                          "suspect", "failsafe")}
@@ -705,19 +715,24 @@ class _Pass1:
         return None
 
 
-def _timeout(text: str) -> float:
-    match = _TIMEOUT.search(text)
-    return float(match.group(1)) if match else 0.0
+def _nic(e: Event) -> str:
+    """A NIC event's interface, as people name it: ``eth0 (ring0)``."""
+    return f"{e.fact.nic or '?'} ({e.fact.network or '?'})"
 
 
-def _nic(text: str) -> str:
-    match = _NIC.match(text)
-    return match.group(1) if match else text
-
-
-def _datastore(text: str) -> str:
-    match = _DATASTORE.search(text)
-    return match.group(1) if match else "?"
+def _stop_words(e: Event) -> str:
+    """Why a VM stopped, in words, from its cause (for the outage's cause line)."""
+    cause = e.fact.cause
+    if e.kind == "vm_crashed":
+        return "died"
+    return {
+        "self_fence": "destroyed by self-fence",
+        "fenced": f"destroyed: {e.host} has fenced itself",
+        "operator": f"stopped by {e.fact.operator or 'an operator'}",
+        "lease_moved": f"stopped on {e.host}: its lease is no longer held here",
+        "shutdown": f"stopped on {e.host}: clean {e.fact.reason or 'shutdown'}",
+    }.get(cause or "", f"stopped on {e.host}" + (f": {e.fact.reason}" if e.fact.reason
+                                                  else ""))
 
 
 # ====================================================================== pass 2: grouping
@@ -743,8 +758,10 @@ class _Draft:
 
 
 def _classify(i: int, e: Event, p1: _Pass1) -> str:
-    if any(not o.live for o in p1.opens[i]):
+    if any(not o.live and not o.planned for o in p1.opens[i]):
         return "failure"
+    if e.planned:
+        return "related"  # planned work: in the timeline of what it overlaps, nothing more
     if i in p1.quiet:
         return "related"  # a host that said it shuts down cleanly is expected to go quiet
     if e.kind in FAILURE_KINDS:
@@ -769,6 +786,7 @@ def _group(events: Sequence[Event], p1: _Pass1, window: float) -> list[_Draft]:
     drafts: list[_Draft] = []
     active: list[_Draft] = []  # may still take events; once out of it, a draft never returns
     warnings: list[_Draft] = []  # early-warning drafts not (yet) superseded
+    planned = [o for o in p1.outages if o.planned]
     for i, e in enumerate(events):
         cls = _classify(i, e, p1)
         hosts, vms = _subjects(i, e, p1)
@@ -808,10 +826,38 @@ def _group(events: Sequence[Event], p1: _Pass1, window: float) -> list[_Draft]:
             continue
         target.indexes.append(i)
         target.vms |= vms if cls != "related" or p1.opens[i] else (vms & target.vms)
-        target.outages.extend(p1.opens[i])
+        target.outages.extend(o for o in p1.opens[i] if not o.planned)
+        if cls == "failure":
+            for outage in _planned_gone_wrong(planned, i, hosts, target.vms | vms):
+                target.outages.append(outage)
+                target.vms.add(outage.vm)
+                # Its planned beginning (the stop, the host's clean shutdown) joins the
+                # timeline: the report tells how the outage began.
+                start = outage.opened_index
+                began = {j for j in range(max(0, start - 50), min(len(events), start + 50))
+                         if j == start or (events[j].kind == "host_shutdown"
+                                           and events[j].host == outage.from_host
+                                           and abs(outage.down_at - events[j].t) <= 1.0)}
+                target.indexes = sorted(set(target.indexes) | began)
         if e.kind in _ACTIVITY_KINDS or p1.opens[i]:
             target.last_activity = max(target.last_activity, e.t)
     return drafts
+
+
+def _planned_gone_wrong(planned: list[_OutageDraft], index: int, hosts: set[str],
+                        vms: set[str]) -> list[_OutageDraft]:
+    """Planned outages (a clean reboot, an operator's stop) still open at event `index`, a
+    failure about their host or VM: the VM did not come back as planned (seed 003: rebooted
+    cleanly, then its storage was not writable), so the whole outage counts, from its start,
+    as the incident's downtime (never under-reported). Each is taken once."""
+    found = []
+    for outage in planned:
+        if (outage.planned and outage.opened_index < index
+                and (outage.closed_index is None or outage.closed_index > index)
+                and (outage.vm in vms or outage.from_host in hosts)):
+            outage.planned = False
+            found.append(outage)
+    return found
 
 
 # ====================================================================== finishing
@@ -917,11 +963,11 @@ def _evidence(draft: _Draft, events: Sequence[Event], early: Sequence[int],
     for i in early[start:bisect.bisect_left(early, draft.first_index)]:
         e = events[i]
         if i not in members and e.host in hosts:
-            found.append(Evidence(e.t, e.kind, e.host, e.vm, e.text, before=True))
+            found.append(Evidence(e.t, e.kind, e.host, e.vm, e.text, True, e.fact))
     for i in draft.indexes:
         e = events[i]
         if e.kind in _EVIDENCE_KINDS:
-            found.append(Evidence(e.t, e.kind, e.host, e.vm, e.text, before=False))
+            found.append(Evidence(e.t, e.kind, e.host, e.vm, e.text, False, e.fact))
     return tuple(found)
 
 
@@ -930,11 +976,7 @@ def _operator_actions(own: list[Event]) -> tuple[OperatorAction, ...]:
     for e in own:
         if e.kind not in OPERATOR_KINDS:
             continue
-        match = _OPERATOR.match(e.text) or _OPERATOR_REFUSED.match(e.text)
-        operator = match.group(1) if match else None
-        if operator is None and e.kind in ("maintenance_on", "maintenance_off"):
-            operator = e.text.split(" ", 1)[0] or None
-        actions.append(OperatorAction(e.t, e.kind, operator, e.vm, e.host, e.text))
+        actions.append(OperatorAction(e.t, e.kind, e.fact.operator, e.vm, e.host, e.text))
     return tuple(actions)
 
 
@@ -959,19 +1001,19 @@ def _predicate(host: str, own: list[Event], outages: Sequence[Outage]) -> str | 
     lost = {"host_suspect", "host_fenced", "self_fence", "quorum_lost", "heartbeat_lost"}
     if downs and lost & kinds:
         first = downs[0].t
-        nics = sorted({_nic(e.text) for e in downs if e.t - first <= 1.0})
+        nics = sorted({_nic(e) for e in downs if e.t - first <= 1.0})
         return f"lost carrier on {', '.join(nics)}"
     if downs and "host_ineligible" in kinds:
-        nics = sorted({_nic(e.text) for e in downs})
+        nics = sorted({_nic(e) for e in downs})
         return f"lost carrier on {', '.join(nics)}, unfit to run VMs"
     if "memory_errors" in kinds and not lost & kinds:
         return "reported corrected memory errors"
     if "link_flapping" in kinds and not lost & kinds:
-        nics = sorted({_nic(e.text) for e in about if e.kind == "link_flapping"})
+        nics = sorted({_nic(e) for e in about if e.kind == "link_flapping"})
         return f"carrier flapping on {', '.join(nics)}"
     if "host_shutdown" in kinds:
-        text = next(e.text for e in about if e.kind == "host_shutdown")
-        return "rebooted cleanly" if "reboot" in text else "shut down cleanly"
+        stop = next(e for e in about if e.kind == "host_shutdown")
+        return "rebooted cleanly" if stop.fact.reason == "reboot" else "shut down cleanly"
     if any(o.from_host == host and o.cause.startswith("died when")
            for o in outages):
         return "restarted without warning (a power loss or crash nobody saw)"
@@ -980,18 +1022,19 @@ def _predicate(host: str, own: list[Event], outages: Sequence[Outage]) -> str | 
                                                       "lease_expired", "host_fenced"))
         proof = min((e.t for e in about if e.kind in _FENCE_PROOF_KINDS), default=math.inf)
         alive = any(host in e.observers and first - 1.0 <= e.t < proof
-                    and e.kind not in _BOOT_KINDS and e.kind != "quorum_gained" for e in own)
+                    and e.kind not in _BOOT_KINDS and e.kind != "host_joined" for e in own)
         if not kinds & {"host_suspect", "lease_expired", "host_fenced", "self_fence"}:
             return "briefly not heard on any heartbeat link"
         return "cut off from the cluster" if alive or "quorum_lost" in kinds \
             else "stopped answering"
     if "storage_unwritable" in kinds:
-        stores = sorted({_datastore(e.text) for e in about if e.kind == "storage_unwritable"})
+        stores = sorted({e.fact.datastore or "?" for e in about
+                         if e.kind == "storage_unwritable"})
         return f"datastore {', '.join(stores)} not writable"
     if "host_ineligible" in kinds:
         return "unfit to run VMs"
     if downs:
-        return f"lost carrier on {', '.join(sorted({_nic(e.text) for e in downs}))}"
+        return f"lost carrier on {', '.join(sorted({_nic(e) for e in downs}))}"
     if kinds & {"quorum_lost", "waiting_for_quorum", "failsafe_entered"}:
         return "lost the cluster store"
     if "nic_renamed" in kinds:
@@ -1010,9 +1053,10 @@ def _grouped(hosts: Sequence[str], phrase: Callable[[str], str | None]) -> list[
 
 
 def _fence_phrase(host: str, own: list[Event]) -> str | None:
-    fenced = [e.text for e in own if e.kind == "host_fenced" and e.host == host]
+    fenced = [e for e in own if e.kind == "host_fenced" and e.host == host]
     if fenced:
-        return "fenced by watchdog" if "by watchdog" in fenced[0] else "fenced by fence agent"
+        return ("fenced by watchdog" if (fenced[0].fact.method or "").startswith("watchdog")
+                else "fenced by fence agent")
     if any(e.kind == "self_fence" and e.host == host for e in own):
         return "fenced itself"
     return None
@@ -1029,7 +1073,8 @@ def _title(hosts: tuple[str, ...], own: list[Event], vms: tuple[VmImpact, ...],
               if " and " in f.split(" fenced")[0] else f for f in fences]
     if any(e.kind == "storage_unwritable" for e in own) and not any(
             "not writable" in p for p in parts):
-        stores = sorted({_datastore(e.text) for e in own if e.kind == "storage_unwritable"})
+        stores = sorted({e.fact.datastore or "?" for e in own
+                         if e.kind == "storage_unwritable"})
         parts.append(f"datastore {', '.join(stores)} not writable after boot")
     crashes: dict[str, int] = {}
     for e in own:
@@ -1153,6 +1198,7 @@ def incident_to_dict(incident: Incident, *, with_events: bool = True) -> dict[st
         "vms": [
             {"vm": v.vm, "from_host": v.from_host, "to_host": v.to_host,
              "down_at": _r(v.down_at), "back_at": _r(v.back_at), "downtime_s": v.downtime_s,
+             "downtime_source": v.downtime_source,
              "interrupted_s": v.interrupted_s, "fence_path": v.fence_path,
              "verification": v.verification, "verified_at": _r(v.verified_at),
              "outages": [

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from ringfence.journal.events import Event
 from ringfence.journal.incidents import (
     FAILURE_KINDS,
+    SIGNS_JOURNAL,
     WARNING_KINDS,
     Evidence,
     Incident,
@@ -71,6 +72,9 @@ __all__ = [
 ALERTING_VM = re.compile(
     r"mon|nagios|icinga|zabbix|prometheus|alertmanager|grafana|alert|ticket|helpdesk|"
     r"support|pager|oncall|phabricator|jira|otrs", re.IGNORECASE)
+
+# Words of an operating system's or storage client's error that mean "not allowed".
+_AUTH_ERROR = re.compile(r"permission|denied|EACCES|EPERM|auth", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -154,9 +158,11 @@ class Section:
     blocks: tuple[Block, ...] = field(default_factory=tuple)
 
 
-def _nic_of(text: str) -> str | None:
-    match = re.match(r"^\S+: (\S+ \([^)]+\))", text)
-    return match.group(1) if match else None
+def _nic_of(e: Evidence) -> str | None:
+    """'eth1 (storage)': the NIC and its network, from a carrier event's fields."""
+    if e.fact.nic is None:
+        return None
+    return f"{e.fact.nic} ({e.fact.network})" if e.fact.network else e.fact.nic
 
 
 def _first_of(incident: Incident, kinds: set[str] | frozenset[str],
@@ -238,7 +244,7 @@ def _summary(incident: Incident, ctx: ReportContext) -> list[Block]:
             continue
         if e.kind == "host_fenced" and e.host:
             said.add((e.kind, e.host))
-            method = "its watchdog" if "by watchdog" in e.text else "its fence agent"
+            method = "its watchdog" if e.fact.method == "watchdog" else "its fence agent"
             sentences.append(f"{e.host} was fenced through {method} at {fmt_time(e.t, ctx)}, "
                              f"{fmt_duration(e.t - incident.opened_at)} after the incident "
                              f"opened.")
@@ -346,11 +352,13 @@ def _impact(incident: Incident, ctx: ReportContext) -> list[Block]:
         total = sum(v.downtime_s for v in incident.vms)
         stopped = [v for v in incident.vms if not v.moved_live]
         bound = "≤ " if any(o.uncertain for v in incident.vms for o in v.outages) else ""
+        sources = sorted({v.downtime_source for v in stopped}) or [SIGNS_JOURNAL]
         text = (f"{_plural(len(incident.vms), 'VM')} affected, "
                 f"{len(stopped)} of them stopped; total downtime {bound}{fmt_duration(total)}. "
-                f"Downtime counts the time a VM did not run; 'interrupted' counts from the "
-                f"moment it was cut off from the network (or stopped) until it answered its "
-                f"check.")
+                f"Downtime runs from a VM's last sign of life on the host it left to its first "
+                f"on the host it came back on, measured from {' and '.join(sources)}; "
+                f"'interrupted' counts from the moment it was cut off from the network (or "
+                f"stopped) until it answered its check.")
         blocks.append(Para(text))
         for v in incident.vms:
             for o in v.outages:
@@ -396,10 +404,10 @@ def _detection(incident: Incident, ctx: ReportContext) -> list[Block]:
             lost.setdefault(e.host, []).append(e)
     for host, events in sorted(lost.items()):
         observers = sorted({name for e in events for name in e.observers})
-        last = re.search(r"for (\d+(?:\.\d+)?)s", events[0].text)
+        gap = events[0].duration
         items.append(f"{_names(observers) or 'Its peers'} stopped hearing {host} at "
                      f"{fmt_time(events[0].t, ctx)}"
-                     + (f" (no heartbeat for {last.group(1)} s on any link)" if last else "")
+                     + (f" (no heartbeat for {gap:g} s on any link)" if gap is not None else "")
                      + ".")
     for e in incident.events:
         if e.kind == "host_suspect":
@@ -446,7 +454,7 @@ def _fencing(incident: Incident, ctx: ReportContext) -> list[Block]:
 _RECOVERY_KINDS = frozenset({"vm_recovered", "vm_started", "vm_restarted", "vm_migrating",
                              "vm_migrated", "vm_released", "vm_pending", "vm_failed",
                              "force_start", "vm_start_failed"})
-_RETURN_KINDS = frozenset({"quorum_gained", "waiting_for_quorum", "host_ineligible",
+_RETURN_KINDS = frozenset({"host_joined", "quorum_gained", "waiting_for_quorum", "host_ineligible",
                            "link_down", "link_up",
                            "host_healthy", "nic_renamed", "storage_unwritable",
                            "storage_writable", "host_alive", "heartbeat_restored"})
@@ -516,13 +524,10 @@ def _evidence_groups(incident: Incident, ctx: ReportContext) -> list[Block]:
         items = []
         for e in found:
             text = e.text
-            if e.kind == "nic_renamed":
-                match = re.search(r"(\S+) interface \(MAC ([0-9a-fA-F:]+)\) is now (\S+), was "
-                                  r"(\S+?);", e.text)
-                if match:
-                    network, mac, new, old = match.groups()
-                    text = (f"{e.host}: {network} interface {old} → {new} (MAC {mac}); found by "
-                            f"its MAC, nothing to reconfigure")
+            if e.kind == "nic_renamed" and e.fact.nic and e.fact.old_nic:
+                text = (f"{e.host}: {e.fact.network} interface {e.fact.old_nic} → "
+                        f"{e.fact.nic} (MAC {e.fact.mac}); found by its MAC, nothing to "
+                        f"reconfigure")
             when = "before the incident, " if e.before else ""
             items.append(f"{when}{fmt_time(e.t, ctx)}: {text}")
         blocks.append(Para(heading + ":"))
@@ -541,9 +546,9 @@ def _operator(incident: Incident, ctx: ReportContext) -> list[Block]:
 
 
 # ====================================================================== recommendations
-def _flap_losses(text: str) -> int:
-    match = re.search(r"changed (\d+) times", text)
-    return math.ceil(int(match.group(1)) / 2) if match else 1
+def _flap_losses(e: Evidence) -> int:
+    """N carrier changes are N/2 losses (at least one)."""
+    return max(1, math.ceil((e.fact.count or 0) / 2))
 
 
 def _carrier_history(incident: Incident) -> dict[tuple[str, str], tuple[int, list[Evidence]]]:
@@ -554,13 +559,13 @@ def _carrier_history(incident: Incident) -> dict[tuple[str, str], tuple[int, lis
     history: dict[tuple[str, str], list[Evidence]] = {}
     for e in incident.evidence:
         if e.kind in ("link_down", "link_flapping") and e.host and e.t < cutoff:
-            nic = _nic_of(e.text)
-            if nic is not None and "has no carrier" not in e.text:
+            nic = _nic_of(e)
+            if nic is not None and e.fact.cause != "none_at_start":
                 history.setdefault((e.host, nic), []).append(e)
     result: dict[tuple[str, str], tuple[int, list[Evidence]]] = {}
     for key, found in sorted(history.items()):
         flaps = [e for e in found if e.kind == "link_flapping"]
-        count = sum(_flap_losses(e.text) for e in flaps)
+        count = sum(_flap_losses(e) for e in flaps)
         count += sum(1 for e in found if e.kind == "link_down"
                      and not any(0 <= f.t - e.t <= 60.0 for f in flaps))
         result[key] = (count, found)
@@ -573,8 +578,12 @@ def recommendations(incident: Incident, ctx: ReportContext) -> list[str]:
     failed = incident.first_failure_at is not None
     for (host, nic), (count, events) in _carrier_history(incident).items():
         flapped = [e for e in events if e.kind == "link_flapping"]
-        detail = f" ({flapped[0].text.split(': ', 1)[-1]} at {fmt_time(flapped[0].t, ctx)})" \
-            if flapped else ""
+        detail = ""
+        if flapped:
+            flap = flapped[0].fact
+            within = f" within {flap.duration:g}s" if flap.duration is not None else ""
+            detail = (f" ({nic} carrier changed {flap.count or 0} times{within} at "
+                      f"{fmt_time(flapped[0].t, ctx)})")
         if failed:
             found.append(f"NIC carrier on {host} {nic} was lost {_plural(count, 'time')} in the "
                          f"24 h before the failure{detail}: schedule a NIC firmware/driver "
@@ -586,8 +595,7 @@ def recommendations(incident: Incident, ctx: ReportContext) -> list[str]:
                          f"the link fails for good.")
     memory = [e for e in incident.evidence if e.kind == "memory_errors" and e.host]
     for host in sorted({e.host for e in memory if e.host}):
-        counts = [int(m.group(1)) for e in memory if e.host == host
-                  for m in [re.search(r"(\d+) new corrected", e.text)] if m]
+        counts = [e.fact.count for e in memory if e.host == host and e.fact.count]
         moved = [v.vm for v in incident.vms if v.moved_live and v.from_host == host]
         before = " before it failed" if failed and any(
             e.t < (incident.first_failure_at or 0.0) for e in memory if e.host == host) else ""
@@ -602,13 +610,14 @@ def recommendations(incident: Incident, ctx: ReportContext) -> list[str]:
     for e in incident.evidence:
         if e.kind != "storage_unwritable" or not e.host:
             continue
-        booted = any(x.kind in ("quorum_gained", "host_shutdown", "host_fenced",
+        booted = any(x.kind in ("host_joined", "host_shutdown", "host_fenced",
                                 "watchdog_reset") and x.host == e.host and x.t <= e.t
                      for x in incident.events)
-        store = re.search(r"datastore (\S+)", e.text)
-        name = store.group(1) if store else "its datastore"
-        error = e.text.split(": ", 2)[-1]
-        auth = re.search(r"permission|denied|EACCES|EPERM|auth", e.text, re.IGNORECASE)
+        name = e.fact.datastore or "its datastore"
+        error = e.fact.detail or "write probe failed"
+        # The probe's error comes from outside ringfence (the OS or the storage client): its
+        # words are the only sign of an authorization failure, so they are matched here.
+        auth = _AUTH_ERROR.search(error)
         where = "after its boot" if booted else "in a write probe"
         advice = ("check the host's storage credentials and authorization (for Ceph: the "
                   "client's capabilities, which a storage upgrade may require anew)" if auth
@@ -621,9 +630,8 @@ def recommendations(incident: Incident, ctx: ReportContext) -> list[str]:
     if renamed:
         pairs = []
         for e in renamed:
-            match = re.search(r"is now (\S+), was (\S+?);", e.text)
-            if match:
-                pairs.append(f"{match.group(2)} → {match.group(1)}")
+            if e.fact.nic and e.fact.old_nic:
+                pairs.append(f"{e.fact.old_nic} → {e.fact.nic}")
         hosts = _names(sorted({e.host for e in renamed if e.host}))
         found.append(f"The interfaces of {hosts} came back under new names "
                      f"({', '.join(pairs)}): ringfence found them by MAC address, nothing to "
@@ -877,7 +885,7 @@ _HOST_COLOURS = ("#2e6fbf", "#0f8b8d", "#7b4fb5", "#b0578d", "#4d7c0f", "#a15c07
                  "#6d6a00")
 _FAULT_MARK = FAILURE_KINDS | WARNING_KINDS
 _RECOVERY_MARK = frozenset({"host_healthy", "storage_writable", "link_up", "quorum_gained",
-                            "host_alive", "heartbeat_restored"})
+                            "host_joined", "host_alive", "heartbeat_restored"})
 _DOWN_KINDS = frozenset({"host_fenced", "fence_agent_ok", "watchdog_reset", "self_fence",
                          "host_shutdown"})
 
@@ -901,7 +909,7 @@ def _host_bands(host: str, incident: Incident, t0: float, t1: float
         new = state
         if e.kind in _DOWN_KINDS:
             new = "down"
-        elif (e.kind == "quorum_gained" and ("joined" in e.text or state != "down")) or (
+        elif e.kind == "host_joined" or (e.kind == "quorum_gained" and state != "down") or (
                 e.kind in ("host_healthy", "host_alive") and state != "down"):
             new = "ok"
         elif state == "ok" and e.kind in _FAULT_MARK and (

@@ -208,9 +208,8 @@ def force_start(lab: FaultContext, event: Event) -> None:
     host, vm = event.host, event.vm
     assert host is not None and vm is not None and event.operator is not None
     if lab.records.power_at(host) != "up":
-        lab.records.journal("force_start_refused", host=host, vm=vm,
-                            text=f"{event.operator} can not force {vm} on {host}: the host is "
-                                 f"{lab.records.power_at(host)}")
+        lab.records.journal("force_start_refused", host=host, vm=vm, operator=event.operator,
+                            reason=f"the host is {lab.records.power_at(host)}")
         return
     argv = ["ip", "netns", "exec", lab.hosts.hosts[host].ns, sys.executable, "-m",
             "ringfence.cli", "vm", "force-start", vm, "--host", host,

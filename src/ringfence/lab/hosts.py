@@ -283,8 +283,7 @@ class Hosts:
         if fired is None or self.records.power_at(host) == "off":
             return
         died = self.records.now() - 1.0  # the supervisor speaks after its 1 s sweep
-        self.records.journal("watchdog_reset", host=host, t=died,
-                             text=f"{host}'s watchdog expired: hardware reset ({fired})")
+        self.records.journal("watchdog_reset", host=host, t=died, detail=fired)
         self.power_off(host, "watchdog")
         self.power_on(host)
 

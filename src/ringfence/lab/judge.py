@@ -14,11 +14,11 @@ is built the same way, from the latest relevant journal entries before t:
 
 * the leader's view: ``host_suspect`` about the host makes it ``suspect``, ``host_fenced``
   makes it ``fenced``; ``host_alive`` ends both, and so does the host's own agent reaching the
-  store again after it booted (``quorum_gained`` by it, or any entry it journals once the
-  store answers it);
+  store again after it booted (``host_joined`` or ``quorum_gained`` by it, or any entry it
+  journals once the store answers it);
 * the host's own view (entries it journaled about itself): ``waiting_for_quorum`` until
-  ``quorum_gained``; ``self_fence`` (fenced) until it gains the store again; ``jeopardy``
-  until ``heartbeat_restored``; ``host_ineligible`` / ``host_degraded`` until
+  ``host_joined`` or ``quorum_gained``; ``self_fence`` (fenced) until it gains the store
+  again; ``jeopardy`` until ``heartbeat_restored``; ``host_ineligible`` / ``host_degraded`` until
   ``host_healthy``; ``maintenance_on`` until ``maintenance_off``; ``host_shutdown`` (offline);
 * power: off or booting reads ``offline``, and a boot clears the host's own view;
 
@@ -122,7 +122,7 @@ def build_host_states(records: LabRecords, entries: list[JournalEntry],
         own = states[about]
         if entry.kind in _LOCAL_SET:
             own.local.set(t, _LOCAL_SET[entry.kind])
-        elif entry.kind == "quorum_gained":
+        elif entry.kind in ("quorum_gained", "host_joined"):
             if own.local.at(t) in ("waiting_for_quorum", "fenced"):
                 own.local.set(t, None)
             if own.view.at(t) == "fenced":

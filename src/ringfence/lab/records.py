@@ -10,17 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from ringfence.core.events import Fact
 from ringfence.sim.timeline import Timeline
 
 
 @dataclass(frozen=True)
 class LabEntry:
+    """A fact the lab itself journals (a watchdog reset it saw, a refused operator command)."""
+
     t: float
-    kind: str
-    host: str | None
-    vm: str | None
-    text: str
+    fact: Fact
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,10 @@ class LabRecords:
     def power_at(self, host: str) -> str:
         return self.power[host].at(float("inf"))
 
-    def journal(self, kind: str, *, host: str | None = None, vm: str | None = None,
-                text: str = "", t: float | None = None) -> None:
+    def journal(self, kind: str, *, t: float | None = None, **fields: Any) -> None:
         with self.lock:
-            self.entries.append(LabEntry(self.now() if t is None else t, kind, host, vm, text))
+            self.entries.append(LabEntry(self.now() if t is None else t,
+                                         Fact(kind, None, **fields)))
 
     def fault(self, kind: str, detail: dict[str, object]) -> None:
         with self.lock:

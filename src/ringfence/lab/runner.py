@@ -40,6 +40,8 @@ from types import FrameType
 from typing import Any
 
 from ringfence.agent.journal import read_journal
+from ringfence.core.event_text import render
+from ringfence.core.events import fact_from_fields
 from ringfence.lab import netns
 from ringfence.lab.cluster_file import write_cluster_files
 from ringfence.lab.faults import FAULTS, FaultContext, refusals
@@ -332,14 +334,14 @@ class LabRun:
         for t, writer, _seq, entry in sorted(raw, key=lambda r: (r[0], r[1], r[2])):
             if not 0.0 <= t <= duration:
                 continue
-            made = JournalEntry(round(t, 3), str(entry.get("kind")), entry.get("host"),
-                                entry.get("vm"), str(entry.get("text", "")))
+            fact = fact_from_fields(str(entry.get("kind")), writer, entry)
+            made = JournalEntry(round(t, 3), fact, str(entry.get("text", "")))
             entries.append(made)
             by[id(made)] = writer
         for lab_entry in self.records.entries:
             if 0.0 <= lab_entry.t <= duration:
-                entries.append(JournalEntry(round(lab_entry.t, 3), lab_entry.kind,
-                                            lab_entry.host, lab_entry.vm, lab_entry.text))
+                entries.append(JournalEntry(round(lab_entry.t, 3), lab_entry.fact,
+                                            render(lab_entry.fact)))
         entries.sort(key=lambda e: e.t)
         return entries, by
 

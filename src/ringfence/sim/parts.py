@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ringfence.core.events import Fact
 from ringfence.core.ports import BoolArray, HeartbeatBatch, HostReading
 from ringfence.fence.base import FenceResult
 from ringfence.hypervisor.base import HypervisorError, JobResult
@@ -198,19 +199,22 @@ class SimLocalState:
 
 
 class SimJournal:
-    def __init__(self, world: World) -> None:
-        self.world = world
+    """A host's journal in the simulator: the same facts as a real host's (`by` is this host),
+    kept by the world in order."""
 
-    def record(self, kind: str, *, host: str | None = None, vm: str | None = None,
-               text: str = "", token: int | None = None, duration: float | None = None) -> None:
-        # The scenario contract's events carry no token field; the text names it where useful.
-        self.world.journal(kind, host=host, vm=vm, text=text, duration=duration)
+    def __init__(self, world: World, host: str) -> None:
+        self.world = world
+        self.host = host
+
+    def record(self, kind: str, **fields: Any) -> None:
+        self.world.journal_fact(Fact(kind, self.host, **fields))
 
 
 class SimAlerts:
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, host: str | None = None) -> None:
         self.world = world
+        self.host = host
 
     def send(self, severity: str, text: str, *, host: str | None = None,
              vm: str | None = None) -> None:
-        self.world.alert(severity, text, host=host, vm=vm)
+        self.world.alert(severity, text, host=host, vm=vm, by=self.host)

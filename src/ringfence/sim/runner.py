@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ringfence.core.events import fact_fields
 from ringfence.sim.checker import Outcome, Violation, downtime, evaluate, split_brains
 from ringfence.sim.obligations import overdue_vms
 from ringfence.sim.scenario import Scenario
@@ -82,7 +83,9 @@ def to_json(result: SimulationResult) -> dict[str, Any]:
             for h in scenario.cluster.hosts
         },
         "events": [
-            {"t": _t(e.t), "kind": e.kind, "host": e.host, "vm": e.vm, "text": e.text}
+            {"t": _t(e.t), "kind": e.kind, "host": e.host, "vm": e.vm, "text": e.text,
+             "by": e.by, **{k: v for k, v in fact_fields(e.fact).items()
+                            if k not in ("host", "vm")}}
             for e in world.entries
         ],
         "faults": [{"t": _t(f.t), "kind": f.kind, **f.detail} for f in world.faults],

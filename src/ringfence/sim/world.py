@@ -19,12 +19,16 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from greenlet import greenlet
 
 from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
+from ringfence.core.audit import audit_put
+from ringfence.core.event_text import render
+from ringfence.core.events import Fact
 from ringfence.core.identity import IDENTITY_MEMORY, Remembered
 from ringfence.core.leases import (
     MANAGER_KEY,
@@ -142,12 +146,31 @@ class Run:
 
 @dataclass(frozen=True)
 class JournalEntry:
+    """One journaled fact at simulated time `t`, with its rendered text."""
+
     t: float
-    kind: str
-    host: str | None
-    vm: str | None
+    fact: Fact
     text: str
-    duration: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.fact.kind
+
+    @property
+    def host(self) -> str | None:
+        return self.fact.host
+
+    @property
+    def vm(self) -> str | None:
+        return self.fact.vm
+
+    @property
+    def by(self) -> str | None:
+        return self.fact.by
+
+    @property
+    def duration(self) -> float | None:
+        return self.fact.duration
 
 
 @dataclass(frozen=True)
@@ -203,6 +226,7 @@ class World:
         self.migrations: dict[tuple[str, str, str], bool] = {}  # in flight: still intact?
         self.migration_jobs: dict[tuple[str, str, str], SimJob] = {}
         self.lost_members: set[str] = set()  # members whose data was wiped (store_wipe)
+        self.requests_made = 0  # operator requests written (their ids: `_request_id`)
         self.foreign_stores: dict[str, SimStore] = {}  # host -> the empty store it reaches
         n, links = self.topology.host_links.shape
         self.last_sent: FloatArray = np.full(n, -np.inf)
@@ -286,8 +310,8 @@ class World:
             hypervisor=SimHypervisor(self, host.name),
             watchdog=SimWatchdog(self, host.name),
             transport=SimTransport(self, host.name),
-            journal=SimJournal(self),
-            alerts=SimAlerts(self),
+            journal=SimJournal(self, host.name),
+            alerts=SimAlerts(self, host.name),
             fence_agents=fence_agents,
             probes=SimProbes(self, host.name),
             guest_checks=SimGuestChecks(self, host.name),
@@ -596,9 +620,7 @@ class World:
             host.wd_check_pending = True
             self.at(host.wd_deadline, lambda: self._watchdog_check(host, boot))
             return
-        self.journal("watchdog_reset", host=host.name,
-                     text=f"{host.name}'s watchdog expired ({host.wd_timeout:g}s without a "
-                          f"pet): hardware reset")
+        self.journal("watchdog_reset", host=host.name, limit=host.wd_timeout)
         self._power_down(host, "watchdog")
         self._power_up(host)
 
@@ -720,14 +742,18 @@ class World:
                 done)
 
     # ================================================================ journal
-    def journal(self, kind: str, *, host: str | None = None, vm: str | None = None,
-                text: str = "", duration: float | None = None) -> None:
-        self.entries.append(JournalEntry(self.now, kind, host, vm, text, duration))
+    def journal_fact(self, fact: Fact) -> None:
+        self.entries.append(JournalEntry(self.now, fact, render(fact)))
+
+    def journal(self, kind: str, **fields: Any) -> None:
+        """An event the world itself journals (a watchdog reset, an operator's command)."""
+        self.journal_fact(Fact(kind, None, **fields))
 
     def alert(self, severity: str, text: str, *, host: str | None = None,
-              vm: str | None = None) -> None:
+              vm: str | None = None, by: str | None = None) -> None:
         self.alerts.append(Alert(self.now, severity, text))
-        self.journal("alert_sent", host=host, vm=vm, text=f"[{severity}] {text}")
+        self.journal_fact(Fact("alert_sent", by, host=host, vm=vm, severity=severity,
+                               detail=text))
 
     # ================================================================ faults
     def apply_fault(self, event: Event) -> None:
@@ -940,8 +966,7 @@ class World:
         assert event.vm is not None and event.operator is not None
         if host.power != Power.UP or host.agent is None:
             self.journal("force_start_refused", host=host.name, vm=event.vm,
-                         text=f"{event.operator} can not force {event.vm} on {host.name}: "
-                              f"the host is {host.power}")
+                         operator=event.operator, reason=f"the host is {host.power}")
             return
         host.agent.force_start(event.vm, event.operator, list(event.confirm_down))
 
@@ -949,23 +974,31 @@ class World:
     def _operator_write(self, what: str, ops: list[Op]) -> bool:
         """An operator's command goes to the store (through any host that reaches it)."""
         if not self.store.available(self.now) or not any(self.store_ok.values()):
-            self.journal("operator_refused", text=f"{what}: the store has no quorum")
+            self.journal("operator_refused", operator="operator",
+                         reason=f"{what}: the store has no quorum")
             return False
         self.store.expire(self.now)
         self.store.txn([], ops, None)
         return True
 
+    def _request_id(self) -> str:
+        """Deterministic request ids (the CLI draws random ones): same file, same run."""
+        self.requests_made += 1
+        return f"r-sim-{self.requests_made}"
+
     def _fault_maintenance(self, event: Event) -> None:
+        """Like `ringfence host maintenance`: the key and its audit note in one write; the
+        leader journals `maintenance_on`/`maintenance_off` from the note."""
         host = self._host(event)
         key = host_maintenance_key(host.name)
+        request = self._request_id()
         if event.on:
-            if self._operator_write(f"maintenance on {host.name}",
-                                    [Put(key, {"by": "operator", "reason": "maintenance"})]):
-                self.journal("maintenance_on", host=host.name,
-                             text=f"operator puts {host.name} in maintenance: drain it")
-        elif self._operator_write(f"maintenance off {host.name}", [Delete(key)]):
-            self.journal("maintenance_off", host=host.name,
-                         text=f"operator takes {host.name} out of maintenance")
+            self._operator_write(f"maintenance on {host.name}", [
+                Put(key, {"by": "operator", "reason": "maintenance", "request": request}),
+                audit_put("maintenance_on", "operator", request, host=host.name)])
+        else:
+            self._operator_write(f"maintenance off {host.name}", [
+                Delete(key), audit_put("maintenance_off", "operator", request, host=host.name)])
 
     def _fault_store_wipe(self, event: Event) -> None:
         """The store's data is lost. Without `member`: the whole store answers empty. With a
@@ -984,5 +1017,9 @@ class World:
 
     def _fault_migrate(self, event: Event) -> None:
         assert event.vm is not None and event.to is not None
+        request = self._request_id()
         self._operator_write(f"migrate {event.vm}", [
-            Put(migrate_request_key(event.vm), {"to": event.to, "by": "operator"})])
+            Put(migrate_request_key(event.vm),
+                {"to": event.to, "by": "operator", "request": request}),
+            audit_put("operator_request", "operator", request, vm=event.vm, target=event.to,
+                      reason=f"migrate {event.vm} to {event.to}")])
