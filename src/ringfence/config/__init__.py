@@ -52,14 +52,7 @@ from ringfence.config.fields import (
 from ringfence.config.load import load_cluster, parse_cluster
 from ringfence.config.nodes import Host, Interface, Network, Witness
 from ringfence.config.problems import FieldProblems, LineMap, Loc, format_path, unknown_name
-from ringfence.config.services import (
-    Alert,
-    ApiConfig,
-    ApiTLS,
-    FenceConfig,
-    StoreConfig,
-    StoreTLS,
-)
+from ringfence.config.services import Alert, ApiConfig, ApiTLS, FenceConfig, StoreConfig, StoreTLS
 from ringfence.config.timing import Timing
 from ringfence.config.validation import validate_document
 from ringfence.config.vms import VM, Datastore, Group, Policy, ProbeConfig, VerifyConfig

@@ -13,15 +13,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from ringfence.config.fields import (
-    MAX_DATASTORES,
-    MAX_HOSTS,
-    MAX_VMS,
-    FilePath,
-    Name,
-    Text,
-    _Model,
-)
+from ringfence.config.fields import MAX_DATASTORES, MAX_HOSTS, MAX_VMS, FilePath, Name, Text, _Model
 from ringfence.config.problems import FieldProblems
 from ringfence.units import Duration, Size, duration_range, number_range, size_range
 
