@@ -1,6 +1,7 @@
-"""Findings about the timers: the watchdog's margin under the host lease, how long a
-cut-off host takes to stop and be reset against when its VMs may move, and whether the
-heartbeat timeout lets a lossy link flap; and the watchdog-only recovery time.
+"""Findings about the timers: the watchdog's margin under the host lease; when a host cut off
+from the store stops its VMs and is reset, compared with when its VMs may move; whether the
+heartbeat timeout lets a lossy link flap. Also the watchdog-only recovery time, which the
+fencing findings quote.
 
 Nothing here raises for a validated configuration.
 """
