@@ -1,0 +1,98 @@
+"""Findings about alert routes: whether any route leaves the cluster, whether a
+deadman route watches from outside, and which routes go through a VM that a failure takes
+down (seed 001: the ticketing system ran on the hypervisor that failed).
+
+Nothing here raises for a validated configuration.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ringfence.check.failures import _Cluster, _Outcome
+from ringfence.check.results import _Findings
+from ringfence.check.words import _names
+from ringfence.config import Alert, ClusterConfig
+
+
+def _endpoint_host(text: str) -> str | None:
+    """The host name in a URL, ``HOST:PORT`` or a bare address; lower case; None if none."""
+    if not text:
+        return None
+    try:
+        host = urlsplit(text if "//" in text else f"//{text}").hostname
+    except ValueError:
+        return None
+    return host.lower() if host else None
+
+
+def _route_label(alert: Alert) -> str:
+    where = alert.url or alert.smtp or (", ".join(alert.to) if alert.to else "")
+    return f"{alert.kind} ({where})" if where else alert.kind
+
+
+def _deadman_text(config: ClusterConfig) -> str:
+    deadman = sorted(_route_label(a) for a in config.alerts if a.kind == "deadman")
+    if deadman:
+        return f"the deadman route {_names(deadman)} still notices the silence"
+    return "no deadman route: nobody outside the cluster notices (seed 001)"
+
+
+def _route_vm(cluster: _Cluster, alert: Alert) -> str | None:
+    """The VM of the cluster that an alert route's address names, if any."""
+    endpoint = _endpoint_host(alert.url or alert.smtp or "")
+    if endpoint is None:
+        return None
+    first_label = endpoint.split(".", 1)[0]
+    for vm in sorted(cluster.config.vms, key=lambda v: v.name):
+        name = vm.name.lower()
+        if endpoint == name or first_label == name:
+            return vm.name
+        verify = vm.verify
+        if verify is not None:
+            for address in (verify.tcp, verify.icmp):
+                if address and _endpoint_host(address) == endpoint:
+                    return vm.name
+    return None
+
+
+def _route_findings(cluster: _Cluster, outcome: _Outcome, out: _Findings) -> None:
+    r = outcome.result
+    moved = dict(r.moved)
+    lost = set(r.lost_host_names)
+    for alert in cluster.config.alerts:
+        if alert.kind in ("deadman", "log"):
+            continue
+        vm = _route_vm(cluster, alert)
+        if vm is None or cluster.start.get(vm) not in lost:
+            continue
+        label = _route_label(alert)
+        if vm in moved:
+            out.add("warning", "alert_path", r.failure,
+                    f"alert route {label} goes through VM {vm}, which runs on lost host "
+                    f"{cluster.start[vm]}: the alert about this failure waits until {vm} "
+                    f"runs again on {moved[vm]}")
+        else:
+            out.add("warning", "alert_path", r.failure,
+                    f"alert route {label} goes through VM {vm}, which runs on lost host "
+                    f"{cluster.start[vm]} and finds no place: the route is dead; "
+                    f"{_deadman_text(cluster.config)}")
+
+
+def _alert_findings(config: ClusterConfig, out: _Findings) -> None:
+    leaving = [a for a in config.alerts if a.kind != "log"]
+    if not leaving:
+        out.add("warning", "no_alerts", None,
+                "no alert route leaves the cluster (alerts: is empty or only log): nobody is "
+                "told of a failure; add an alert route and a deadman route")
+        return
+    deadman = sorted(_route_label(a) for a in config.alerts if a.kind == "deadman")
+    if deadman:
+        out.add("info", "deadman", None,
+                f"outside watcher: {_names(deadman)} notices when the whole cluster goes "
+                "silent")
+    else:
+        out.add("warning", "no_deadman", None,
+                "no deadman route: when the failure takes the manager, or the VMs that carry "
+                "the alerts, with it, nobody outside the cluster notices (seed 001); add "
+                "{kind: deadman, url: ..., every: 1m} pinging a service outside the cluster")

@@ -1,0 +1,42 @@
+"""The ``ringfence check`` command: :func:`load_any` reads a cluster file or the
+``cluster:`` of a scenario file, :func:`run_check` analyses it, prints the report and returns
+the exit code.
+
+:class:`ringfence.errors.ConfigError` propagates for a file that can not be read, parsed or
+validated (the command line turns it into exit code 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ringfence.check.analysis import analyse
+from ringfence.check.render import render_text, to_json
+from ringfence.config import ClusterConfig, parse_cluster, read_yaml
+
+
+def load_any(path: str | Path) -> ClusterConfig:
+    """The cluster of *path*: a scenario file (top level has ``cluster:``) or a cluster file.
+
+    Raises :class:`ringfence.errors.ConfigError` naming the file, line and field."""
+    data, lines = read_yaml(path)
+    if isinstance(data, dict) and "cluster" in data:
+        from ringfence.sim.scenario import parse_scenario
+
+        return parse_scenario(data, file=str(path), lines=lines).cluster
+    return parse_cluster(data, file=str(path), lines=lines)
+
+
+def run_check(path: str, *, as_json: bool) -> int:
+    """``ringfence check PATH [--json]``: print the report, return the exit code (0 or 1).
+
+    :class:`ringfence.errors.ConfigError` propagates for a file that is not valid."""
+    import json
+
+    report = analyse(load_any(path))
+    if as_json:
+        sys.stdout.write(json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(render_text(report))
+    return report.exit_code
