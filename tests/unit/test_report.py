@@ -33,8 +33,9 @@ from ringfence.journal.status_page import overall_state, write_status_page
 from ringfence.sim.runner import simulate
 from ringfence.sim.scenario import load_scenario
 
-SECTIONS = ["Summary", "Customer impact", "Timeline", "Detection", "Fencing", "Recovery",
-            "Verification", "Root-cause evidence", "Operator actions", "Recommendations"]
+SECTIONS = ["Summary", "Root cause", "Customer summary", "Customer impact", "Timeline",
+            "Detection", "Fencing", "Recovery", "Verification", "Root-cause evidence",
+            "Operator actions", "Recommendations"]
 
 
 @functools.cache
@@ -307,3 +308,47 @@ def test_docs_example_is_the_current_report() -> None:
     assert match.group(1) == report("000-carrier-loss", "INC-0002"), (
         "docs/incidents.md's example is stale: paste the output of `ringfence simulate "
         "scenarios/000-carrier-loss.yaml --report DIR` (DIR/INC-0002.md)")
+
+
+# ---------------------------------------------------------------------- root cause, customers
+@pytest.mark.parametrize(("name", "incident_id", "host", "category"), [
+    ("000-carrier-loss", "INC-0002", "atl2", "network"),
+    ("002-node-hangs", "INC-0001", "nodeA", "hang"),
+    ("003-reboot-storage-unwritable", "INC-0001", "kct09", "planned"),
+    ("003-ram-fault-host-replacement", "INC-0001", "kct09", "memory"),
+    ("001-reboot-renamed-nics-monitoring", "INC-0001", "hv1", "power_or_nics"),
+])
+def test_root_cause_in_plain_words_from_the_evidence(name: str, incident_id: str, host: str,
+                                                     category: str) -> None:
+    from ringfence.journal.root_cause import root_causes
+
+    incidents, _ = simulated(name)
+    incident = next(i for i in incidents if i.id == incident_id)
+    (cause, *_) = root_causes(incident)
+    assert (cause.host, cause.category) == (host, category), cause
+    assert cause.words.startswith(host)
+    assert section(report(name, incident_id), "Root cause").strip().startswith(f"- {host}")
+
+
+def test_customer_summary_names_no_internal_host_unless_told() -> None:
+    from dataclasses import replace
+
+    from ringfence.journal.root_cause import customer_summary, participants
+
+    incidents, ctx = simulated("000-carrier-loss")
+    incident = next(i for i in incidents if i.id == "INC-0002")
+    text = customer_summary(incident, ctx)
+    assert not any(h in text for h in ("atl1", "atl2", "atl3")), text
+    assert "cust-a and cust-b were unreachable for up to 6.5 s" in text
+    assert "checked to be answering" in text
+    assert "(atl2)" in customer_summary(incident, replace(ctx, customer_host_names=True))
+    # every host that took part: the lost host, the leader that fenced it, the new hosts
+    assert participants(incident) == ("atl1", "atl2", "atl3")
+    assert "**Hosts taking part:** atl1, atl2, atl3" in report("000-carrier-loss", "INC-0002")
+
+
+def test_a_lost_host_gets_a_follow_up_not_no_change() -> None:
+    incidents, ctx = simulated("001-reboot-renamed-nics-monitoring")
+    found = recommendations(incidents[0], ctx)
+    assert any(r.startswith("Find out why hv1 failed: look at its BMC event log") for r in found)
+    assert not any(r.startswith("No change recommended") for r in found)

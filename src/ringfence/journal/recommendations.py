@@ -20,6 +20,7 @@ from ringfence.journal.report_blocks import (
     fmt_duration,
     fmt_time,
 )
+from ringfence.journal.root_cause import root_causes
 
 # Names that mark a VM as part of the alerting path (seed 001: the monitoring and the ticketing
 # system ran on the host that failed, so nobody was told).
@@ -179,9 +180,29 @@ def recommendations(incident: Incident, ctx: ReportContext) -> list[str]:
         found.append("Two histories of a VM diverged (a forced start while its lease holder was "
                      "alive): compare the evidence shown (writes since the split, last token) "
                      "before choosing which data to keep.")
+    found += _lost_hosts(incident)
     if not found:
         found.append("No change recommended: the journal shows nothing that a configuration or "
                      "hardware change would have avoided.")
+    return found
+
+
+def _lost_hosts(incident: Incident) -> list[str]:
+    """A host that was fenced or cut off: find out why, and bring it back or replace it."""
+    found = []
+    for cause in root_causes(incident):
+        host = cause.host
+        if host is None or cause.category not in ("power_or_nics", "hang", "network"):
+            continue
+        where = {"power_or_nics": "its BMC event log (IPMI SEL, Redfish), its console and its "
+                                  "power feeds",
+                 "hang": "its kernel log and console from before the reset (a hung host)",
+                 "network": "its cables, transceivers, switch ports and NIC firmware"}
+        joined = any(e.kind == "host_joined" and e.host == host for e in incident.events)
+        back = ("it has rejoined the cluster" if joined else
+                "until it rejoins (by itself, at its next boot) the cluster runs without it: "
+                "check that the remaining hosts still have room for a further failure")
+        found.append(f"Find out why {host} failed: look at {where[cause.category]}; {back}.")
     return found
 
 

@@ -31,6 +31,7 @@ class ReportContext:
     config: ClusterConfig | None = None
     incidents: Sequence[Incident] = ()
     extra: Sequence[tuple[str, Sequence[str]]] = ()  # (heading, paragraphs) after the summary
+    customer_host_names: bool = False  # may the customer summary name internal hosts?
 
 
 # ====================================================================== formatting

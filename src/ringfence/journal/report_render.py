@@ -22,6 +22,7 @@ from ringfence.journal.report_blocks import (
     fmt_time,
 )
 from ringfence.journal.report_sections import report_sections
+from ringfence.journal.root_cause import participants
 from ringfence.journal.timeline_svg import timeline_svg
 
 
@@ -39,6 +40,7 @@ def _meta(incident: Incident, ctx: ReportContext) -> list[tuple[str, str]]:
         items.append(("Resolved", f"{fmt_time(incident.resolved_at, ctx)} (after "
                                   f"{fmt_duration(incident.resolved_at - incident.opened_at)})"))
     items += [("Hosts", ", ".join(incident.hosts) or "—"),
+              ("Hosts taking part", ", ".join(participants(incident)) or "—"),
               ("Cluster", ctx.cluster)]
     if ctx.source:
         items.append(("Source", ctx.source))

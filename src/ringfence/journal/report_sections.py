@@ -30,6 +30,7 @@ from ringfence.journal.report_blocks import (
     fmt_duration,
     fmt_time,
 )
+from ringfence.journal.root_cause import customer_summary, root_causes
 
 
 def _first_of(incident: Incident, kinds: set[str] | frozenset[str],
@@ -415,7 +416,11 @@ def _operator(incident: Incident, ctx: ReportContext) -> list[Block]:
 
 def report_sections(incident: Incident, ctx: ReportContext) -> list[Section]:
     """The report's sections, in order (both renderers use these)."""
-    sections = [Section("summary", "Summary", tuple(_summary(incident, ctx)))]
+    sections = [Section("summary", "Summary", tuple(_summary(incident, ctx))),
+                Section("cause", "Root cause",
+                        (Bullets(tuple(c.words + "." for c in root_causes(incident))),)),
+                Section("customer", "Customer summary",
+                        (Para(customer_summary(incident, ctx)),))]
     for heading, paragraphs in ctx.extra:
         sections.append(Section("extra", heading, tuple(Para(p) for p in paragraphs)))
     sections += [
