@@ -446,3 +446,28 @@ def test_journals_merge_by_time_writer_and_sequence(tmp_path: Path) -> None:
         '"text": "b joined with incarnation 1"}\n')
     events = from_journal_files([tmp_path]).events
     assert [(e.t, e.by, e.seq) for e in events] == [(1.0, "a", 1), (5.0, "a", 2), (5.0, "b", 1)]
+
+
+# ---------------------------------------------------------------------- planned work
+def test_an_operator_stop_and_a_drain_are_planned_work_not_incidents() -> None:
+    """Issue 12: `vm stop vm2` became a critical incident and the public status page said the
+    hosts stopped responding. Planned work stays in the journal, never opens an incident."""
+    from ringfence.journal.incidents import final_host_states
+    from ringfence.journal.status_page import overall_state
+
+    events = [ev(0.0, "vm_started", "h2", "vm2", token=3),
+              ev(0.0, "vm_started", "h1", "vm1", token=4),
+              ev(5.0, "vm_stop_requested", None, "vm2", by="h1", operator="alice",
+                 request="r-0123456789ab", planned=True),
+              ev(5.4, "vm_stopped", "h2", "vm2", token=3, cause="operator", operator="alice",
+                 request="r-0123456789ab", planned=True),
+              ev(6.0, "maintenance_on", "h1", by="h3", operator="bob", planned=True),
+              ev(6.5, "vm_migrating", "h1", "vm1", by="h3", source="h1", target="h3",
+                 cause="maintenance", planned=True),
+              ev(9.0, "vm_migrated", "h3", "vm1", by="h1", source="h1", target="h3",
+                 cause="maintenance", planned=True),
+              ev(30.0, "host_shutdown", "h2", reason="shutdown", count=0, planned=True),
+              ev(30.8, "heartbeat_lost", "h2", by="h3", links=("r0",), duration=0.8)]
+    incidents = build_incidents(events, stream_end=60.0)
+    assert incidents == []
+    assert overall_state(incidents, final_host_states(events)) != "service disruption"
