@@ -195,6 +195,35 @@ def _build_parser() -> argparse.ArgumentParser:
     maint.add_argument("--config", default=None, type=INPUT)
     maint.add_argument("--operator", default=None)
 
+    init = commands.add_parser("init", help="write a complete, commented cluster file and a "
+                                            "cluster key for the hosts given")
+    init.add_argument("--name", required=True, help="the cluster's name")
+    init.add_argument("--hosts", required=True, metavar="H=ADDR,...",
+                      help="each host and its address on the first heartbeat network (ring0)")
+    init.add_argument("--ring1", default=None, metavar="H=ADDR,...",
+                      help="each host's address on a second heartbeat network")
+    init.add_argument("--store", choices=["etcd", "sqlite"], default="etcd")
+    init.add_argument("--out", default="cluster.yaml", type=OUTPUT_FILE,
+                      help="the cluster file to write (a new file; default cluster.yaml)")
+    init.add_argument("--key", default=None, type=OUTPUT_FILE,
+                      help="the key file to write (a new file; default cluster.key next to "
+                           "--out)")
+
+    fence = commands.add_parser("fence", help="fence agent drills")
+    fence_actions = fence.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    fence_actions.required = True
+    drill = fence_actions.add_parser("test", help="run HOST's fence agent: status (and with "
+                                                  "--off a real off and on), timed")
+    drill.add_argument("host", metavar="HOST")
+    drill.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT)
+    drill.add_argument("--off", action="store_true",
+                       help="really power the host off and on again (drain it first)")
+    drill.add_argument("--timeout", type=_seconds(1.0, 600.0), default=30.0,
+                       help="bound on each agent call (default 30s)")
+    drill.add_argument("--state-dir", default=_STATE_DIR, type=OUTPUT_DIR,
+                       help="where the drill is recorded (default /var/lib/ringfence)")
+    drill.add_argument("--json", action="store_true")
+
     status = commands.add_parser("status", help="hosts, quorum, VMs and leases of a cluster")
     status.add_argument("--config", default=None, metavar="CLUSTER.yaml", type=INPUT)
     status.add_argument("--json", action="store_true")
@@ -390,6 +419,41 @@ def _cmd_host(args: argparse.Namespace) -> int:
     from ringfence import operator
 
     return operator.maintenance(args.config, args.name, args.state == "on", args.operator)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ringfence.init_cluster import run_init
+
+    for line in run_init(name=args.name, hosts_arg=args.hosts, ring1_arg=args.ring1,
+                         store=args.store, out=Path(args.out),
+                         key=Path(args.key) if args.key else None):
+        print(line)
+    return EXIT_OK
+
+
+def _cmd_fence(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ringfence.config import load_cluster
+    from ringfence.fence.drill import run_drill
+    from ringfence.status import find_config
+
+    config = load_cluster(find_config(args.config))
+    steps = run_drill(config, args.host, off=args.off, timeout=args.timeout,
+                      state_dir=Path(args.state_dir))
+    ok = all(step.ok for step in steps)
+    if args.json:
+        print(json.dumps({"host": args.host, "ok": ok, "steps": [asdict(s) for s in steps]},
+                         indent=2))
+    else:
+        for step in steps:
+            print(f"{step.action:<7} {'ok' if step.ok else 'FAILED':<7} {step.seconds:6.2f}s  "
+                  f"{step.detail}")
+        print(f"fencing of {args.host}: {'works' if ok else 'FAILED'}")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -637,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "agent": _cmd_agent, "status": _cmd_status, "demo": _cmd_demo,
                 "vm": _cmd_vm, "host": _cmd_host, "incident": _cmd_incident,
                 "journal": _cmd_journal, "status-page": _cmd_status_page, "lab": _cmd_lab,
-                "why": _cmd_why}
+                "why": _cmd_why, "init": _cmd_init, "fence": _cmd_fence}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -52,6 +52,11 @@ PATH_OPTIONS: list[CASE] = [
      ("app", "--host", "h1", "--config", "{cluster}")),
     (("host", "maintenance"), "--config", "input", ("h1", "on")),
     (("status",), "--config", "input", ()),
+    (("init",), "--out", "output_file", ("--name", "c", "--hosts", "a=10.0.0.1")),
+    (("init",), "--key", "output_file", ("--name", "c", "--hosts", "a=10.0.0.1", "--out",
+                                          "{work}/init.yaml")),
+    (("fence", "test", "h1"), "--config", "input", ()),
+    (("fence", "test", "h1"), "--state-dir", "output_dir", ("--config", "{cluster}")),
     (("check",), "", "input", ()),
     (("lab", "run"), "", "input", ()),
     (("lab", "run-all"), "--out", "output_dir", ()),
@@ -80,7 +85,8 @@ BAD = {  # kind -> the kinds of bad path to try
     "data_file": ("is_dir", "no_parent", "no_permission"),
 }
 
-PATHY = {"config", "journal", "scenario", "out", "report", "state_dir", "disk_file", "file"}
+PATHY = {"config", "journal", "scenario", "out", "report", "state_dir", "disk_file", "file",
+         "key"}
 
 SCENARIO: dict[str, Any] = {
     "name": "paths", "duration": "60s",

@@ -297,6 +297,29 @@ class FenceAgentRunner:
         log.warning("%s", why)
         return FenceResult(False, why)
 
+    def status(self, timeout: float) -> tuple[str, str]:
+        """One ``status`` call, bounded by `timeout` (for the fence drill, not for decision
+        code: it blocks). Returns ("on" | "off" | "error", detail); never raises."""
+        try:
+            lines, secrets = self._arguments()
+            code, err = self._call(lines, "status", secrets, time.monotonic() + timeout)
+        except (_Failed, _Cancelled) as exc:
+            return "error", str(exc) or "cancelled"
+        if code == STATUS_ON:
+            return "on", err
+        if code == STATUS_OFF:
+            return "off", err
+        return "error", self._describe(code, err)
+
+    def power_on(self) -> FenceResult:
+        """``action=on`` once, bounded by the runner's timeout (the drill's last step; it
+        blocks). Never raises."""
+        try:
+            lines, secrets = self._arguments()
+            return self._power_on(lines, secrets)
+        except (_Failed, _Cancelled) as exc:
+            return FenceResult(False, str(exc) or "cancelled")
+
     @staticmethod
     def _describe(code: int | None, err: str) -> str:
         what = "timed out" if code is None else f"exit status {code}"
