@@ -385,6 +385,7 @@ def serve_api(demo: Demo, port: int) -> Any:
     is busy. Returns an `api.server.ApiServer`."""
     import getpass
 
+    from ringfence.agent.journal import FileJournal
     from ringfence.api import StoreSource, create_app
     from ringfence.api.auth import Tokens, write_tokens_file
     from ringfence.api.server import ApiServer
@@ -394,9 +395,12 @@ def serve_api(demo: Demo, port: int) -> Any:
 
     config = load_cluster(demo.config_path)
     write_tokens_file(demo.token_file, [(secrets.token_urlsafe(32), getpass.getuser(), "admin")])
+    # The API's own refusals go to a journal of their own beside the hosts' ones.
+    refusals = FileJournal(demo.state / "journal-demo-api.jsonl", "demo-api", echo=None)
     source = StoreSource(config, open_cluster_store(config),
-                         journal_files=[demo.state / f"journal-{h.name}.jsonl"
-                                        for h in demo.hosts])
+                         journal_files=[refusals.path, *(demo.state / f"journal-{h.name}.jsonl"
+                                                         for h in demo.hosts)],
+                         record=refusals.record)
     server = ApiServer(create_app(source, tokens=Tokens(demo.token_file), title="ringfence demo"),
                        "127.0.0.1", port)
     try:
