@@ -145,3 +145,33 @@ def test_dashboard_before_and_after_a_power_cut(served: tuple[Demo, httpx.Client
     assert "down " in page and "report.html" in page
     if shot is not None:
         assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_an_agent_with_an_api_section_serves_it(tmp_path: Path) -> None:
+    import yaml
+
+    demo = new_demo(2, 2, tmp_path)
+    demo.write_cluster()
+    cluster = yaml.safe_load(demo.config_path.read_text())
+    tokens = tmp_path / "tokens"
+    write_tokens_file(tokens, [(OPERATOR, "ann", "operator")])
+    port = free_port()
+    # Both agents on one machine ask for the same port: one serves, the other runs on without.
+    cluster["api"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens)}
+    demo.config_path.write_text(yaml.safe_dump(cluster))
+    for host in demo.hosts:
+        demo.start_host(host)
+    try:
+        wait_for(lambda: len(demo.placement_now()) == len(demo.vms), 40, "every VM to run")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            assert client.get("/api/v1/cluster").json()["store"]["quorum"]
+            stop = client.post("/api/v1/vms/vm1/stop",
+                               headers={"Authorization": f"Bearer {OPERATOR}"})
+            assert stop.status_code == 200, stop.text
+            assert stop.json()["status"] == "done" and stop.json()["operator"] == "ann"
+            assert client.post("/api/v1/vms/vm1/start").status_code == 401
+            wait_for(lambda: any(e.get("kind") == "operator_refused" for e in client.get(
+                "/api/v1/journal?kind=operator_refused").json()), 10, "the refusal journaled")
+        assert "vm1" not in demo.placement_now(window=0.5)
+    finally:
+        demo.stop()

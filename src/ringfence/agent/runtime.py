@@ -12,6 +12,9 @@ pet. The asyncio loop handles signals. SIGTERM or SIGINT: a clean stop (the shut
 applies: VMs are stopped or drained, the store is told, the watchdog is closed), bounded by
 `STOP_TIMEOUT`; a second signal stops at once.
 
+With an `api:` section in the cluster file the agent also serves the API, dashboard and
+metrics (`start_api`, `ringfence.api`) from a thread of its own.
+
 Failure semantics: a missing address, port, key or watchdog is a start-up error that names the
 field (exit 2), never a traceback. Without a watchdog the agent refuses to run HA unless
 `--unsafe-no-watchdog` is given, and then says so in its journal at every start.
