@@ -22,7 +22,6 @@ while it stops is ignored, so that the stop itself is never cut short.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import itertools
 import json
 import os
@@ -31,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import webbrowser
 from dataclasses import dataclass
@@ -103,6 +101,8 @@ class Demo:
         self.started = time.time()
         self.ended: float | None = None  # when stop() began: the end of the run
         self.stopping = False
+        self.token_file = self.workdir / "api-tokens"  # the run's admin token (the API)
+        self.api: str | None = None  # the API's base URL, once it listens
 
     # ------------------------------------------------------------------ set-up
     def write_cluster(self) -> None:
@@ -269,6 +269,8 @@ class Demo:
             "split_brains": split_brains(records),
             "report": str(self.workdir / "report.md"),
             "workdir": str(self.workdir),
+            "api": self.api,
+            "api_token_file": str(self.token_file) if self.api else None,
         }
 
     def journal(self) -> list[dict[str, Any]]:
@@ -377,57 +379,36 @@ def split_brains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------- dashboard
-def _dashboard(demo: Demo, port: int) -> http.server.ThreadingHTTPServer | None:
+def serve_api(demo: Demo, port: int) -> Any:
+    """The agents' API and dashboard (`ringfence.api`), served for the demo on `port` (0: a
+    free port) with an admin token for this run in `<workdir>/api-tokens`. None when the port
+    is busy. Returns an `api.server.ApiServer`."""
+    import getpass
+
+    from ringfence.agent.journal import FileJournal
+    from ringfence.api import StoreSource, create_app
+    from ringfence.api.auth import Tokens, write_tokens_file
+    from ringfence.api.server import ApiServer
     from ringfence.config import load_cluster
-    from ringfence.status import collect
+    from ringfence.errors import ConfigError
     from ringfence.store.factory import open_cluster_store
 
     config = load_cluster(demo.config_path)
-    store = open_cluster_store(config)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.startswith("/status.json"):
-                body = json.dumps(_state(demo, store, config, collect)).encode()
-                kind = "application/json"
-            else:
-                body = PAGE.encode()
-                kind = "text/html; charset=utf-8"
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
+    write_tokens_file(demo.token_file, [(secrets.token_urlsafe(32), getpass.getuser(), "admin")])
+    # The API's own refusals go to a journal of their own beside the hosts' ones.
+    refusals = FileJournal(demo.state / "journal-demo-api.jsonl", "demo-api", echo=None)
+    source = StoreSource(config, open_cluster_store(config),
+                         journal_files=[refusals.path, *(demo.state / f"journal-{h.name}.jsonl"
+                                                         for h in demo.hosts)],
+                         record=refusals.record)
+    server = ApiServer(create_app(source, tokens=Tokens(demo.token_file), title="ringfence demo"),
+                       "127.0.0.1", port)
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    except OSError:
+        server.start()
+    except ConfigError:
         return None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    demo.api = server.url
     return server
-
-
-def _state(demo: Demo, store: Any, config: Any, collect: Any) -> dict[str, Any]:
-    document: dict[str, Any]
-    try:
-        document = dict(collect(config, store))
-    except Exception as exc:  # the dashboard shows errors, it never dies of them
-        document = {"error": str(exc)}
-    document["ground_truth"] = demo.placement_now()
-    document["faults"] = [{"t": round(f.t, 1), "kind": f.kind, "host": f.host}
-                          for f in demo.faults]
-    document["events"] = [
-        {"t": round(e["t"] - demo.started, 1), "kind": e["kind"], "by": e["by"],
-         "text": e["text"]}
-        for e in demo.journal()[-40:]]
-    return document
-
-
-PAGE_FILE = Path(__file__).with_name("api") / "demo_dashboard.html"
-PAGE = PAGE_FILE.read_text(encoding="utf-8") if PAGE_FILE.exists() else "<p>dashboard missing</p>"
 
 
 # ---------------------------------------------------------------------- main
@@ -468,13 +449,14 @@ def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
         for host in demo.hosts:
             demo.start_host(host)
         if options.port:
-            server = _dashboard(demo, options.port)
+            server = serve_api(demo, options.port)
             if server is None:
                 say(f"dashboard: port {options.port} is busy; choose another with --port "
                     f"(ringfence status works meanwhile)")
             else:
-                url = f"http://127.0.0.1:{options.port}/"
-                say(f"dashboard: {url}   (ringfence status works too)")
+                url = f"{server.url}/"
+                say(f"dashboard and API: {url}   (admin token in {demo.token_file}; "
+                    f"ringfence status works too)")
                 if options.browser and not options.as_json:
                     with contextlib.suppress(Exception):
                         webbrowser.open(url)
@@ -515,7 +497,7 @@ def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
         finally:
             demo.stop()
             if server is not None:
-                server.shutdown()
+                server.stop()
     if options.as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -28,6 +28,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,32 +68,71 @@ def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def maintenance(config_path: str | None, host: str, on: bool, operator: str | None) -> int:
-    config, store = _open(config_path)
+@dataclass(frozen=True)
+class Submitted:
+    """What writing one operator request did (the part the CLI and the API share).
+
+    `request` is the id written with the request and its audit note (None when nothing was
+    written); `refused` the reason when the request was refused at once (a conflicting request
+    pending, the record changed meanwhile, no store quorum); `message` the sentence for
+    people. `no_quorum` says the refusal is the store's (a forced start then has its path
+    without quorum)."""
+
+    action: str
+    subject: str
+    request: str | None
+    message: str
+    refused: str | None = None
+    no_quorum: bool = False
+
+    @property
+    def written(self) -> bool:
+        return self.request is not None and self.refused is None
+
+
+def _no_quorum(action: str, subject: str, exc: StoreUnavailable) -> Submitted:
+    reason = f"the store has no quorum ({exc})"
+    return Submitted(action, subject, None, f"refused: {reason}", reason, no_quorum=True)
+
+
+def _print(submitted: Submitted) -> int:
+    _say(submitted.message)
+    return 1 if submitted.refused is not None else 0
+
+
+def submit_maintenance(config: ClusterConfig, store: Store, host: str, on: bool,
+                       who: str) -> Submitted:
+    """Put `host` in maintenance (its VMs are drained) or take it out. Raises ConfigError for
+    an unknown host; never raises StoreUnavailable (a refusal)."""
     _check_host(config, host, "")
     key = leases.host_maintenance_key(host)
-    who = operator or getpass.getuser()
     request = new_request_id()
+    action = "maintenance_on" if on else "maintenance_off"
     try:
         if on:
             store.txn([], [Put(key, {"by": who, "reason": "maintenance", "request": request}),
                            audit_put("maintenance_on", who, request, host=host)])
-            _say(f"{host} is in maintenance: its VMs are drained by live migration "
-                 f"(watch `ringfence status`); request {request}")
+            text = (f"{host} is in maintenance: its VMs are drained by live migration "
+                    f"(watch `ringfence status`); request {request}")
         else:
             store.txn([], [Delete(key), audit_put("maintenance_off", who, request, host=host)])
-            _say(f"{host} is back in service: VMs drained from it return; request {request}")
+            text = f"{host} is back in service: VMs drained from it return; request {request}"
     except StoreUnavailable as exc:
-        _say(f"refused: the store has no quorum ({exc})")
-        return 1
-    return 0
+        return _no_quorum(action, host, exc)
+    return Submitted(action, host, request, text)
 
 
-def migrate(config_path: str | None, vm: str, target: str, operator: str | None) -> int:
+def maintenance(config_path: str | None, host: str, on: bool, operator: str | None) -> int:
     config, store = _open(config_path)
+    return _print(submit_maintenance(config, store, host, on, operator or getpass.getuser()))
+
+
+def submit_migrate(config: ClusterConfig, store: Store, vm: str, target: str,
+                   who: str) -> Submitted:
+    """Ask the leader to live-migrate `vm` to `target` (it checks room and refuses with the
+    reason in the journal). Raises ConfigError for an unknown VM or host."""
     _check_vm(config, vm)
     _check_host(config, target, "to")
-    who = operator or getpass.getuser()
     request = new_request_id()
     try:
         result = store.txn([Compare.absent(leases.migrate_request_key(vm))],
@@ -101,48 +141,48 @@ def migrate(config_path: str | None, vm: str, target: str, operator: str | None)
                             audit_put("operator_request", who, request, vm=vm, target=target,
                                       reason=f"migrate {vm} to {target}")])
     except StoreUnavailable as exc:
-        _say(f"refused: the store has no quorum ({exc})")
-        return 1
+        return _no_quorum("migrate", vm, exc)
     if not result.succeeded:
-        _say(f"refused: a migration of {vm} is already pending")
-        return 1
-    _say(f"migration of {vm} to {target} requested: the leader checks room and moves it; "
-         f"request {request}")
-    return 0
+        reason = f"a migration of {vm} is already pending"
+        return Submitted("migrate", vm, None, f"refused: {reason}", reason)
+    return Submitted("migrate", vm, request,
+                     f"migration of {vm} to {target} requested: the leader checks room and "
+                     f"moves it; request {request}")
 
 
-def _rewrite_owner(config_path: str | None, vm: str,
-                   change: Callable[[dict[str, Any] | None], dict[str, Any] | str],
-                   done: str, audit: Put) -> int:
-    """Read `vm`'s owner record, let `change` return the new record (or a message saying there
-    is nothing to do), and write it by compare-and-set on the record read, with its audit
-    note."""
+def migrate(config_path: str | None, vm: str, target: str, operator: str | None) -> int:
     config, store = _open(config_path)
+    return _print(submit_migrate(config, store, vm, target, operator or getpass.getuser()))
+
+
+def _rewrite_owner(config: ClusterConfig, store: Store, action: str, vm: str,
+                   change: Callable[[dict[str, Any] | None], dict[str, Any] | str],
+                   done: str, audit: Put) -> Submitted:
+    """Read `vm`'s owner record, let `change` return the new record (or a message saying there
+    is nothing to do: then nothing is written and nothing refused), and write it by
+    compare-and-set on the record read, with its audit note."""
     _check_vm(config, vm)
     key = leases.vm_owner_key(vm)
     try:
         kv = store.get(key)
         value = change(dict(kv.value) if kv else None)
         if isinstance(value, str):
-            _say(value)
-            return 0
+            return Submitted(action, vm, None, value)
         result = store.txn([Compare.unchanged(key, kv.mod_revision if kv else 0)],
                            [Put(key, value), audit])
     except StoreUnavailable as exc:
-        _say(f"refused: the store has no quorum ({exc})")
-        return 1
+        return _no_quorum(action, vm, exc)
     if not result.succeeded:
-        _say(f"refused: {vm}'s record changed meanwhile; try again")
-        return 1
-    _say(f"{done}; request {audit.value['request']}")
-    return 0
+        reason = f"{vm}'s record changed meanwhile; try again"
+        return Submitted(action, vm, None, f"refused: {reason}", reason)
+    request = str(audit.value["request"])
+    return Submitted(action, vm, request, f"{done}; request {request}")
 
 
-def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None) -> int:
+def submit_stopped(config: ClusterConfig, store: Store, vm: str, stopped: bool,
+                   who: str) -> Submitted:
     """`vm stop`: the VM's record says it must not run (its holder stops it, nobody restarts
     it). `vm start`: it may run again (placement and admission control decide where)."""
-
-    who = operator or getpass.getuser()
     request = new_request_id()
 
     def change(record: dict[str, Any] | None) -> dict[str, Any] | str:
@@ -162,16 +202,19 @@ def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str |
         return value
 
     kind = "vm_stop_requested" if stopped else "vm_start_requested"
-    return _rewrite_owner(config_path, vm, change,
+    return _rewrite_owner(config, store, "stop" if stopped else "start", vm, change,
                           f"{vm}: {'stop' if stopped else 'start'} requested",
                           audit_put(kind, who, request, vm=vm))
 
 
-def reset(config_path: str | None, vm: str, operator: str | None) -> int:
+def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None) -> int:
+    config, store = _open(config_path)
+    return _print(submit_stopped(config, store, vm, stopped, operator or getpass.getuser()))
+
+
+def submit_reset(config: ClusterConfig, store: Store, vm: str, who: str) -> Submitted:
     """`vm reset`: forget where the VM failed (`avoid`) and how often it was moved
     (`relocations`), so that a VM left stopped after it kept dying is placed again."""
-
-    who = operator or getpass.getuser()
     request = new_request_id()
 
     def change(record: dict[str, Any] | None) -> dict[str, Any] | str:
@@ -181,23 +224,26 @@ def reset(config_path: str | None, vm: str, operator: str | None) -> int:
         value["reset_by"] = who
         return value
 
-    return _rewrite_owner(config_path, vm, change,
+    return _rewrite_owner(config, store, "reset", vm, change,
                           f"{vm}: failure history forgotten; it may run on any host again",
                           audit_put("operator_request", who, request, vm=vm,
                                     reason=f"reset {vm}'s failure history"))
 
 
-def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
-                operator: str | None, state_dir: Path) -> int:
-    from ringfence.store.factory import open_cluster_store
+def reset(config_path: str | None, vm: str, operator: str | None) -> int:
+    config, store = _open(config_path)
+    return _print(submit_reset(config, store, vm, operator or getpass.getuser()))
 
-    config = load_cluster(find_config(config_path))
+
+def submit_force(config: ClusterConfig, store: Store, vm: str, host: str,
+                 confirm_down: list[str], who: str) -> Submitted:
+    """A forced start with quorum: a request the leader turns into an audited lease change.
+    Without quorum the answer is a refusal with `no_quorum` set (the CLI then hands the
+    request to the local agent). Raises ConfigError for an unknown VM or host."""
     _check_vm(config, vm)
     _check_host(config, host)
     for down in confirm_down:
         _check_host(config, down, "confirm-down")
-    who = operator or getpass.getuser()
-    store = open_cluster_store(config)
     request = new_request_id()
     try:
         value = {"host": host, "operator": who, "confirm_down": confirm_down,
@@ -209,14 +255,23 @@ def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[
         if not result.succeeded:
             first = store.get(force_request_key(vm))
             info = first.value if first else {}
-            _say(f"refused: a forced start of {vm} by {info.get('operator')} onto "
-                 f"{info.get('host')} is already pending")
-            return 1
-        _say(f"{who} forces {vm} onto {host} (with quorum: the leader moves its lease, "
-             f"audited); request {request}")
-        return 0
-    except StoreUnavailable:
-        pass
+            reason = (f"a forced start of {vm} by {info.get('operator')} onto "
+                      f"{info.get('host')} is already pending")
+            return Submitted("force_start", vm, None, f"refused: {reason}", reason)
+    except StoreUnavailable as exc:
+        return _no_quorum("force_start", vm, exc)
+    return Submitted("force_start", vm, request,
+                     f"{who} forces {vm} onto {host} (with quorum: the leader moves its "
+                     f"lease, audited); request {request}")
+
+
+def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
+                operator: str | None, state_dir: Path) -> int:
+    config, store = _open(config_path)
+    who = operator or getpass.getuser()
+    submitted = submit_force(config, store, vm, host, confirm_down, who)
+    if not submitted.no_quorum:
+        return _print(submitted)
     return _force_without_quorum(state_dir, host, vm, who, confirm_down)
 
 

@@ -12,6 +12,9 @@ pet. The asyncio loop handles signals. SIGTERM or SIGINT: a clean stop (the shut
 applies: VMs are stopped or drained, the store is told, the watchdog is closed), bounded by
 `STOP_TIMEOUT`; a second signal stops at once.
 
+With an `api:` section in the cluster file the agent also serves the API, dashboard and
+metrics (`start_api`, `ringfence.api`) from a thread of its own.
+
 Failure semantics: a missing address, port, key or watchdog is a start-up error that names the
 field (exit 2), never a traceback. Without a watchdog the agent refuses to run HA unless
 `--unsafe-no-watchdog` is given, and then says so in its journal at every start.
@@ -468,8 +471,52 @@ def _force(agent: Agent, request: dict[str, Any]) -> None:
                       [str(h) for h in request.get("confirm_down", [])])
 
 
+def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Agent
+              ) -> str | None:
+    """Serve the API, dashboard and metrics (`ringfence.api`) when the cluster file has an
+    `api:` section: uvicorn in a thread of its own, reading the store over a connection of
+    its own (only the store this host joined), so that it never waits for a cycle nor a
+    cycle for it; refusals are journaled under the gate, like any other event. Returns the
+    base URL, or None without an `api:` section. A tokens file readable by others is a
+    start-up error (ConfigError); an address it can not listen on is said on standard error
+    and the agent runs on without its API (HA never depends on it)."""
+    if config.api is None:
+        return None
+    from ringfence.api import StoreSource, create_app
+    from ringfence.api.auth import Tokens
+    from ringfence.api.server import ApiServer, split_listen
+    from ringfence.store.factory import open_store
+    from ringfence.store.identity import IdentifiedStore
+
+    api = config.api
+    tokens = Tokens(api.tokens_file)
+    journal = agent.parts.journal
+    gate = options.gate
+
+    def record(kind: str, **fields: Any) -> None:
+        with gate.held():
+            journal.record(kind, **fields)
+
+    store = IdentifiedStore(open_store(config, host=host), agent.identity, strict=True)
+    source = StoreSource(config, store,
+                         journal_files=[options.state_dir / f"journal-{host}.jsonl"],
+                         record=record)
+    address, port = split_listen(api.listen)
+    server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}"),
+                       address, port, certfile=api.tls.cert_file if api.tls else None,
+                       keyfile=api.tls.key_file if api.tls else None)
+    try:
+        server.start()
+    except ConfigError as exc:
+        sys.stderr.write(f"ringfence agent: {exc}; running without the API\n")
+        return None
+    options.closers.append(server.stop)
+    return server.url
+
+
 def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:
     agent = build_agent(config, host, options)
+    start_api(config, host, options, agent)
     _notify_ready()
     try:
         return asyncio.run(_drive(agent, options))
