@@ -194,6 +194,13 @@ def _build_parser() -> argparse.ArgumentParser:
     maint.add_argument("state", choices=["on", "off"])
     maint.add_argument("--config", default=None, type=INPUT)
     maint.add_argument("--operator", default=None)
+    for sub in (*(vm_actions.choices[a] for a in ("start", "stop", "reset", "migrate",
+                                                   "force-start")), maint):
+        sub.add_argument("--wait", type=_seconds(0.0, 300.0), default=10.0, metavar="D",
+                         help="wait up to D for the outcome in the journal (default 10s): "
+                              "exit 1 if the leader refuses")
+        sub.add_argument("--no-wait", action="store_true",
+                         help="return once the request is written")
 
     init = commands.add_parser("init", help="write a complete, commented cluster file and a "
                                             "cluster key for the hosts given")
@@ -405,20 +412,23 @@ def _cmd_vm(args: argparse.Namespace) -> int:
 
     from ringfence import operator
 
+    wait = 0.0 if args.no_wait else args.wait
     if args.action in ("start", "stop"):
-        return operator.set_stopped(args.config, args.vm, args.action == "stop", args.operator)
+        return operator.set_stopped(args.config, args.vm, args.action == "stop", args.operator,
+                                    wait=wait)
     if args.action == "reset":
-        return operator.reset(args.config, args.vm, args.operator)
+        return operator.reset(args.config, args.vm, args.operator, wait=wait)
     if args.action == "migrate":
-        return operator.migrate(args.config, args.vm, args.to, args.operator)
+        return operator.migrate(args.config, args.vm, args.to, args.operator, wait=wait)
     return operator.force_start(args.config, args.vm, args.host, list(args.confirm_down),
-                                args.operator, Path(args.state_dir or _STATE_DIR))
+                                args.operator, Path(args.state_dir or _STATE_DIR), wait=wait)
 
 
 def _cmd_host(args: argparse.Namespace) -> int:
     from ringfence import operator
 
-    return operator.maintenance(args.config, args.name, args.state == "on", args.operator)
+    return operator.maintenance(args.config, args.name, args.state == "on", args.operator,
+                                wait=0.0 if args.no_wait else args.wait)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

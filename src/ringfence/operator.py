@@ -95,9 +95,30 @@ def _no_quorum(action: str, subject: str, exc: StoreUnavailable) -> Submitted:
     return Submitted(action, subject, None, f"refused: {reason}", reason, no_quorum=True)
 
 
-def _print(submitted: Submitted) -> int:
+def _print(submitted: Submitted, store: Store | None = None, wait: float = 0.0) -> int:
+    """Say what was written; with `wait` > 0, then wait (at most that long) for the outcome
+    in the journal the hosts mirror into the store (`ringfence.outcomes`): exit 0 when done
+    or still under way, 1 when refused (by the request itself or, later, by the leader)."""
     _say(submitted.message)
-    return 1 if submitted.refused is not None else 0
+    if submitted.refused is not None:
+        return 1
+    if wait <= 0 or store is None or submitted.request is None:
+        return 0
+    from ringfence.outcomes import store_entries, wait_for_outcome
+
+    outcome = wait_for_outcome(submitted.request, lambda: store_entries(store), timeout=wait)
+    if outcome.status == "refused":
+        _say(f"refused: {outcome.reason}")
+        return 1
+    if outcome.status == "done":
+        _say(f"done: {outcome.reason}")
+    elif outcome.status == "accepted":
+        _say(f"accepted by the leader, still under way after {wait:g}s (follow request "
+             f"{submitted.request} in `ringfence journal export --store`)")
+    else:
+        _say(f"no leader has taken request {submitted.request} within {wait:g}s (is the "
+             f"cluster running? the request stays in the store)")
+    return 0
 
 
 def submit_maintenance(config: ClusterConfig, store: Store, host: str, on: bool,
@@ -122,9 +143,11 @@ def submit_maintenance(config: ClusterConfig, store: Store, host: str, on: bool,
     return Submitted(action, host, request, text)
 
 
-def maintenance(config_path: str | None, host: str, on: bool, operator: str | None) -> int:
+def maintenance(config_path: str | None, host: str, on: bool, operator: str | None, *,
+                wait: float = 0.0) -> int:
     config, store = _open(config_path)
-    return _print(submit_maintenance(config, store, host, on, operator or getpass.getuser()))
+    return _print(submit_maintenance(config, store, host, on, operator or getpass.getuser()),
+                  store, wait)
 
 
 def submit_migrate(config: ClusterConfig, store: Store, vm: str, target: str,
@@ -150,9 +173,11 @@ def submit_migrate(config: ClusterConfig, store: Store, vm: str, target: str,
                      f"moves it; request {request}")
 
 
-def migrate(config_path: str | None, vm: str, target: str, operator: str | None) -> int:
+def migrate(config_path: str | None, vm: str, target: str, operator: str | None, *,
+            wait: float = 0.0) -> int:
     config, store = _open(config_path)
-    return _print(submit_migrate(config, store, vm, target, operator or getpass.getuser()))
+    return _print(submit_migrate(config, store, vm, target, operator or getpass.getuser()),
+                  store, wait)
 
 
 def _rewrite_owner(config: ClusterConfig, store: Store, action: str, vm: str,
@@ -207,9 +232,11 @@ def submit_stopped(config: ClusterConfig, store: Store, vm: str, stopped: bool,
                           audit_put(kind, who, request, vm=vm))
 
 
-def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None) -> int:
+def set_stopped(config_path: str | None, vm: str, stopped: bool, operator: str | None, *,
+                wait: float = 0.0) -> int:
     config, store = _open(config_path)
-    return _print(submit_stopped(config, store, vm, stopped, operator or getpass.getuser()))
+    return _print(submit_stopped(config, store, vm, stopped, operator or getpass.getuser()),
+                  store, wait)
 
 
 def submit_reset(config: ClusterConfig, store: Store, vm: str, who: str) -> Submitted:
@@ -230,9 +257,10 @@ def submit_reset(config: ClusterConfig, store: Store, vm: str, who: str) -> Subm
                                     reason=f"reset {vm}'s failure history"))
 
 
-def reset(config_path: str | None, vm: str, operator: str | None) -> int:
+def reset(config_path: str | None, vm: str, operator: str | None, *,
+          wait: float = 0.0) -> int:
     config, store = _open(config_path)
-    return _print(submit_reset(config, store, vm, operator or getpass.getuser()))
+    return _print(submit_reset(config, store, vm, operator or getpass.getuser()), store, wait)
 
 
 def submit_force(config: ClusterConfig, store: Store, vm: str, host: str,
@@ -266,12 +294,12 @@ def submit_force(config: ClusterConfig, store: Store, vm: str, host: str,
 
 
 def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[str],
-                operator: str | None, state_dir: Path) -> int:
+                operator: str | None, state_dir: Path, *, wait: float = 0.0) -> int:
     config, store = _open(config_path)
     who = operator or getpass.getuser()
     submitted = submit_force(config, store, vm, host, confirm_down, who)
     if not submitted.no_quorum:
-        return _print(submitted)
+        return _print(submitted, store, wait)
     return _force_without_quorum(state_dir, host, vm, who, confirm_down)
 
 

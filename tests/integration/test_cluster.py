@@ -119,7 +119,15 @@ def test_operator_actions_on_a_running_cluster(cluster: Demo) -> None:
              "the drained VMs to come home")
     ringfence(cluster, "vm", "migrate", "vm1", "--to", "host3")
     wait_for(lambda: cluster.placement_now(0.5).get("vm1") == "host3", 30, "vm1 on host3")
-    stop_request = request_of(ringfence(cluster, "vm", "stop", "vm2", "--operator", "alice"))
+    # The command waits for the outcome: the leader's refusal is a refusal (exit 1).
+    again = subprocess.run([sys.executable, "-m", "ringfence.cli", "vm", "migrate", "vm1",
+                            "--to", "host3", "--config", str(cluster.config_path)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "refused: vm1 already runs on host3" in again.stdout
+    stopped = ringfence(cluster, "vm", "stop", "vm2", "--operator", "alice")
+    stop_request = request_of(stopped)
+    assert "done: " in stopped, stopped
     wait_for(lambda: "vm2" not in cluster.placement_now(0.5), 30, "vm2 to stop")
     time.sleep(2.0)
     assert "vm2" not in cluster.placement_now(0.5), "a stopped VM must stay stopped"
