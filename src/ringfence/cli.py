@@ -601,15 +601,12 @@ def _parse_since(value: str) -> float:
 
 def _cmd_journal(args: argparse.Namespace) -> int:
     from ringfence.journal.events import from_journal_files
-    from ringfence.journal.report import DEFAULT_STATE_DIR
+    from ringfence.journal.report import default_journal
 
     since = _parse_since(args.since) if args.since else None
     if args.store:
         return _export_from_store(args, since)
-    if not args.journal and not DEFAULT_STATE_DIR.is_dir():
-        raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir): give "
-                          f"--journal DIR|FILE", file=str(DEFAULT_STATE_DIR))
-    source = from_journal_files(args.journal or [str(DEFAULT_STATE_DIR)])
+    source = from_journal_files(args.journal or [str(default_journal()[0])])
     _print_events(source.events, since, args.operator, as_json=args.json)
     if source.skipped:
         sys.stderr.write(f"ringfence journal: {source.skipped} torn line(s) skipped\n")

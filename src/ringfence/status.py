@@ -198,7 +198,8 @@ def render(document: dict[str, Any]) -> str:
     lines = [f"cluster {document['cluster']}: store {document['store']['kind']} "
              f"({', '.join(document['store']['members'])}), "
              + (f"revision {document['store']['revision']}, leader {document['leader']}"
-                if document["store"]["quorum"] else "NO QUORUM")]
+                if document["store"]["quorum"]
+                else f"NO QUORUM: {document['store'].get('error') or 'the store does not answer'}")]
     lines.append("")
     lines.append(f"{'HOST':<12} {'STATE':<24} {'LEASE AGE':>9} {'INC':>4}  LINKS")
     for name, host in document["hosts"].items():

@@ -75,3 +75,29 @@ def test_status_follows_the_pointer_of_a_running_demo(
     config.write_text("name: demo\n")
     write_demo_pointer(config)  # this process is the "demo": alive
     assert find_config(None) == config
+
+
+def test_journal_commands_find_a_running_demo_as_status_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from ringfence.cli import main
+    from ringfence.status import write_demo_pointer
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr("ringfence.journal.report.DEFAULT_STATE_DIR", tmp_path / "no-state")
+    config = tmp_path / "cluster.yaml"
+    config.write_text("name: demo\nnetworks: [{name: ring0, role: heartbeat}]\n"
+                      "hosts: [{name: h1, cpus: 1, memory: 1GiB}]\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "journal-h1.jsonl").write_text(json.dumps(
+        {"v": 2, "t": 1780000000.0, "seq": 1, "by": "h1", "kind": "host_joined", "host": "h1",
+         "text": "h1 joined with incarnation 1", "incarnation": 1}) + "\n")
+    assert main(["journal", "export", "--json"]) == 2  # no demo yet: a clear error
+    assert "no running demo" in capsys.readouterr().err
+    write_demo_pointer(config)
+    assert main(["journal", "export", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "host_joined"
+    assert main(["incident", "list"]) == 0
+    assert "no incident" in capsys.readouterr().out

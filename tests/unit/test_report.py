@@ -352,3 +352,15 @@ def test_a_lost_host_gets_a_follow_up_not_no_change() -> None:
     found = recommendations(incidents[0], ctx)
     assert any(r.startswith("Find out why hv1 failed: look at its BMC event log") for r in found)
     assert not any(r.startswith("No change recommended") for r in found)
+
+
+def test_status_says_why_the_store_does_not_answer() -> None:
+    from ringfence.status import render
+
+    document = {"cluster": "c", "store": {"kind": "etcd", "quorum": False,
+                                          "members": ["h1", "h2", "h3"],
+                                          "error": "no endpoint answered: 10.0.0.1:2379 "
+                                                   "connection refused"},
+                "leader": None, "hosts": {}, "vms": {}, "incidents": []}
+    assert "NO QUORUM: no endpoint answered: 10.0.0.1:2379 connection refused" in render(
+        document)

@@ -60,6 +60,7 @@ __all__ = [
     "ReportContext",
     "Section",
     "context_for_simulation",
+    "default_journal",
     "find_incident",
     "fmt_duration",
     "fmt_time",
@@ -112,6 +113,23 @@ class IncidentSource:
     now: float
 
 
+def default_journal() -> tuple[Path, Path | None]:
+    """Where the journal is when none is given: the agents' state directory
+    (:data:`DEFAULT_STATE_DIR`), else the state directory of a running `ringfence demo` (found
+    as `ringfence status` finds it), with that demo's cluster file. ConfigError if neither."""
+    from ringfence.errors import ConfigError
+    from ringfence.status import running_demo
+
+    if DEFAULT_STATE_DIR.is_dir():
+        return DEFAULT_STATE_DIR, None
+    demo = running_demo()
+    if demo is not None and (demo.parent / "state").is_dir():
+        return demo.parent / "state", demo
+    raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir) and no "
+                      f"running demo: give --journal DIR|FILE or --scenario SCENARIO.yaml",
+                      file=str(DEFAULT_STATE_DIR))
+
+
 def load_source(*, journal: Sequence[str] | None = None, scenario: str | None = None,
                 seed: int | None = None, config: str | None = None,
                 now: float | None = None) -> IncidentSource:
@@ -138,11 +156,11 @@ def load_source(*, journal: Sequence[str] | None = None, scenario: str | None = 
         states = {h.name: result.world.host_state(h.name, duration)
                   for h in result.world.config.hosts}
         return IncidentSource(from_world(result.world), incidents, ctx, states, duration)
-    paths: Sequence[str] = journal or [str(DEFAULT_STATE_DIR)]
-    if not journal and not DEFAULT_STATE_DIR.is_dir():
-        raise ConfigError(f"no journal at {DEFAULT_STATE_DIR} (the agents' --state-dir): give "
-                          f"--journal DIR|FILE or --scenario SCENARIO.yaml",
-                          file=str(DEFAULT_STATE_DIR))
+    paths: Sequence[str] = journal or []
+    if not journal:
+        found, demo_config = default_journal()
+        paths = [str(found)]
+        config = config or (str(demo_config) if demo_config else None)
     source = from_journal_files(paths)
     cluster_config = None
     if config:
