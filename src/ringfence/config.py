@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from ringfence.alerts.models import Alert  # the alert routes' own module
 from ringfence.errors import ConfigError, Problem, describe_value
 from ringfence.units import (
     Duration,
@@ -663,19 +664,6 @@ class Policy(_Model):
     shutdown: Literal["conditional", "freeze", "failover", "migrate"] = "conditional"
     max_restart: int = Field(default=1, ge=0, le=100)
     max_relocate: int = Field(default=1, ge=0, le=100)
-
-
-class Alert(_Model):
-    """An alert route; ``deadman`` is an outside watcher pinged ``every`` interval."""
-
-    kind: Literal["alertmanager", "webhook", "email", "deadman", "log"]
-    url: URL | None = None
-    secret_file: FilePath | None = None
-    smtp: HostPort | None = None
-    to: list[Annotated[str, Field(min_length=3, max_length=254)]] = Field(
-        default_factory=list, max_length=64
-    )
-    every: Annotated[Duration, duration_range(1.0, 86400.0)] | None = None
 
 
 class ApiTLS(_Model):
