@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from ringfence.units import Duration, duration_range
 
-__all__ = ["SEVERITIES", "Alert", "RateLimit", "Severity", "severity_rank"]
+__all__ = ["SEVERITIES", "Alert", "RateLimit", "Severity", "check_url", "severity_rank"]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
@@ -45,7 +45,8 @@ def severity_rank(severity: str) -> int:
         return len(SEVERITIES) - 1
 
 
-def _check_url(value: str) -> str:
+def check_url(value: str) -> str:
+    """An http(s) URL with a host; ValueError saying what is expected."""
     expected = f"expected an http(s) URL such as https://ops.example/hook, got {value[:80]!r}"
     if len(value) > MAX_URL or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError(expected)
@@ -75,7 +76,7 @@ def _check_address(value: str) -> str:
     return value
 
 
-URL = Annotated[str, AfterValidator(_check_url)]
+URL = Annotated[str, AfterValidator(check_url)]
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 Address = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_check_address)]
 FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH)]
