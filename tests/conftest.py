@@ -85,11 +85,11 @@ def bootstrapped(path: Path, cluster: str) -> None:
                   [Put(IDENTITY_KEY, StoreIdentity(cluster, "test-identity", 1).value())])
 
 
-
 class WebhookReceiver:
     """A real HTTP receiver on loopback for alert routes: checks the HMAC signature of every
     POST (when given a secret), dedupes alerts by `Idempotency-Key`, and counts GETs (dead-man
-    pings). `fail` answers the next that many POSTs with 503."""
+    pings). `fail` answers the next that many POSTs with 503; `hold` keeps the next POST's
+    answer back that many seconds (after it was recorded: a delivery in flight)."""
 
     def __init__(self, secret: bytes | None = None) -> None:
         import http.server
@@ -103,6 +103,9 @@ class WebhookReceiver:
         self.bad_signatures = 0
         self.pings: list[float] = []
         self.fail = 0
+        self.hold = 0.0
+        self.held = threading.Event()  # set when a held POST arrived
+        self.closing = threading.Event()
         self.lock = threading.Lock()
         receiver = self
 
@@ -141,6 +144,10 @@ class WebhookReceiver:
                     else:
                         receiver.alerts[key] = json.loads(body)
                         receiver.arrived[key] = time.time()
+                    hold, receiver.hold = receiver.hold, 0.0
+                if hold:
+                    receiver.held.set()
+                    receiver.closing.wait(hold)
                 self._answer(200)
 
             def _answer(self, status: int) -> None:
@@ -154,6 +161,7 @@ class WebhookReceiver:
         self.thread.start()
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
