@@ -61,17 +61,15 @@ def send_webhook(route: Alert, message: AlertMessage) -> str:
     return _post(route, route.url, body, headers)
 
 
-def alertmanager_alert(message: AlertMessage, *, resolved_at: float | None = None
-                       ) -> dict[str, object]:
-    """One alert of Alertmanager's v2 API. `resolved_at` sets `endsAt` to that time (the
-    alert resolves); otherwise it ends `RESOLVE_AFTER` after it started."""
+def alertmanager_alert(message: AlertMessage) -> dict[str, object]:
+    """One alert of Alertmanager's v2 API; it ends `RESOLVE_AFTER` after it started."""
     labels = {"alertname": "ringfence", "cluster": message.cluster,
               "severity": message.severity, "incident": message.id}
     if message.host:
         labels["host"] = message.host
     if message.vm:
         labels["vm"] = message.vm
-    ends = resolved_at if resolved_at is not None else message.t + RESOLVE_AFTER
+    ends = message.t + RESOLVE_AFTER
     return {"labels": labels, "annotations": {"summary": message.text,
                                               "raised_by": message.raised_by},
             "startsAt": iso_time(message.t), "endsAt": iso_time(ends)}
