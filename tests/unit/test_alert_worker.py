@@ -157,3 +157,20 @@ def test_deadman_pings_from_the_leader_and_when_no_leader(webhook_receiver: Any,
     time.sleep(1.5)
     quiet.close()
     assert len(webhook_receiver.pings) == before
+
+
+def test_an_idle_follower_waits_instead_of_spinning(tmp_path: Path) -> None:
+    calls = 0
+
+    def clock() -> float:
+        nonlocal calls
+        calls += 1
+        return time.monotonic()
+
+    store = SqliteStore(str(tmp_path / "s.db"))
+    w = AlertWorker([Alert.model_validate({"kind": "log"})], cluster="c", host="hv1",
+                    journal=ListJournal(), clock=clock)
+    w.start(store, lambda: False)
+    time.sleep(1.0)
+    w.close()
+    assert calls < 100  # a few per SCAN interval, not a busy loop

@@ -196,9 +196,10 @@ class AlertWorker:
                     self._handle(item)
                 self._mark_pending()
                 now = self.clock()
-                if now >= self._next_scan and self.store is not None and self.is_leader():
-                    self._next_scan = now + SCAN
-                    self._scan()
+                if now >= self._next_scan:
+                    self._next_scan = now + SCAN  # also when not leading: no busy wait
+                    if self.store is not None and self.is_leader():
+                        self._scan()
                 self._pings(now)
             except Exception as exc:  # the worker must never die: journal and go on
                 self.journal.record("alert_failed", host=self.host, method="worker",
