@@ -63,3 +63,13 @@ def test_bad_route_names_the_field(tmp_path: Path, route: str, words: list[str])
     assert "c.yaml:4:" in text
     for word in words:
         assert word in text, text
+
+
+def test_demo_refuses_a_bad_fault_target_or_webhook(capsys: pytest.CaptureFixture[str]) -> None:
+    from ringfence.cli import main
+
+    assert main(["demo", "--fault-target", "host9", "--hosts", "3"]) == 2
+    assert "--fault-target: expected one of busiest, leader, host1, host2, host3" in (
+        capsys.readouterr().err)
+    assert main(["demo", "--alert-webhook", "ftp://x/"]) == 2
+    assert "http(s) URL" in capsys.readouterr().err
