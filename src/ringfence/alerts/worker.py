@@ -28,7 +28,9 @@ counted per worker (a new leader starts its windows afresh).
 
 The dead-man's switch: every ``deadman`` route is pinged every ``every`` seconds by the
 leader, or by any host that finds no leader in the store or can not reach the store (so that
-even a cluster without a store keeps pinging while any host lives). A failed ping is journaled
+even a cluster without a store keeps pinging while any host lives); a host that does not ping
+looks again every `PING_RECHECK` seconds, so a new leader pings within a second of its
+election. A failed ping is journaled
 once per run of failures (`alert_failed`), and the first answered ping after it as
 `alert_delivered`.
 
@@ -62,6 +64,8 @@ OUTBOX = "alerts/outbox/"
 SCAN = 0.5
 """Seconds between the leader's reads of the outbox."""
 MAX_QUEUE = 10_000
+PING_RECHECK = 1.0
+"""Seconds between a non-leader's looks at whether it should ping the dead-man's switch."""
 
 
 def outbox_key(alert_id: str) -> str:
@@ -334,8 +338,10 @@ class AlertWorker:
     def _pings(self, now: float) -> None:
         due = [r for r in self.routes if r.kind == "deadman" and now >= self._next_ping[id(r)]]
         if not due or not self._should_ping():
+            # Look again soon: a host that starts leading pings within a second, not an
+            # interval after the last leader's last ping.
             for route in due:
-                self._next_ping[id(route)] = now + route.interval
+                self._next_ping[id(route)] = now + min(route.interval, PING_RECHECK)
             return
         for route in due:
             self._next_ping[id(route)] = now + route.interval
