@@ -84,3 +84,90 @@ def bootstrapped(path: Path, cluster: str) -> None:
         store.txn([Compare.absent(IDENTITY_KEY)],
                   [Put(IDENTITY_KEY, StoreIdentity(cluster, "test-identity", 1).value())])
 
+
+class WebhookReceiver:
+    """A real HTTP receiver on loopback for alert routes: checks the HMAC signature of every
+    POST (when given a secret), dedupes alerts by `Idempotency-Key`, and counts GETs (dead-man
+    pings). `fail` answers the next that many POSTs with 503; `hold` keeps the next POST's
+    answer back that many seconds (after it was recorded: a delivery in flight)."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        import http.server
+        import threading
+
+        self.secret = secret
+        self.alerts: dict[str, dict[str, Any]] = {}  # by idempotency key: the first body
+        self.arrived: dict[str, float] = {}  # when each key first arrived (time.time())
+        self.posts = 0
+        self.duplicates = 0
+        self.bad_signatures = 0
+        self.pings: list[float] = []
+        self.fail = 0
+        self.hold = 0.0
+        self.held = threading.Event()  # set when a held POST arrived
+        self.closing = threading.Event()
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                with receiver.lock:
+                    receiver.pings.append(time.time())
+                self._answer(200)
+
+            def do_POST(self) -> None:
+                import hashlib
+                import hmac
+                import json
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.posts += 1
+                    if receiver.fail > 0:
+                        receiver.fail -= 1
+                        self._answer(503)
+                        return
+                    if receiver.secret is not None:
+                        want = "sha256=" + hmac.new(receiver.secret, body,
+                                                    hashlib.sha256).hexdigest()
+                        if not hmac.compare_digest(
+                                want, self.headers.get("X-Ringfence-Signature", "")):
+                            receiver.bad_signatures += 1
+                            self._answer(401)
+                            return
+                    key = self.headers.get("Idempotency-Key", "")
+                    if key in receiver.alerts:
+                        receiver.duplicates += 1
+                    else:
+                        receiver.alerts[key] = json.loads(body)
+                        receiver.arrived[key] = time.time()
+                    hold, receiver.hold = receiver.hold, 0.0
+                if hold:
+                    receiver.held.set()
+                    receiver.closing.wait(hold)
+                self._answer(200)
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver() -> Any:
+    receiver = WebhookReceiver(secret=b"s3cret")
+    yield receiver
+    receiver.close()

@@ -50,6 +50,15 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return whole
 
 
+def _url(text: str) -> str:
+    from ringfence.alerts.models import check_url
+
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _seconds(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
     """An argparse type: a duration (200ms, 6s, 2m, 1h) from `low` (excluded if `above`) to
     `high`, in seconds."""
@@ -120,6 +129,12 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="power_off (default: the busiest host's agent, VMs and watchdog "
                            "die), hang (all of them freeze, the watchdog too), agent_hang (only "
                            "the agent freezes), vm_crash or none")
+    demo.add_argument("--fault-target", default="busiest", metavar="busiest|leader|HOST",
+                      help="the host the fault hits: the one running most VMs (default), the "
+                           "cluster's leader, or a host by name (host1, host2 …)")
+    demo.add_argument("--alert-webhook", action="append", default=[], metavar="URL",
+                      type=_url, help="deliver alerts to this webhook and ping it as a "
+                                      "dead-man's switch every 5s (repeatable)")
     demo.add_argument("--fault-at", type=_seconds(0.0, 3600.0), default=20.0,
                       help="when, counted from the demo's start (and not before every VM "
                            "runs; default 20s)")
@@ -341,8 +356,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.vms > 16 * args.hosts:
         raise ConfigError(f"--vms: at most 16 per host ({16 * args.hosts} for {args.hosts} "
                           f"hosts), got {args.vms}")
+    targets = ["busiest", "leader", *(f"host{i + 1}" for i in range(args.hosts))]
+    if args.fault_target not in targets:
+        raise ConfigError(f"--fault-target: expected one of {', '.join(targets)}, got "
+                          f"{args.fault_target!r}")
     options = DemoOptions(hosts=args.hosts, vms=args.vms, fault=args.fault,
-                          fault_at=args.fault_at,
+                          fault_at=args.fault_at, fault_target=args.fault_target,
+                          alert_webhooks=list(args.alert_webhook),
                           duration=args.duration, port=args.port,
                           fencing=not args.no_fencing, browser=not args.no_browser,
                           as_json=args.json)

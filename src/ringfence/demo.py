@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import webbrowser
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class DemoOptions:
     workdir: Path | None = None
     etcd_endpoints: list[str] | None = None  # default: the embedded SQLite store
     migration_delay: float = 0.0  # how long a process VM's migration "copy" takes (tests)
+    fault_target: str = "busiest"  # busiest, leader, or a host's name
+    alert_webhooks: list[str] = field(default_factory=list)  # a webhook + deadman route each
 
 
 @dataclass
@@ -138,6 +140,12 @@ class Demo:
                     for i, vm in enumerate(self.vms)],
             "policy": {"host_failures_to_tolerate": 1},
         }
+        if self.options.alert_webhooks:
+            cluster["alerts"] = [
+                *({"kind": "webhook", "name": f"webhook{i + 1}", "url": url}
+                  for i, url in enumerate(self.options.alert_webhooks)),
+                *({"kind": "deadman", "name": f"deadman{i + 1}", "url": url, "every": "5s"}
+                  for i, url in enumerate(self.options.alert_webhooks))]
         if self.options.fencing:
             cluster["fencing"] = {h.name: {"agent": str(fence_script),
                                            "params": {"plug": h.name,
@@ -182,6 +190,38 @@ class Demo:
             counts[host] = counts.get(host, 0) + 1
         return max(sorted(counts), key=lambda h: counts[h]) if counts else self.hosts[0].name
 
+    def leader(self) -> str | None:
+        """The host holding the store's `manager` key now (None: none, or no store)."""
+        from ringfence.config import load_cluster
+        from ringfence.core.leases import MANAGER_KEY
+        from ringfence.errors import ConfigError
+        from ringfence.store.base import StoreUnavailable
+        from ringfence.store.factory import open_store
+
+        try:
+            store = open_store(load_cluster(self.config_path), host=None)
+        except ConfigError:
+            return None
+        try:
+            kv = store.get(MANAGER_KEY)
+        except StoreUnavailable:
+            return None
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+        host = kv.value.get("host") if kv is not None and isinstance(kv.value, dict) else None
+        return host if isinstance(host, str) else None
+
+    def target(self) -> str:
+        """The host `--fault-target` names: busiest, the leader (the busiest when there is
+        none), or a host by name."""
+        if self.options.fault_target == "busiest":
+            return self.busiest()
+        if self.options.fault_target == "leader":
+            return self.leader() or self.busiest()
+        return self.options.fault_target
+
     # ------------------------------------------------------------------ faults
     def inject(self, kind: str) -> None:
         now = time.time()
@@ -195,7 +235,7 @@ class Demo:
                     os.kill(pid, signal.SIGKILL)
             self.faults.append(Fault(now - self.started, kind, host, now, vm))
             return
-        victim = self.busiest()
+        victim = self.target()
         pids = _pids_of(self.workdir, victim)
         if kind == "agent_hang":  # only the agent freezes; its VMs and watchdog run on
             frozen = next(h for h in self.hosts if h.name == victim)

@@ -1,9 +1,9 @@
 """Secret files named in the cluster file must be readable by their owner only.
 
 The secrets: ``key_file`` (the heartbeat key), ``store.password_file``, ``store.tls.key_file``,
-``fencing.<host>.params.password_file`` and ``identity_file``, ``alerts[].secret_file``,
-``api.tokens_file`` and ``api.tls.key_file``. Certificates and CA files are public and not
-checked.
+``fencing.<host>.params.password_file`` and ``identity_file``, ``alerts[].secret_file`` and
+``alerts[].password_file``, ``api.tokens_file`` and ``api.tls.key_file``. Certificates and CA
+files are public and not checked.
 
 A secret whose mode gives its group or others any access (``chmod 644``, ``640``, ``604``…) is
 refused at `ringfence agent` start-up: :func:`check_secrets` raises
@@ -62,6 +62,8 @@ def secret_files(config: ClusterConfig) -> list[tuple[Loc, str]]:
     for index, alert in enumerate(config.alerts):
         if alert.secret_file:
             found.append((("alerts", index, "secret_file"), alert.secret_file))
+        if alert.password_file:
+            found.append((("alerts", index, "password_file"), alert.password_file))
     if config.api is not None:
         if config.api.tokens_file:
             found.append((("api", "tokens_file"), config.api.tokens_file))

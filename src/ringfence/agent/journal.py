@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +35,9 @@ class FileJournal:
         self.echo_json = echo_json
         self.write_errors = 0
         self.seq = 0
+        # The agent's threads take turns (agent.gate), but the alert worker journals from its
+        # own thread: one event at a time keeps `seq` unique and lines whole.
+        self._lock = threading.Lock()
         # Journals say which VMs run where and why: for the owner (root) only.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
@@ -43,6 +47,10 @@ class FileJournal:
 
     def record(self, kind: str, **fields: Any) -> None:
         fact = Fact(kind, self.host, **fields)
+        with self._lock:
+            self._write(kind, fact)
+
+    def _write(self, kind: str, fact: Fact) -> None:
         text = render(fact)
         self.seq += 1
         # Version 2 lines: the fact's fields at the top level beside the rendered text. A

@@ -41,6 +41,7 @@ from typing import Any
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
+from ringfence.alerts.worker import AlertWorker, RoutedAlerts
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.agent import Agent, AgentMode, AgentParts
@@ -284,6 +285,8 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     if options.forget_store:
         _forget_store(host, hypervisor, local_state, journal)
     gate = options.gate
+    alert_worker = (AlertWorker(config.alerts, cluster=config.name, host=host, journal=journal)
+                    if config.alerts else None)
     parts = AgentParts(
         clock=MonotonicClock(),
         store=GatedStore(store, gate),
@@ -292,7 +295,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
         watchdog=_watchdog(host, options, journal),
         transport=transport,
         journal=journal,
-        alerts=JournalAlerts(journal),
+        alerts=RoutedAlerts(journal, alert_worker) if alert_worker else JournalAlerts(journal),
         fence_agents=_fence_agents(config),
         probes=_probes(config, host),
         guest_checks=checks,
@@ -310,6 +313,10 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     journal.mirror = StoreMirror(IdentifiedStore(mirror_store, agent.identity, strict=True),
                                  host, boot=int(time.time()))
     options.closers.append(journal.mirror.close)
+    if alert_worker is not None:  # its own store connection, like the mirror's
+        alert_worker.start(IdentifiedStore(open_store(config, host=host), agent.identity,
+                                           strict=True), lambda: agent.manager.is_leader)
+        options.closers.append(alert_worker.close)
     return agent
 
 

@@ -34,6 +34,9 @@ def analyse(config: ClusterConfig) -> CheckReport:
     _design_findings(cluster, out)
     _timing_findings(config, out)
     _alert_findings(config, out)
+    from ringfence.alerts.shared_fate import alerting_findings  # the alerting path's fate
+    for finding in alerting_findings(config, cluster.start):
+        out.add(*finding)
     _policy_findings(cluster, singles, out)
     failure_rank = {o.result.failure: i for i, o in enumerate(singles)}
 

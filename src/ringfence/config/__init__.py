@@ -40,6 +40,7 @@ ten, and an unquoted MAC address is not read as a base-60 integer.
 
 from __future__ import annotations
 
+from ringfence.alerts.models import Alert  # the alert routes: their own module
 from ringfence.config.cluster import ClusterConfig
 from ringfence.config.fields import (
     MAX_ALIAS_VALUES,
@@ -52,7 +53,7 @@ from ringfence.config.fields import (
 from ringfence.config.load import load_cluster, parse_cluster
 from ringfence.config.nodes import Host, Interface, Network, Witness
 from ringfence.config.problems import FieldProblems, LineMap, Loc, format_path, unknown_name
-from ringfence.config.services import Alert, ApiConfig, ApiTLS, FenceConfig, StoreConfig, StoreTLS
+from ringfence.config.services import ApiConfig, ApiTLS, FenceConfig, StoreConfig, StoreTLS
 from ringfence.config.timing import Timing
 from ringfence.config.validation import validate_document
 from ringfence.config.vms import VM, Datastore, Group, Policy, ProbeConfig, VerifyConfig

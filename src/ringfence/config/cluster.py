@@ -15,6 +15,7 @@ from typing import Any, Self, TypeVar
 
 from pydantic import Field, PrivateAttr, model_validator
 
+from ringfence.alerts.models import Alert
 from ringfence.config.fields import (
     MAX_ALERTS,
     MAX_DATASTORES,
@@ -29,7 +30,7 @@ from ringfence.config.fields import (
 )
 from ringfence.config.nodes import Host, Network, Witness
 from ringfence.config.problems import FieldProblems, Loc, format_path, unknown_name
-from ringfence.config.services import Alert, ApiConfig, FenceConfig, StoreConfig
+from ringfence.config.services import ApiConfig, FenceConfig, StoreConfig
 from ringfence.config.timing import Timing
 from ringfence.config.vms import VM, Datastore, Group, Policy
 from ringfence.units import format_size

@@ -1,4 +1,5 @@
-"""What the cluster talks to: the coordination store, fence agents, alert routes, the API.
+"""What the cluster talks to: the coordination store, fence agents, the API (alert routes:
+`ringfence.alerts.models`).
 
 These sections only check their own values (endpoints, URLs, ``HOST:PORT``, durations); that
 ``store.members``, ``store.bootstrap`` and ``fencing`` name hosts of the cluster is checked by
@@ -15,7 +16,6 @@ from ringfence.config.fields import (
     MAX_HOSTS,
     MAX_PATH,
     MAX_WITNESSES,
-    URL,
     Endpoint,
     FilePath,
     HostPort,
@@ -57,19 +57,6 @@ class FenceConfig(_Model):
     duration: Annotated[Duration, duration_range(0.0, 300.0)] = 0.5
     # Simulation only: the agent answers only after this long, and then acts (unless stopped).
     hang: Annotated[Duration, duration_range(0.0, 3600.0)] | None = None
-
-
-class Alert(_Model):
-    """An alert route; ``deadman`` is an outside watcher pinged ``every`` interval."""
-
-    kind: Literal["alertmanager", "webhook", "email", "deadman", "log"]
-    url: URL | None = None
-    secret_file: FilePath | None = None
-    smtp: HostPort | None = None
-    to: list[Annotated[str, Field(min_length=3, max_length=254)]] = Field(
-        default_factory=list, max_length=64
-    )
-    every: Annotated[Duration, duration_range(1.0, 86400.0)] | None = None
 
 
 class ApiTLS(_Model):

@@ -153,6 +153,24 @@ def _alert(f: Fact) -> str:
     return f"[{_s(f.severity, 'warning')}] {_s(f.detail, '')}"
 
 
+def _alert_delivered(f: Fact) -> str:
+    if f.method == "deadman":
+        return f"dead-man ping to {_s(f.target)} answered: {_s(f.reason, '')}"
+    attempts = f" after {_plural(f.count, 'attempt')}" if f.count and f.count > 1 else ""
+    return (f"[{_s(f.severity, 'warning')}] alert delivered by {_s(f.target)}{attempts} "
+            f"({_secs(f.duration)} after it was raised; {_s(f.reason, 'acknowledged')}): "
+            f"{_s(f.detail, '')}")
+
+
+def _alert_failed(f: Fact) -> str:
+    if f.method == "deadman":
+        return f"dead-man ping to {_s(f.target)} failed: {_s(f.reason)}"
+    if f.method == "worker":
+        return f"alert worker error: {_s(f.reason)}"
+    return (f"[{_s(f.severity, 'warning')}] alert not delivered by {_s(f.target)} "
+            f"({_plural(f.count, 'attempt')}): {_s(f.reason)}; alert: {_s(f.detail, '')}")
+
+
 _RENDER: dict[str, Callable[[Fact], str]] = {
     "heartbeat_lost": _heartbeat_lost,
     "jeopardy": lambda f: (f"{_s(f.by)} hears {_s(f.peer)} only on {_list(f.links)} (lost: "
@@ -272,6 +290,8 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
     "operator_refused": lambda f: _with(f, f"{_s(f.reason)}"),
     "operator_request": lambda f: _with(f, _s(f.reason, "an operator's request")),
     "alert_sent": _alert,
+    "alert_delivered": _alert_delivered,
+    "alert_failed": _alert_failed,
 }
 
 

@@ -176,6 +176,9 @@ EVENT_KINDS: dict[str, str] = {
     "force_start": "an operator forced a VM on",
     "force_start_refused": "an operator's forced start was refused",
     "alert_sent": "an alert went out",
+    "alert_delivered": "an alert route acknowledged an alert (or a dead-man ping again)",
+    "alert_failed": "an alert route failed an alert after its retries, refused it (rate "
+                    "limit), or a dead-man ping failed",
     "incident_opened": "an incident was opened",
     "incident_resolved": "an incident was resolved",
     # --- ringfence's own

@@ -1,0 +1,389 @@
+"""Delivering alerts without blocking a cycle, and without losing one when the leader dies.
+
+`RoutedAlerts` is the `AlertSink` of a real agent: `send` journals `alert_sent` and hands the
+alert to the `AlertWorker`'s queue; it never blocks and never raises. The worker's own thread
+does the rest; each route has a delivery thread of its own, so a slow or dead receiver delays
+only its route, never another route, the dead-man's pings, nor a decision.
+
+The outbox (semantics: **at least once** per route, deduplicated by the alert id):
+
+1. Whoever raises an alert writes it to the store, ``alerts/outbox/<id>`` (a compare-and-set on
+   the key's absence), when the store answers.
+2. The leader's worker reads the outbox (every `SCAN` seconds, and at once after its own
+   write) and delivers each record by every route that wants it (severity filter, rate limit)
+   and that the record does not list as done yet.
+3. After each route's outcome (delivered, failed after its retries, or refused by the rate
+   limit) the record's ``done`` list gets that route, by compare-and-set on the record's
+   revision; a record that every route is done with is deleted, by compare-and-set too.
+
+A leader that dies between a delivery and its mark leaves the route owed: the next leader
+delivers it again, with the same id (webhook `Idempotency-Key`, Alertmanager `incident` label,
+e-mail `Message-ID`, the command's ``RINGFENCE_ALERT_ID``), so a receiver that dedupes shows it
+once. A host whose store write fails (the store is lost, this host fenced itself, failsafe,
+or it has not joined the store yet) delivers its own alert directly by every route; a write
+whose outcome is unknown (the store answered nothing) is delivered directly too, and may then
+be delivered again by the leader: again at least once. Nothing is retried forever: a route
+that fails `1 + retries` attempts is journaled `alert_failed` and marked done. Rate limits are
+counted per worker (a new leader starts its windows afresh).
+
+The dead-man's switch: every ``deadman`` route is pinged every ``every`` seconds by the
+leader, or by any host that finds no leader in the store or can not reach the store (so that
+even a cluster without a store keeps pinging while any host lives); a host that does not ping
+looks again every `PING_RECHECK` seconds, so a new leader pings within a second of its
+election. A failed ping is journaled
+once per run of failures (`alert_failed`), and the first answered ping after it as
+`alert_delivered`.
+
+The worker's thread alone uses its store connection. Outcomes are journaled as
+`alert_delivered` / `alert_failed` (fields: `target` the route, `method` its kind, `severity`,
+`detail` the alert's text, `reason` the failure, `count` the attempts, `duration` seconds from
+raising to the acknowledgement).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ringfence.alerts.models import Alert
+from ringfence.alerts.routes import AlertMessage, Delivery, deliver, wants
+from ringfence.core.leases import MANAGER_KEY
+from ringfence.core.ports import Journal
+from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
+
+__all__ = ["OUTBOX", "SCAN", "AlertWorker", "RoutedAlerts", "outbox_key"]
+
+OUTBOX = "alerts/outbox/"
+SCAN = 0.5
+"""Seconds between the leader's reads of the outbox."""
+MAX_QUEUE = 10_000
+PING_RECHECK = 1.0
+"""Seconds between a non-leader's looks at whether it should ping the dead-man's switch."""
+
+
+def outbox_key(alert_id: str) -> str:
+    return f"{OUTBOX}{alert_id}"
+
+
+@dataclass
+class _Limiter:
+    """A sliding window: at most `count` in any `per` seconds."""
+
+    count: int
+    per: float
+    times: deque[float] = field(default_factory=deque)
+
+    def allow(self, now: float) -> bool:
+        while self.times and self.times[0] <= now - self.per:
+            self.times.popleft()
+        if len(self.times) >= self.count:
+            return False
+        self.times.append(now)
+        return True
+
+
+@dataclass(frozen=True)
+class _Job:
+    route: Alert
+    message: AlertMessage | None  # None: a dead-man ping
+    from_outbox: bool
+
+
+class _RouteSender:
+    """One route's delivery thread: jobs in, outcomes back to the worker's queue."""
+
+    def __init__(self, route: Alert, done: Callable[[_Job, Delivery], None]) -> None:
+        self.route = route
+        self.done = done
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name=f"alert-{route.kind}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if job.message is None:
+                self.done(job, _ping(job.route))
+            else:
+                self.done(job, deliver(job.route, job.message))
+
+
+def _ping(route: Alert) -> Delivery:
+    from ringfence.alerts.http_routes import ping_deadman
+    from ringfence.alerts.routes import DeliveryError
+
+    try:
+        return Delivery(True, 1, ping_deadman(route))
+    except DeliveryError as exc:
+        return Delivery(False, 1, str(exc))
+
+
+class AlertWorker:
+    """See the module docstring. Construct, then `start` once the store can be attached."""
+
+    def __init__(self, routes: Sequence[Alert], *, cluster: str, host: str, journal: Journal,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        self.routes = list(routes)
+        self.cluster = cluster
+        self.host = host
+        self.journal = journal
+        self.clock = clock
+        self.wall = wall
+        self.new_id = new_id
+        self.store: Store | None = None
+        self.is_leader: Callable[[], bool] = lambda: False
+        self.intake: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self.dropped = 0
+        self.store_ok: bool | None = None
+        self._limits = {id(r): _Limiter(r.rate_limit.count, r.rate_limit.per)
+                        for r in self.routes if r.rate_limit is not None}
+        self._senders: dict[int, _RouteSender] = {}
+        self._inflight: set[tuple[str, int]] = set()
+        self._unmarked: list[tuple[str, str]] = []  # (alert id, route label) to mark done
+        self._ping_failures: dict[int, int] = {}
+        self._next_ping = {id(r): 0.0 for r in self.routes if r.kind == "deadman"}
+        self._next_scan = 0.0
+        self.thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the callers' side
+    def raise_alert(self, severity: str, text: str, *, host: str | None = None,
+                    vm: str | None = None) -> AlertMessage:
+        """Queue a new alert. Never blocks, never raises (beyond `MAX_QUEUE` waiting alerts,
+        the alert is counted in `dropped`; the journal has it)."""
+        message = AlertMessage(self.new_id(), severity, text, host, vm, self.cluster,
+                               self.host, self.wall())
+        if self.intake.qsize() >= MAX_QUEUE:
+            self.dropped += 1
+        else:
+            self.intake.put(("raise", message))
+        return message
+
+    def start(self, store: Store | None, is_leader: Callable[[], bool]) -> None:
+        """Attach the store (None: deliver everything directly) and start the thread."""
+        self.store = store
+        self.is_leader = is_leader
+        self.thread = threading.Thread(target=self._run, name=f"alerts-{self.host}",
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop taking work; what is queued is handled within `timeout` if it can be."""
+        if self.thread is None:
+            return
+        self.intake.put(None)
+        self.thread.join(timeout)
+        for sender in self._senders.values():
+            sender.jobs.put(None)
+
+    # ------------------------------------------------------------------ the worker's thread
+    def _run(self) -> None:
+        while True:
+            now = self.clock()
+            wake = min([self._next_scan, *self._next_ping.values()], default=now + SCAN)
+            try:
+                item = self.intake.get(timeout=max(0.0, min(wake - now, SCAN)))
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            try:
+                if item:
+                    self._handle(item)
+                self._mark_pending()
+                now = self.clock()
+                if now >= self._next_scan:
+                    self._next_scan = now + SCAN  # also when not leading: no busy wait
+                    if self.store is not None and self.is_leader():
+                        self._scan()
+                self._pings(now)
+            except Exception as exc:  # the worker must never die: journal and go on
+                self.journal.record("alert_failed", host=self.host, method="worker",
+                                    reason=f"{type(exc).__name__}: {exc}")
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "raise":
+            self._accept(item[1])
+        elif item[0] == "done":
+            self._outcome(item[1], item[2])
+
+    def _accept(self, message: AlertMessage) -> None:
+        if self.store is not None:
+            try:
+                self.store.txn([Compare.absent(outbox_key(message.id))],
+                               [Put(outbox_key(message.id),
+                                    {"alert": message.to_json(), "done": []})])
+                self.store_ok = True
+                self._next_scan = 0.0  # a leader delivers it at once
+                return
+            except StoreUnavailable:
+                self.store_ok = False
+            except Exception:  # an identity guard, a store that refuses: deliver it here
+                self.store_ok = False
+        for route in self.routes:
+            if wants(route, message):
+                self._submit(route, message, from_outbox=False)
+
+    def _submit(self, route: Alert, message: AlertMessage, *, from_outbox: bool) -> None:
+        limiter = self._limits.get(id(route))
+        if limiter is not None and not limiter.allow(self.clock()):
+            self.journal.record("alert_failed", host=message.host, vm=message.vm,
+                                target=route.label, method=route.kind,
+                                severity=message.severity, detail=message.text, count=0,
+                                reason=f"rate limit: more than {limiter.count} alerts in "
+                                       f"{limiter.per:g}s")
+            if from_outbox:
+                self._unmarked.append((message.id, route.label))
+            return
+        if from_outbox:
+            self._inflight.add((message.id, id(route)))
+        self._sender(route).jobs.put(_Job(route, message, from_outbox))
+
+    def _sender(self, route: Alert) -> _RouteSender:
+        sender = self._senders.get(id(route))
+        if sender is None:
+            sender = _RouteSender(route, lambda job, d: self.intake.put(("done", job, d)))
+            self._senders[id(route)] = sender
+        return sender
+
+    def _outcome(self, job: _Job, delivery: Delivery) -> None:
+        message, route = job.message, job.route
+        if message is None:
+            self._ping_outcome(route, delivery)
+            return
+        fields: dict[str, Any] = {
+            "host": message.host, "vm": message.vm, "target": route.label,
+            "method": route.kind, "severity": message.severity, "detail": message.text,
+            "count": delivery.attempts, "duration": max(0.0, self.wall() - message.t)}
+        if delivery.delivered:
+            self.journal.record("alert_delivered", reason=delivery.detail, **fields)
+        else:
+            self.journal.record("alert_failed", reason=delivery.detail, **fields)
+        if job.from_outbox:
+            self._inflight.discard((message.id, id(route)))
+            self._unmarked.append((message.id, route.label))
+
+    # ------------------------------------------------------------------ the outbox
+    def _scan(self) -> None:
+        assert self.store is not None
+        try:
+            records = self.store.get_prefix(OUTBOX).items
+            self.store_ok = True
+        except StoreUnavailable:
+            self.store_ok = False
+            return
+        owed_marks = set(self._unmarked)  # finished, their marks not yet written
+        for kv in records:
+            record = kv.value if isinstance(kv.value, dict) else {}
+            message = AlertMessage.from_json(record.get("alert"))
+            done = set(record.get("done") or [])
+            if message is None:
+                with contextlib.suppress(StoreUnavailable):  # unreadable: nobody can send it
+                    self.store.txn([Compare.unchanged(kv.key, kv.mod_revision)],
+                                   [Delete(kv.key)])
+                continue
+            busy = False
+            for route in self.routes:
+                if (not wants(route, message) or route.label in done
+                        or (message.id, route.label) in owed_marks):
+                    continue
+                busy = True
+                if (message.id, id(route)) not in self._inflight:
+                    self._submit(route, message, from_outbox=True)
+            if not busy and not any(a == message.id for a, _ in owed_marks):
+                with contextlib.suppress(StoreUnavailable):
+                    self.store.txn([Compare.unchanged(kv.key, kv.mod_revision)],
+                                   [Delete(kv.key)])
+
+    def _mark_pending(self) -> None:
+        """Add the finished routes to their records' ``done`` lists (compare-and-set)."""
+        if not self._unmarked or self.store is None:
+            return
+        still: list[tuple[str, str]] = []
+        for alert_id, label in self._unmarked:
+            if not self._mark(alert_id, label):
+                still.append((alert_id, label))
+        self._unmarked = still
+
+    def _mark(self, alert_id: str, label: str) -> bool:
+        """True when marked (or nothing is left to mark); False: the store did not answer."""
+        assert self.store is not None
+        key = outbox_key(alert_id)
+        for _ in range(5):  # another worker marking the same record: read again and retry
+            try:
+                kv = self.store.get(key)
+                if kv is None or not isinstance(kv.value, dict):
+                    return True
+                done = list(kv.value.get("done") or [])
+                if label in done:
+                    return True
+                result = self.store.txn([Compare.unchanged(key, kv.mod_revision)],
+                                        [Put(key, {**kv.value, "done": [*done, label]})])
+            except StoreUnavailable:
+                return False
+            if result.succeeded:
+                self._next_scan = 0.0  # the scan deletes a finished record
+                return True
+        return True
+
+    # ------------------------------------------------------------------ the dead-man's switch
+    def _pings(self, now: float) -> None:
+        due = [r for r in self.routes if r.kind == "deadman" and now >= self._next_ping[id(r)]]
+        if not due or not self._should_ping():
+            # Look again soon: a host that starts leading pings within a second, not an
+            # interval after the last leader's last ping.
+            for route in due:
+                self._next_ping[id(route)] = now + min(route.interval, PING_RECHECK)
+            return
+        for route in due:
+            self._next_ping[id(route)] = now + route.interval
+            self._sender(route).jobs.put(_Job(route, None, False))
+
+    def _should_ping(self) -> bool:
+        """The leader pings; so does any host that finds no leader or no store."""
+        if self.store is None or self.is_leader():
+            return True
+        try:
+            leader = self.store.get(MANAGER_KEY)
+            self.store_ok = True
+        except StoreUnavailable:
+            self.store_ok = False
+            return True
+        return leader is None
+
+    def _ping_outcome(self, route: Alert, delivery: Delivery) -> None:
+        failures = self._ping_failures.get(id(route), 0)
+        if delivery.delivered:
+            if failures:
+                self.journal.record("alert_delivered", host=self.host, target=route.label,
+                                    method="deadman", count=failures + 1,
+                                    reason=f"{delivery.detail}; answered again after "
+                                           f"{failures} failed pings")
+            self._ping_failures[id(route)] = 0
+            return
+        if not failures:
+            self.journal.record("alert_failed", host=self.host, target=route.label,
+                                method="deadman", count=1, reason=delivery.detail)
+        self._ping_failures[id(route)] = failures + 1
+
+
+class RoutedAlerts:
+    """The real agent's `AlertSink`: journal `alert_sent`, then queue for the routes."""
+
+    def __init__(self, journal: Journal, worker: AlertWorker) -> None:
+        self.journal = journal
+        self.worker = worker
+
+    def send(self, severity: str, text: str, *, host: str | None = None,
+             vm: str | None = None) -> None:
+        self.journal.record("alert_sent", host=host, vm=vm, severity=severity, detail=text)
+        with contextlib.suppress(Exception):  # an alert must never break its caller
+            self.worker.raise_alert(severity, text, host=host, vm=vm)
