@@ -46,6 +46,8 @@ def test_seed_001_monitoring_ticketing_and_routes_on_one_host(tmp_path: Path) ->
     assert any("email (10.0.0.1:25) goes to host hv1 itself" in t for t in on_hv1)
     [deadman] = [t for t in texts(report, None) if t.startswith("deadman route")]
     assert "VM monitor (on hv1) of this cluster" in deadman
+    # ...and that deadman route is not also praised as an outside watcher
+    assert not any(f.text.startswith("outside watcher") for f in report.findings)
 
 
 def test_watchers_not_kept_apart_can_end_up_together(tmp_path: Path) -> None:
