@@ -13,8 +13,9 @@ Kinds:
 
 Every route but ``deadman`` takes ``min_severity`` (``info`` < ``warning`` < ``critical``) and
 ``rate_limit: {count, per}`` (at most ``count`` alerts per ``per``; the rest are journaled as
-``alert_failed`` with the reason, never queued for later). The models are self-contained (no
-import of ``ringfence.config``) so that the config loader can import them; a mistake is a
+``alert_failed`` with the reason, never queued for later). The models import nothing of
+``ringfence.config`` (the config loader imports them, and takes its URL and ``HOST:PORT``
+checks from here); a mistake is a
 pydantic error naming the field, which the loader reports with file, line and field path.
 """
 
@@ -27,7 +28,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from ringfence.units import Duration, duration_range
 
-__all__ = ["SEVERITIES", "Alert", "RateLimit", "Severity", "check_url", "severity_rank"]
+__all__ = ["SEVERITIES", "Alert", "RateLimit", "Severity", "check_host_port", "check_url",
+           "severity_rank"]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
@@ -60,11 +62,12 @@ def check_url(value: str) -> str:
     return value
 
 
-def _check_host_port(value: str) -> str:
+def check_host_port(value: str, example: str = "smtp.example:587") -> str:
+    """``HOST:PORT`` with a port from 1 to 65535; ValueError naming `example` otherwise."""
     host, sep, port = value.rpartition(":")
     if (not sep or not host or len(value) > MAX_URL or any(ch.isspace() for ch in value)
             or not port.isdigit() or not 1 <= int(port) <= 65535):
-        raise ValueError(f"expected HOST:PORT such as smtp.example:587, got {value[:80]!r}")
+        raise ValueError(f"expected HOST:PORT such as {example}, got {value[:80]!r}")
     return value
 
 
@@ -77,7 +80,7 @@ def _check_address(value: str) -> str:
 
 
 URL = Annotated[str, AfterValidator(check_url)]
-HostPort = Annotated[str, AfterValidator(_check_host_port)]
+HostPort = Annotated[str, AfterValidator(check_host_port)]
 Address = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_check_address)]
 FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH)]
 Arg = Annotated[str, Field(max_length=MAX_PATH)]

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from ringfence.alerts.models import check_host_port, check_url
 from ringfence.errors import describe_value
 
 # ----------------------------------------------------------------------------------- bounds
@@ -81,23 +82,7 @@ IPAddress = Annotated[str, AfterValidator(_check_ip)]
 """An IPv4 or IPv6 address (normalised: ``10.0.0.1``, ``fe80::1``)."""
 
 
-def _check_url(value: str) -> str:
-    from urllib.parse import urlsplit
-
-    expected = f"expected an http(s) URL such as https://ops.example/hook, got {value[:80]!r}"
-    if len(value) > MAX_URL or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError(expected)
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError:
-        raise ValueError(expected) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(expected)
-    return value
-
-
-URL = Annotated[str, AfterValidator(_check_url)]
+URL = Annotated[str, AfterValidator(check_url)]
 
 
 def _check_endpoint(value: str) -> str:
@@ -129,17 +114,7 @@ Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
 
 
 def _check_host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if (
-        not sep
-        or not host
-        or len(value) > MAX_URL
-        or any(ch.isspace() for ch in value)
-        or not port.isdigit()
-        or not 1 <= int(port) <= 65535
-    ):
-        raise ValueError(f"expected HOST:PORT such as 10.1.2.3:443, got {value[:80]!r}")
-    return value
+    return check_host_port(value, "10.1.2.3:443")
 
 
 HostPort = Annotated[str, AfterValidator(_check_host_port)]

@@ -36,7 +36,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["CAUSES", "EVENT_KINDS", "FIELD_NAMES", "Fact", "fact_fields", "fact_from_fields"]
+__all__ = ["CAUSES", "EVENT_KINDS", "FIELD_NAMES", "Fact", "OfFact", "fact_fields",
+           "fact_from_fields"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,41 @@ def fact_from_fields(kind: str, by: str | None, values: dict[str, Any]) -> Fact:
         elif isinstance(value, str):
             clean[name] = value
     return Fact(kind, by, **clean)
+
+
+class OfFact:
+    """The common fields of a record that wraps a `Fact` in its `fact` attribute (a journal
+    `Event`, the simulator's `JournalEntry`), read through."""
+
+    fact: Fact
+
+    @property
+    def kind(self) -> str:
+        return self.fact.kind
+
+    @property
+    def host(self) -> str | None:
+        return self.fact.host
+
+    @property
+    def vm(self) -> str | None:
+        return self.fact.vm
+
+    @property
+    def by(self) -> str | None:
+        return self.fact.by
+
+    @property
+    def token(self) -> int | None:
+        return self.fact.token
+
+    @property
+    def duration(self) -> float | None:
+        return self.fact.duration
+
+    @property
+    def planned(self) -> bool:
+        return self.fact.planned
 
 
 # Causes, per kind: the short codes that `cause` may hold (documented in docs/scenarios.md).

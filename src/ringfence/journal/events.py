@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ringfence.core.event_text import render
-from ringfence.core.events import Fact, fact_fields, fact_from_fields
+from ringfence.core.events import Fact, OfFact, fact_fields, fact_from_fields
 from ringfence.errors import ConfigError, describe_value
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ _SAME_FACT_KINDS = frozenset({
 })
 
 @dataclass(frozen=True)
-class Event:
+class Event(OfFact):
     """One journaled fact (see the module docstring): its time, its typed fields (`fact`:
     kind, writer, subject and the rest, `core.events.Fact`), its rendered text (for people
     only: nothing here reads it), its place in its source and the folded duplicates."""
@@ -82,34 +82,6 @@ class Event:
         """An event from its parts (tests, tools); the text is rendered when not given."""
         fact = Fact(kind, by, host=host, vm=vm, **fields)
         return cls(t, fact, render(fact) if text is None else text, seq)
-
-    @property
-    def kind(self) -> str:
-        return self.fact.kind
-
-    @property
-    def host(self) -> str | None:
-        return self.fact.host
-
-    @property
-    def vm(self) -> str | None:
-        return self.fact.vm
-
-    @property
-    def by(self) -> str | None:
-        return self.fact.by
-
-    @property
-    def token(self) -> int | None:
-        return self.fact.token
-
-    @property
-    def duration(self) -> float | None:
-        return self.fact.duration
-
-    @property
-    def planned(self) -> bool:
-        return self.fact.planned
 
     @property
     def observers(self) -> tuple[str, ...]:

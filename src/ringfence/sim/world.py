@@ -28,7 +28,7 @@ from ringfence.config import ClusterConfig, Interface
 from ringfence.core.agent import Agent, AgentParts
 from ringfence.core.audit import audit_put
 from ringfence.core.event_text import render
-from ringfence.core.events import Fact
+from ringfence.core.events import Fact, OfFact
 from ringfence.core.identity import IDENTITY_MEMORY, Remembered
 from ringfence.core.leases import (
     MANAGER_KEY,
@@ -145,32 +145,12 @@ class Run:
 
 
 @dataclass(frozen=True)
-class JournalEntry:
+class JournalEntry(OfFact):
     """One journaled fact at simulated time `t`, with its rendered text."""
 
     t: float
     fact: Fact
     text: str
-
-    @property
-    def kind(self) -> str:
-        return self.fact.kind
-
-    @property
-    def host(self) -> str | None:
-        return self.fact.host
-
-    @property
-    def vm(self) -> str | None:
-        return self.fact.vm
-
-    @property
-    def by(self) -> str | None:
-        return self.fact.by
-
-    @property
-    def duration(self) -> float | None:
-        return self.fact.duration
 
 
 @dataclass(frozen=True)
