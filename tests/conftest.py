@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,19 @@ def webhook_receiver() -> Any:
     receiver = WebhookReceiver(secret=b"s3cret")
     yield receiver
     receiver.close()
+
+
+@pytest.fixture
+def no_new_namespaces() -> Iterator[None]:
+    """For the lab tests: skips (saying why) when the machine can not host a lab; afterwards,
+    every namespace the test's labs made is gone."""
+    from ringfence.lab import netns
+    from ringfence.lab.runner import check_machine
+
+    problems = check_machine()
+    if problems:
+        pytest.skip("; ".join(problems))
+    before = set(netns.names())
+    yield None
+    leftover = sorted(set(netns.names()) - before)
+    assert not leftover, f"namespaces left behind: {leftover}"

@@ -8,32 +8,19 @@ late), that run says nothing about ringfence, and it is replayed once more.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ringfence.lab import netns
 from ringfence.lab.judge import lab_json
-from ringfence.lab.runner import LabOptions, LabRun, check_machine
+from ringfence.lab.runner import LabOptions, LabRun
 from ringfence.sim.scenario import load_scenario
 
 pytestmark = pytest.mark.lab
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
-@pytest.fixture
-def no_new_namespaces() -> Iterator[None]:
-    """Skips (saying why) when the machine can not host a lab; afterwards, every namespace the
-    test's labs made is gone."""
-    problems = check_machine()
-    if problems:
-        pytest.skip("; ".join(problems))
-    before = set(netns.names())
-    yield None
-    leftover = sorted(set(netns.names()) - before)
-    assert not leftover, f"namespaces left behind: {leftover}"
 
 ONE_PER_SEED = [
     "000-customer-network-carrier-loss.yaml",  # carrier lost on a NIC

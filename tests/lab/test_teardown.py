@@ -8,14 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ringfence.lab import netns
-from ringfence.lab.runner import check_machine
 
 pytestmark = pytest.mark.lab
 
@@ -29,19 +27,6 @@ IDLE = {
         "vms": [{"name": "app", "cpus": 1, "memory": "1GiB", "host": "host1"}],
     },
 }
-
-
-@pytest.fixture
-def no_new_namespaces() -> Iterator[None]:
-    """Skips (saying why) when the machine can not host a lab; afterwards, every namespace the
-    test's labs made is gone."""
-    problems = check_machine()
-    if problems:
-        pytest.skip("; ".join(problems))
-    before = set(netns.names())
-    yield None
-    leftover = sorted(set(netns.names()) - before)
-    assert not leftover, f"namespaces left behind: {leftover}"
 
 
 def start_lab(path: Path) -> subprocess.Popen[str]:
