@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 from ringfence.alerts.models import Alert
 from ringfence.config import ClusterConfig
 
-__all__ = ["ALERTING_VM", "Finding", "address_owner", "alerting_findings"]
+__all__ = ["ALERTING_VM", "Finding", "address_owner", "alerting_findings", "endpoint_host",
+           "vm_named_by"]
 
 Finding = tuple[Literal["error", "warning", "info"], str, str | None, str]
 
@@ -41,7 +42,8 @@ ALERTING_VM = re.compile(
 """Names that mark a VM as part of the alerting path (monitoring, alerting, ticketing)."""
 
 
-def _endpoint(text: str) -> str | None:
+def endpoint_host(text: str) -> str | None:
+    """The host name in a URL, ``HOST:PORT`` or a bare address; lower case; None if none."""
     try:
         host = urlsplit(text if "//" in text else f"//{text}").hostname
     except ValueError:
@@ -61,7 +63,7 @@ def _label(route: Alert) -> str:
 def address_owner(config: ClusterConfig, address: str) -> tuple[str, str] | None:
     """``("host", name)`` or ``("vm", name)`` when `address` (a URL or host:port) points at a
     host or VM of the cluster; None when it points outside (as far as the file tells)."""
-    endpoint = _endpoint(address)
+    endpoint = endpoint_host(address)
     if endpoint is None:
         return None
     first = endpoint.split(".", 1)[0]
@@ -70,13 +72,21 @@ def address_owner(config: ClusterConfig, address: str) -> tuple[str, str] | None
         if endpoint in (host.name.lower(),) or first == host.name.lower() or \
                 endpoint in addresses:
             return ("host", host.name)
+    vm = vm_named_by(config, endpoint)
+    return ("vm", vm) if vm is not None else None
+
+
+def vm_named_by(config: ClusterConfig, endpoint: str) -> str | None:
+    """The VM that host name `endpoint` (from `endpoint_host`) names: by its name (or the
+    first label of a DNS name), or by the address of its verify check."""
+    first = endpoint.split(".", 1)[0]
     for vm in sorted(config.vms, key=lambda v: v.name):
         if endpoint == vm.name.lower() or first == vm.name.lower():
-            return ("vm", vm.name)
+            return vm.name
         if vm.verify is not None:
             for check in (vm.verify.tcp, vm.verify.icmp):
-                if check and _endpoint(check) == endpoint:
-                    return ("vm", vm.name)
+                if check and endpoint_host(check) == endpoint:
+                    return vm.name
     return None
 
 

@@ -7,23 +7,11 @@ Nothing here raises for a validated configuration.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
+from ringfence.alerts.shared_fate import address_owner, endpoint_host, vm_named_by
 from ringfence.check.failures import _Cluster, _Outcome
 from ringfence.check.results import _Findings
 from ringfence.check.words import _names
 from ringfence.config import Alert, ClusterConfig
-
-
-def _endpoint_host(text: str) -> str | None:
-    """The host name in a URL, ``HOST:PORT`` or a bare address; lower case; None if none."""
-    if not text:
-        return None
-    try:
-        host = urlsplit(text if "//" in text else f"//{text}").hostname
-    except ValueError:
-        return None
-    return host.lower() if host else None
 
 
 def _route_label(alert: Alert) -> str:
@@ -34,8 +22,6 @@ def _route_label(alert: Alert) -> str:
 def _outside_deadman(config: ClusterConfig) -> tuple[list[str], list[str]]:
     """The deadman routes' labels: (pinging outside the cluster, pinging a host or VM of it).
     One inside is no outside watcher: it dies with what it should watch (shared_fate.py)."""
-    from ringfence.alerts.shared_fate import address_owner
-
     outside: list[str] = []
     inside: list[str] = []
     for a in config.alerts:
@@ -56,20 +42,8 @@ def _deadman_text(config: ClusterConfig) -> str:
 
 def _route_vm(cluster: _Cluster, alert: Alert) -> str | None:
     """The VM of the cluster that an alert route's address names, if any."""
-    endpoint = _endpoint_host(alert.url or alert.smtp or "")
-    if endpoint is None:
-        return None
-    first_label = endpoint.split(".", 1)[0]
-    for vm in sorted(cluster.config.vms, key=lambda v: v.name):
-        name = vm.name.lower()
-        if endpoint == name or first_label == name:
-            return vm.name
-        verify = vm.verify
-        if verify is not None:
-            for address in (verify.tcp, verify.icmp):
-                if address and _endpoint_host(address) == endpoint:
-                    return vm.name
-    return None
+    endpoint = endpoint_host(alert.url or alert.smtp or "")
+    return None if endpoint is None else vm_named_by(cluster.config, endpoint)
 
 
 def _route_findings(cluster: _Cluster, outcome: _Outcome, out: _Findings) -> None:

@@ -7,6 +7,7 @@ Does not raise for a validated configuration.
 
 from __future__ import annotations
 
+from ringfence.alerts.shared_fate import alerting_findings
 from ringfence.check.alerts import _alert_findings
 from ringfence.check.design import _design_findings
 from ringfence.check.failures import _Cluster, _single_failures
@@ -34,7 +35,6 @@ def analyse(config: ClusterConfig) -> CheckReport:
     _design_findings(cluster, out)
     _timing_findings(config, out)
     _alert_findings(config, out)
-    from ringfence.alerts.shared_fate import alerting_findings  # the alerting path's fate
     for finding in alerting_findings(config, cluster.start):
         out.add(*finding)
     _policy_findings(cluster, singles, out)
