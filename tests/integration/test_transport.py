@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,53 @@ def test_an_address_not_on_this_host_leaves_that_link_down_and_the_others_work()
         a.close()
     with pytest.raises(TransportError, match="no heartbeat network can be bound"):
         UdpTransport(b"k" * 32, 0, [links[1]], 2)
+
+
+def test_a_lease_report_reaches_its_receiver_with_the_heartbeat_number() -> None:
+    from ringfence.core.ports import LeaseReport
+
+    a, b, _ = pair()
+    try:
+        deadline = time.monotonic() + 2.0
+        got = None
+        while time.monotonic() < deadline and got is None:
+            b_seq = b.send(np.array([True, True]), 4)
+            a.receive()
+            a.send(np.array([True, True]), 1, 0, {1: LeaseReport(91, b_seq, 4.2567)})
+            time.sleep(0.01)
+            batch = b.receive()
+            if batch.view_valid[0]:
+                got = batch
+        assert got is not None
+        # Rounded down to the millisecond: a lower bound stays a lower bound.
+        assert got.reports == {0: LeaseReport(91, b_seq, 4.256)}
+        assert got.peer_seqs[0] >= a.epoch // 1000
+    finally:
+        a.close()
+        b.close()
+
+
+def test_heartbeat_numbers_grow_across_a_senders_lives(tmp_path: Path) -> None:
+    links = [LinkEndpoints("ring0", [("127.0.0.1", free_port()), ("127.0.0.1", free_port())])]
+    epoch_file = tmp_path / "epoch"
+    first = UdpTransport(b"k" * 32, 0, links, 2, epoch_file=epoch_file)
+    last_of_first = max(first.send(np.array([True, False]), 0) for _ in range(50))
+    first.close()
+    second = UdpTransport(b"k" * 32, 0, links, 2, epoch_file=epoch_file)
+    try:
+        assert second.send(np.array([True, False]), 0) > last_of_first
+    finally:
+        second.close()
+
+
+def test_a_version_2_heartbeat_is_still_read() -> None:
+    import hashlib
+    import hmac
+
+    from ringfence.agent.transport import HEADER, MAGIC, TAIL_V2, decode
+
+    key = cluster_key(b"k" * 32, "")
+    bits = np.packbits(np.array([True, True])).tobytes()
+    body = HEADER.pack(MAGIC, 2, 0, 1, 5, 9, 1, 0, 2) + bits + TAIL_V2.pack(0, 3)
+    beat = decode(key, body + hmac.new(key, body, hashlib.sha256).digest(), 2)
+    assert (beat.sender, beat.seq, beat.echo, beat.report) == (1, 9, 3, None)

@@ -35,7 +35,8 @@ def test_fast_fence_needs_a_second_opinion_or_a_missed_renewal() -> None:
 
 def _batch(heard_at: np.ndarray, n: int) -> HeartbeatBatch:
     return HeartbeatBatch(heard_at, np.zeros((n, n), dtype=np.bool_), np.zeros(n, dtype=np.bool_),
-                          np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+                          np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                          np.zeros(n, dtype=np.int64))
 
 
 def test_one_link_lost_is_jeopardy_all_links_lost_is_lost() -> None:

@@ -6,12 +6,16 @@ protocol of its own (we only want "who hears whom on which link"), and no mainta
 library does authenticated heartbeats. `hmac`, `struct` and `socket` from the standard
 library are all it takes.
 
-Wire format, version 2 (big-endian): magic "RF", version, link index (u8), sender index (u16),
+Wire format, version 3 (big-endian): magic "RF", version, link index (u8), sender index (u16),
 sender epoch (u64), sequence (u64), flags (u8), store fingerprint (u64: the store identity the
 sender joined, 0 for none), host count (u16), the heard bitmap (ceil(n/8) bytes), receiver
 index (u16), echo (u64: the receiver's epoch, as the sender last heard it; 0 before it has),
-then HMAC-SHA256 over all of it. The HMAC key is derived from the cluster key and the
-cluster's name, so a heartbeat of another cluster that shares the key file is not one of ours.
+then the lease report for the receiver (`core.ports.LeaseReport`: lease id u64, 0 for none;
+the receiver's heartbeat number it echoes, u64; remaining time to live in milliseconds, u32,
+rounded down), then HMAC-SHA256 over all of it. Version 2 (the same without the report) is
+still read, so that hosts can be upgraded one at a time. The HMAC key is derived from the
+cluster key and the cluster's name, so a heartbeat of another cluster that shares the key file
+is not one of ours.
 
 A datagram is believed only if its HMAC is right, its cluster size matches, it names this
 host as its receiver (a heartbeat relayed to another host is refused), it echoes this host's
@@ -41,18 +45,20 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ringfence.core.ports import BoolArray, HeartbeatBatch
+from ringfence.core.ports import BoolArray, HeartbeatBatch, LeaseReport
 
 MAGIC = b"RF"
-VERSION = 2
+VERSION = 3
 HEADER = struct.Struct("!2sBBHQQBQH")  # magic, version, link, sender, epoch, seq, flags, store, n
-TAIL = struct.Struct("!HQ")  # receiver, echo
+TAIL_V2 = struct.Struct("!HQ")  # receiver, echo
+TAIL = struct.Struct("!HQQQI")  # receiver, echo, report: lease, echoed seq, remaining ms
+MAX_REMAINING_MS = 2**32 - 1
 DIGEST = 32
 WINDOW = 64
 DEFAULT_PORT = 5420  # + the heartbeat network's index; not corosync's 5404/5405
@@ -121,20 +127,29 @@ class Heartbeat:
     heard: BoolArray
     receiver: int
     echo: int
+    report: LeaseReport | None = None
+
+
+def _report_fields(report: LeaseReport | None) -> tuple[int, int, int]:
+    if report is None or report.lease <= 0 or report.remaining <= 0:
+        return 0, 0, 0
+    remaining_ms = min(MAX_REMAINING_MS, int(report.remaining * 1000))  # rounded down: a bound
+    return report.lease, report.echo, remaining_ms
 
 
 def encode_for(key: bytes, *, link: int, sender: int, epoch: int, seq: int, flags: int,
-               store: int, heard: Sequence[bool], receivers: Sequence[tuple[int, int]]
-               ) -> list[bytes]:
-    """One datagram per (receiver, echo); `key` is the cluster key (`cluster_key`). The
-    common part is hashed once."""
+               store: int, heard: Sequence[bool], receivers: Sequence[tuple[int, int]],
+               reports: Mapping[int, LeaseReport] | None = None) -> list[bytes]:
+    """One datagram per (receiver, echo), carrying `reports[receiver]` if there is one; `key`
+    is the cluster key (`cluster_key`). The common part is hashed once."""
     bits = np.packbits(np.asarray(heard, dtype=np.bool_)).tobytes()
     body = HEADER.pack(MAGIC, VERSION, link, sender, epoch, seq, flags, store,
                        len(heard)) + bits
     common = hmac.new(key, body, hashlib.sha256)
     out = []
     for receiver, echo in receivers:
-        tail = TAIL.pack(receiver, echo)
+        report = reports.get(receiver) if reports else None
+        tail = TAIL.pack(receiver, echo, *_report_fields(report))
         mac = common.copy()
         mac.update(tail)
         out.append(body + tail + mac.digest())
@@ -143,21 +158,28 @@ def encode_for(key: bytes, *, link: int, sender: int, epoch: int, seq: int, flag
 
 def decode(key: bytes, data: bytes, hosts: int) -> Heartbeat:
     """The heartbeat in `data`, or ValueError (malformed) / PermissionError (bad HMAC)."""
-    if len(data) < HEADER.size + TAIL.size + DIGEST:
+    if len(data) < HEADER.size + TAIL_V2.size + DIGEST:
         raise ValueError("short datagram")
     body, digest = data[:-DIGEST], data[-DIGEST:]
     if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest):
         raise PermissionError("bad HMAC")
     magic, version, link, sender, epoch, seq, flags, store, count = HEADER.unpack_from(body)
-    if magic != MAGIC or version != VERSION or count != hosts or sender >= hosts:
+    if magic != MAGIC or version not in (2, VERSION) or count != hosts or sender >= hosts:
         raise ValueError("not one of our heartbeats")
     size = (count + 7) // 8
-    if len(body) != HEADER.size + size + TAIL.size:
+    tail_format = TAIL if version == VERSION else TAIL_V2
+    if len(body) != HEADER.size + size + tail_format.size:
         raise ValueError("truncated heartbeat")
     bits = np.frombuffer(body[HEADER.size:HEADER.size + size], dtype=np.uint8)
     heard: BoolArray = np.unpackbits(bits)[:count].astype(np.bool_)
-    receiver, echo = TAIL.unpack_from(body, HEADER.size + size)
-    return Heartbeat(link, sender, epoch, seq, flags, store, heard, receiver, echo)
+    report = None
+    if version == VERSION:
+        receiver, echo, lease, echoed, remaining_ms = TAIL.unpack_from(body, HEADER.size + size)
+        if lease:
+            report = LeaseReport(lease, echoed, remaining_ms / 1000)
+    else:
+        receiver, echo = TAIL_V2.unpack_from(body, HEADER.size + size)
+    return Heartbeat(link, sender, epoch, seq, flags, store, heard, receiver, echo, report)
 
 
 def next_epoch(path: Path | None) -> int:
@@ -196,7 +218,10 @@ class UdpTransport:
     def __post_init__(self) -> None:
         self.mac_key = cluster_key(self.key, self.cluster)
         self.epoch = next_epoch(self.epoch_file)
-        self.seq = 0
+        # Heartbeat numbers start at the epoch in microseconds, so that they grow across
+        # this host's lives too: a lease report that echoes a number of an earlier life can
+        # never be taken for one of this life (`core.failsafe`).
+        self.seq = self.epoch // 1000
         self.peer_epoch = [0] * self.hosts  # the newest epoch of each peer seen authentic
         self.replay = [[_Replay() for _ in self.links] for _ in range(self.hosts)]
         self.sockets: list[socket.socket | None] = []
@@ -226,7 +251,8 @@ class UdpTransport:
         self.down.pop(link.name, None)
         return sock
 
-    def send(self, heard: BoolArray, flags: int, store: int = 0) -> None:
+    def send(self, heard: BoolArray, flags: int, store: int = 0,
+             reports: Mapping[int, LeaseReport] | None = None) -> int:
         self.seq += 1
         flat = heard.tolist()
         receivers = [(i, self.peer_epoch[i]) for i in range(self.hosts) if i != self.me]
@@ -239,12 +265,13 @@ class UdpTransport:
                     continue
             datagrams = encode_for(self.mac_key, link=j, sender=self.me, epoch=self.epoch,
                                    seq=self.seq, flags=flags, store=store, heard=flat,
-                                   receivers=receivers)
+                                   receivers=receivers, reports=reports)
             for (i, _), datagram in zip(receivers, datagrams, strict=True):
                 try:
                     sock.sendto(datagram, link.addresses[i])
                 except OSError:
                     self.drops.send_errors += 1
+        return self.seq
 
     def _rebind(self, link: LinkEndpoints) -> socket.socket | None:
         try:
@@ -260,6 +287,8 @@ class UdpTransport:
         valid = np.zeros(n, dtype=np.bool_)
         flags = np.zeros(n, dtype=np.int64)
         stores = np.zeros(n, dtype=np.int64)
+        seqs = np.zeros(n, dtype=np.int64)
+        reports: dict[int, LeaseReport] = {}
         now = time.monotonic()
         for j, sock in enumerate(self.sockets):
             if sock is None:
@@ -279,7 +308,11 @@ class UdpTransport:
                 valid[beat.sender] = True
                 flags[beat.sender] = beat.flags
                 stores[beat.sender] = beat.store
-        return HeartbeatBatch(heard_at, views, valid, flags, stores)
+                # The sequence is the sender's, shared by its links; an epoch's numbers grow.
+                seqs[beat.sender] = max(int(seqs[beat.sender]), beat.seq)
+                if beat.report is not None:
+                    reports[beat.sender] = beat.report
+        return HeartbeatBatch(heard_at, views, valid, flags, stores, seqs, reports)
 
     def _check(self, data: bytes, link: int) -> Heartbeat | None:
         """The heartbeat if it is to be believed; else None, counted by why."""

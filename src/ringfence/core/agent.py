@@ -24,6 +24,7 @@ Failure semantics, in the order a cycle meets them:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,13 @@ from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.event_text import render
 from ringfence.core.events import Fact
-from ringfence.core.failsafe import failsafe_blocker
+from ringfence.core.failsafe import (
+    FailsafeView,
+    LeaseReporter,
+    SentTimes,
+    failsafe_view,
+    vouched_until,
+)
 from ringfence.core.forced import HELD_KEY, ForcedStarts
 from ringfence.core.health import HealthMonitor
 from ringfence.core.identity import IDENTITY_MEMORY, Remembered, judge
@@ -140,6 +147,9 @@ class Agent:
         self.store_lost_since: float | None = None
         self.failsafe = False
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
+        self.sent = SentTimes()  # our heartbeats' send times, for the peers' lease reports
+        self.vouched_by: str | None = None  # in failsafe: the peer vouching for our lease
+        self.vouched_said: str | None = None  # the voucher last journaled
         self.published_health: tuple[str, tuple[str, ...], bool] | None = None
         self.published_links: tuple[int, str] | None = None
         self.jeopardy_alerted: dict[str, float] = {}
@@ -155,6 +165,7 @@ class Agent:
         self.vms = VmKeeper(self)
         self.forced = ForcedStarts(self)
         self.manager = Manager(config, host, self.parts, self)
+        self.reporter = LeaseReporter(self.membership, self.manager.host_names, host)
 
     # ----------------------------------------------------------------- the two cycles
     def beat(self) -> None:
@@ -205,6 +216,7 @@ class Agent:
         if self.stopping is not None:
             self._timed("clean stop", lambda: self._continue_shutdown(now))
         elif self.mode == AgentMode.ACTIVE and not self.failsafe:
+            self._timed("lease reports", self._report_leases)
             fresh_read = self._timed("store read", self.vms.refresh)
             self._timed("publishing", self._publish)
             self._timed("VMs", lambda: self.vms.reconcile(
@@ -283,21 +295,61 @@ class Agent:
             if service is not None and self.mode == AgentMode.WAITING_FOR_QUORUM:
                 service.pet()  # alive and holding nothing: systemd must not kill it
             return
-        if self.failsafe or self._lease_fresh(self.parts.clock.now()):
+        now = self.parts.clock.now()
+        if self._lease_fresh(now) or (self.failsafe and now < self._failsafe_until()[0]):
             self.parts.watchdog.pet()
             if service is not None:
                 service.pet()
+
+    def _failsafe_until(self, view: FailsafeView | None = None) -> tuple[float, str | None]:
+        """Until when (own clock) failsafe lets this host keep its VMs and pet its watchdog,
+        and if that is not forever, why (`core.failsafe`): forever while nobody is missing and
+        nobody reaches the store; once a peer reaches it, until the latest deadline that a
+        peer's report about our lease gives (only for a host already in failsafe)."""
+        if view is None:
+            view = failsafe_view(self.membership, self.manager.host_names, self.host,
+                                 self.departed)
+        if view.broken is not None:
+            return float("-inf"), view.broken
+        if not view.back:
+            return float("inf"), None
+        reaches = f"{', '.join(view.back)} {'reach' if len(view.back) > 1 else 'reaches'} " \
+                  f"the store"
+        if not self.failsafe:
+            return float("-inf"), reaches
+        mine = self._fingerprint()
+        reports = {peer: report for peer, report in self.membership.reports.items()
+                   if peer in view.back and self.membership.store_of(peer) == mine}
+        until, peer = vouched_until(reports, self.lease_id, self.sent, self.timing)
+        self.vouched_by = peer
+        if peer is None:
+            return until, f"{reaches}, and none vouches for {self.host}'s lease there"
+        return until, f"{reaches}; {peer} vouched for {self.host}'s lease only so long"
+
+    def _report_leases(self) -> None:
+        """Tell the peers in failsafe how long their leases live in the store (`core.failsafe`):
+        only with a fresh lease of our own, which says the store answers us."""
+        if not self.reporter.wanted(self._fingerprint()) and not self.reporter.reports:
+            return
+        if not self._lease_fresh(self.parts.clock.now()):
+            return
+        # On StoreUnavailable the reports made so far stay valid; the next cycle tries again.
+        with contextlib.suppress(StoreUnavailable):
+            self.reporter.refresh(self.parts.store, self._fingerprint())
 
     def _guard(self, now: float) -> None:
         """Fresh lease: carry on. Stale: failsafe if it holds, else self-fence."""
         if self._lease_fresh(now):
             if self.failsafe:
                 self.failsafe = False
+                self.vouched_by = self.vouched_said = None
                 self.parts.journal.record("failsafe_left", host=self.host, cause="store_back")
             return
-        blocker = failsafe_blocker(self.membership, self.manager.host_names, self.host,
-                                   self.departed)
-        if blocker is None:
+        until, blocker = self._failsafe_until()
+        if now < until:
+            if self.failsafe and until != float("inf"):
+                self._journal_vouched(now, until)
+                return
             if not self.failsafe:
                 self.failsafe = True
                 self.parts.journal.record("failsafe_entered", host=self.host,
@@ -311,6 +363,15 @@ class Agent:
             self.parts.journal.record("failsafe_left", host=self.host, cause="broken",
                                       reason=blocker)
         self._self_fence(now, "store_unreachable", blocker)
+
+    def _journal_vouched(self, now: float, until: float) -> None:
+        """Once per voucher: a peer reaches the store and vouches for our lease; we keep our
+        VMs (petting) until we reach the store ourselves or the vouched time runs out."""
+        if self.vouched_said == self.vouched_by:
+            return
+        self.vouched_said = self.vouched_by
+        self.parts.journal.record("failsafe_vouched", host=self.host, peer=self.vouched_by,
+                                  duration=until - now)
 
     # ----------------------------------------------------------------- probes
     def _probe(self, now: float) -> None:
@@ -380,8 +441,10 @@ class Agent:
     # ----------------------------------------------------------------- heartbeats
     def _flags(self) -> int:
         flags = 0
-        if self.lease_id is not None and self.store_lost_since is None:
-            flags |= FLAG_STORE_OK
+        if self.lease_id is None or self.store_lost_since is not None:
+            self.reporter.store_lost()
+        elif not self.reporter.owed(self._fingerprint()):
+            flags |= FLAG_STORE_OK  # after the first lease reports (`LeaseReporter`)
         if self.failsafe:
             flags |= FLAG_FAILSAFE
         return flags
@@ -394,7 +457,9 @@ class Agent:
             for host in self.manager.host_names:
                 if host != self.host and self.membership.flags_of(host) & FLAG_LEAVING:
                     self.departed.add(host)
-        self.parts.transport.send(self.membership.heard(), self._flags(), self._fingerprint())
+        seq = self.parts.transport.send(self.membership.heard(), self._flags(),
+                                        self._fingerprint(), self.reporter.reports or None)
+        self.sent.note(seq, now)  # `now` was read before the send: never later than it
         self._check_other_stores()
 
     def _fingerprint(self) -> int:

@@ -215,6 +215,10 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
                                    f"starting nothing"),
     "failsafe_left": lambda f: (f"{_s(f.host)} reaches the store again" if f.cause == "store_back"
                                 else f"{_s(f.host)}: failsafe broken: {_s(f.reason)}"),
+    "failsafe_vouched": lambda f: (f"{_s(f.host)}: {_s(f.peer)} reaches the store and reads "
+                                   f"{_s(f.host)}'s lease alive there; keeping its VMs for "
+                                   f"{_secs(f.duration)} more unless it reaches the store "
+                                   f"itself"),
     "rejoin_allowed": lambda f: f"{_s(f.host)} hears the hosts it left in failsafe",
     "rejoin_blocked": lambda f: (f"{_s(f.host)} left a failsafe cluster and waits to hear "
                                  f"{_list(f.peers)} before it joins (they may run VMs without "

@@ -204,6 +204,9 @@ EVENT_KINDS: dict[str, str] = {
     "quorum_lost": "a host can no longer reach the store",
     "failsafe_entered": "store lost by everyone, every host hears every other: VMs kept",
     "failsafe_left": "the store is back, or failsafe could not hold",
+    "failsafe_vouched": "a host in failsafe hears a peer reach the store and vouch for its "
+                        "lease there: it keeps its VMs until it reaches the store itself or "
+                        "the vouched time runs out",
     "preexisting_split_brain": "start-up found evidence that two histories diverged",
     "host_ineligible": "a host failed a fitness check and receives no VM",
     "host_degraded": "early warnings on a host (flaps, corrected memory errors)",

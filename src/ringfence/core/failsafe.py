@@ -5,9 +5,26 @@ A host whose lease can no longer be renewed would normally stop its VMs. It may 
 only while *every* other host of the cluster is heard on heartbeats and says (in its
 heartbeat flags) that it can not reach the store either. Why that is safe: only an agent
 with store access can move a VM, and every agent is accounted for and without the store. The
-moment one of them reaches the store (it says so) or goes silent, the others stop their VMs
-at once: a manager that regains the store still waits for their leases to expire and their
-watchdogs to fire before it moves anything.
+moment one of them goes silent, the others stop their VMs at once: a manager that regains the
+store still waits for their leases to expire and their watchdogs to fire before it moves
+anything.
+
+When the store comes back, it does not come back for every host at the same instant (the lab
+saw one host reach it a second or more before the other). A host that hears a peer reach the
+store may keep its VMs, and keep petting its watchdog, only as long as that peer *vouches*
+for its lease: the peer read the host's lease in the store and its time to live there
+(`core.ports.LeaseReport`), and the host turns that into a deadline on its own clock:
+
+    deadline = (own send time of the heartbeat the report echoes) + remaining
+               - safety_margin - clock_margin
+
+The echoed heartbeat was sent before the peer asked the store (the peer had received it),
+and the store answered after the question, so the lease lives in the store at least until
+send time + remaining: no two clocks are compared, only causality. Pets end `safety_margin`
+before that, as in the ordinary lease rule, so the watchdog argument holds unchanged: the
+manager moves nothing before it has seen the lease gone and waited `watchdog_timeout +
+clock_margin`. Without a report (or with a report about another lease, or one that has run
+out), the host self-fences at once, as before.
 
 A host that shuts down cleanly while the store is lost says so in its last heartbeats
 (`FLAG_LEAVING`, VMs already stopped), and promises on its own disk not to rejoin before it
@@ -16,18 +33,145 @@ hears those hosts again (`core.agent`). Only then do the others stop counting on
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ringfence.config import Timing
+from ringfence.core.leases import host_lease_key
 from ringfence.core.membership import Membership
-from ringfence.core.ports import FLAG_STORE_OK
+from ringfence.core.ports import FLAG_FAILSAFE, FLAG_STORE_OK, LeaseReport
+from ringfence.store.base import Store
+
+SENT_KEPT = 1024  # heartbeat send times remembered (at 0.2 s: over three minutes)
 
 
-def failsafe_blocker(membership: Membership, hosts: list[str], me: str,
-                     departed: set[str]) -> str | None:
-    """None if failsafe holds; else why not, naming the first host that breaks it."""
+@dataclass(frozen=True, slots=True)
+class FailsafeView:
+    """What the heartbeats say about failsafe right now. `broken`: why failsafe can not hold
+    whatever the store says (a host not heard), or None; `back`: the hosts heard that say they
+    reach the store (failsafe then holds only while one of them vouches for our lease)."""
+
+    broken: str | None
+    back: tuple[str, ...]
+
+
+def failsafe_view(membership: Membership, hosts: list[str], me: str,
+                  departed: set[str]) -> FailsafeView:
+    back: list[str] = []
     for host in hosts:
         if host == me or host in departed:
             continue
         if not membership.hears(host):
-            return f"{host} is not heard"
+            return FailsafeView(f"{host} is not heard", ())
         if membership.flags_of(host) & FLAG_STORE_OK:
-            return f"{host} reaches the store"
-    return None
+            back.append(host)
+    return FailsafeView(None, tuple(back))
+
+
+class SentTimes:
+    """When this host sent its recent heartbeats, by heartbeat number, on its own clock (read
+    before the send, so never later than the send itself)."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+        self.order: deque[int] = deque()
+
+    def note(self, seq: int, now: float) -> None:
+        if seq in self.at:
+            return
+        self.at[seq] = now
+        self.order.append(seq)
+        while len(self.order) > SENT_KEPT:
+            self.at.pop(self.order.popleft(), None)
+
+    def of(self, seq: int) -> float | None:
+        return self.at.get(seq)
+
+
+def vouched_until(reports: Mapping[str, LeaseReport], lease: int | None, sent: SentTimes,
+                  timing: Timing) -> tuple[float, str | None]:
+    """The latest deadline (own clock) that any peer's report about our lease `lease` gives,
+    and the peer that gives it; (-inf, None) when none does."""
+    best, best_peer = float("-inf"), None
+    if lease is None:
+        return best, best_peer
+    for peer, report in sorted(reports.items()):
+        if report.lease != lease or report.remaining <= 0:
+            continue
+        sent_at = sent.of(report.echo)
+        if sent_at is None:
+            continue  # not a heartbeat of this life (or too old to remember): proves nothing
+        deadline = sent_at + report.remaining - timing.safety_margin - timing.clock_margin
+        if deadline > best:
+            best, best_peer = deadline, peer
+    return best, best_peer
+
+
+class LeaseReporter:
+    """The other side: a host that reaches the store reads there the lease of every peer
+    that says it is in failsafe, and sends each its `LeaseReport` in the heartbeats that
+    follow (`reports`, by the peer's host index). Two store calls per such peer and decision
+    cycle, only while someone is in failsafe and this host's lease is fresh.
+
+    Until it has tried once for every such peer since it reached the store again, the host
+    does not yet say in its heartbeats that it reaches the store (`owed`): a peer that heard
+    "reaches the store" before the report would have to self-fence. Holding the flag back
+    that long is safe because nothing can move meanwhile: the reports come first in the
+    decision cycle, before the VM keeper and the manager, and a failed attempt counts as
+    tried."""
+
+    def __init__(self, membership: Membership, hosts: list[str], me: str) -> None:
+        self.membership = membership
+        self.hosts = hosts
+        self.me = me
+        self.reports: dict[int, LeaseReport] = {}
+        self.tried: set[str] = set()  # peers tried since this host reached the store again
+
+    def wanted(self, fingerprint: int) -> list[str]:
+        """Peers heard now, on our store, that say they keep their VMs in failsafe."""
+        membership = self.membership
+        return [h for h in self.hosts if h != self.me and membership.hears(h)
+                and membership.flags_of(h) & FLAG_FAILSAFE
+                and membership.store_of(h) == fingerprint]
+
+    def owed(self, fingerprint: int) -> bool:
+        """Is a first attempt still owed to a peer in failsafe?"""
+        return any(h not in self.tried for h in self.wanted(fingerprint))
+
+    def store_lost(self) -> None:
+        """This host lost the store: the next return owes every peer a first attempt again
+        (the reports made stay: each is a lower bound that never goes stale)."""
+        self.tried.clear()
+
+    def refresh(self, store: Store, fingerprint: int) -> None:
+        """Read the leases of the peers in failsafe. Raises StoreUnavailable; every peer
+        then counts as tried."""
+        wanted = self.wanted(fingerprint)
+        keep = {self.membership.topology.index(h) for h in wanted}
+        for index in list(self.reports):
+            if index not in keep:
+                del self.reports[index]
+        self.tried &= set(wanted)
+        try:
+            for host in wanted:
+                self._report(store, host)
+                self.tried.add(host)
+        finally:
+            self.tried |= set(wanted)
+
+    def _report(self, store: Store, host: str) -> None:
+        index = self.membership.topology.index(host)
+        # The echo is taken before the store is asked: that order is the whole proof.
+        echo = self.membership.seq_of(host)
+        if echo <= 0:
+            return
+        held = store.get(host_lease_key(host))
+        if held is None or not held.lease:
+            self.reports.pop(index, None)
+            return
+        ttl = store.time_to_live(held.lease)
+        if ttl is None or ttl <= 0:
+            self.reports.pop(index, None)
+            return
+        self.reports[index] = LeaseReport(held.lease, echo, ttl)

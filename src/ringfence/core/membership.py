@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from ringfence.core.ports import BoolArray, FloatArray, HeartbeatBatch, IntArray
+from ringfence.core.ports import BoolArray, FloatArray, HeartbeatBatch, IntArray, LeaseReport
 from ringfence.core.topology import Topology
 
 
@@ -50,6 +50,8 @@ class Membership:
         self.views: BoolArray = np.zeros((n, n), dtype=np.bool_)
         self.flags: IntArray = np.zeros(n, dtype=np.int64)
         self.stores: IntArray = np.zeros(n, dtype=np.int64)  # store fingerprints, by peer
+        self.seqs: IntArray = np.zeros(n, dtype=np.int64)  # newest heartbeat number, by peer
+        self.reports: dict[str, LeaseReport] = {}  # the newest report about us, by peer
         self.states: list[PeerState] = [PeerState.UNKNOWN] * n
         self.version = 0  # bumped whenever a peer's state or links change
         self._heard: BoolArray = np.zeros(n, dtype=np.bool_)
@@ -63,6 +65,10 @@ class Membership:
         np.copyto(self.views, batch.peer_views, where=batch.view_valid[:, None])
         np.copyto(self.flags, batch.peer_flags, where=batch.view_valid)
         np.copyto(self.stores, batch.peer_stores, where=batch.view_valid)
+        # Heartbeat numbers grow across a sender's lives too (the transports promise it).
+        np.maximum(self.seqs, batch.peer_seqs, out=self.seqs)
+        for index, report in batch.reports.items():
+            self.reports[self.topology.hosts[index]] = report
         alive = ((now - self.last_heard) <= self.timeout) & self.shared
         differs = alive != self.link_alive
         if not differs.any():
@@ -122,6 +128,14 @@ class Membership:
     def flags_of(self, host: str) -> int:
         """The `FLAG_*` bits of the latest heartbeat from `host`."""
         return int(self.flags[self.topology.index(host)])
+
+    def store_of(self, host: str) -> int:
+        """The fingerprint of the store that `host`'s latest heartbeat names (0: none)."""
+        return int(self.stores[self.topology.index(host)])
+
+    def seq_of(self, host: str) -> int:
+        """The number of the newest heartbeat received from `host` (0: none yet)."""
+        return int(self.seqs[self.topology.index(host)])
 
     def other_stores(self, mine: int) -> list[tuple[str, int]]:
         """Peers heard now whose heartbeats name a store identity other than `mine` (0s are

@@ -7,7 +7,8 @@ simulator passes simulated parts, the runtime real ones; the decision code can n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,13 +32,30 @@ class Clock(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseReport:
+    """What a host that reaches the store read there about one peer's host lease, sent to that
+    peer in its heartbeats (`core.failsafe`): the lease `lease` had at least `remaining`
+    seconds to live (the store's time-to-live answer) when the store answered, and the newest
+    heartbeat the reporter had received from the peer *before it asked* was the peer's
+    heartbeat number `echo`. Causality makes that a bound the peer can use on its own clock:
+    the peer sent heartbeat `echo` before the question was asked, so its lease lives in the
+    store at least until (its send time of heartbeat `echo`) + `remaining`."""
+
+    lease: int
+    echo: int
+    remaining: float
+
+
+@dataclass(frozen=True, slots=True)
 class HeartbeatBatch:
     """What a host received since it last asked.
 
     `heard_at[p, l]`: this host's clock time of the latest heartbeat from host index `p` on
     heartbeat link `l` (-inf: none). `peer_views[p]`: the latest list of hosts that host `p`
     said it hears, `peer_flags[p]` its `FLAG_*` bits and `peer_stores[p]` the fingerprint of
-    the store identity it joined (0: none) (all valid where `view_valid[p]`).
+    the store identity it joined (0: none) (all valid where `view_valid[p]`). `peer_seqs[p]`:
+    the number of the newest heartbeat received from `p` (0: none; numbers grow within one
+    life of the sender). `reports[p]`: the newest `LeaseReport` about this host that `p` sent.
     """
 
     heard_at: FloatArray
@@ -45,13 +63,18 @@ class HeartbeatBatch:
     view_valid: BoolArray
     peer_flags: IntArray
     peer_stores: IntArray
+    peer_seqs: IntArray
+    reports: Mapping[int, LeaseReport] = field(default_factory=dict)
 
 
 class Transport(Protocol):
-    def send(self, heard: BoolArray, flags: int, store: int = 0) -> None:
+    def send(self, heard: BoolArray, flags: int, store: int = 0,
+             reports: Mapping[int, LeaseReport] | None = None) -> int:
         """Send one heartbeat on every heartbeat link, carrying the hosts this host hears, its
-        `FLAG_*` bits and the fingerprint of the store identity it joined (0: none). Never
-        raises: a link that can not send simply stays silent."""
+        `FLAG_*` bits, the fingerprint of the store identity it joined (0: none) and, to each
+        receiver index in `reports`, that receiver's `LeaseReport`. Returns the heartbeat's
+        number (the same on every link; it grows with every call). Never raises: a link that
+        can not send simply stays silent."""
         ...
 
     def receive(self) -> HeartbeatBatch:

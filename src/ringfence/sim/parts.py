@@ -4,13 +4,14 @@ fence agents, journal and alerts. Each is a thin window onto the `World`, which 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ringfence.core.events import Fact
-from ringfence.core.ports import BoolArray, HeartbeatBatch, HostReading
+from ringfence.core.ports import BoolArray, HeartbeatBatch, HostReading, LeaseReport
 from ringfence.fence.base import FenceResult
 from ringfence.hypervisor.base import HypervisorError, JobResult
 
@@ -39,8 +40,9 @@ class SimTransport:
         self.index = world.topology.index(host)
         self.rate = world.clock_rate(host)
 
-    def send(self, heard: BoolArray, flags: int, store: int = 0) -> None:
-        self.world.heartbeat_sent(self.index, heard, flags, store)
+    def send(self, heard: BoolArray, flags: int, store: int = 0,
+             reports: Mapping[int, LeaseReport] | None = None) -> int:
+        return self.world.heartbeat_sent(self.index, heard, flags, store, reports)
 
     def receive(self) -> HeartbeatBatch:
         world = self.world
@@ -54,10 +56,17 @@ class SimTransport:
             delay = world.rng_np.random(connected.shape) * world.jitter
             late = (world.now - world.last_sent)[:, None] < delay
             sent = np.where(late, sent - world.interval * self.rate, sent)
+            seq_in = np.where(late, world.last_seq[:, None] - 1, world.last_seq[:, None])
+        else:
+            seq_in = np.broadcast_to(world.last_seq[:, None], connected.shape)
         heard_at = np.where(connected, sent, -np.inf)
         valid: BoolArray = np.asarray(connected.any(axis=1))
+        # The newest number that got through on any link (a late one: the heartbeat before).
+        seqs = np.where(connected, seq_in, 0).max(axis=1, initial=0).astype(np.int64)
+        reports = {s: r[self.index] for s in np.flatnonzero(valid).tolist()
+                   if (r := world.last_reports[s]) and self.index in r}
         return HeartbeatBatch(heard_at, world.last_payload, valid, world.last_flags,
-                              world.last_store)
+                              world.last_store, seqs, reports)
 
 
 class SimJob:

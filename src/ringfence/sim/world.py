@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,7 +36,14 @@ from ringfence.core.leases import (
     migrate_request_key,
     vm_owner_key,
 )
-from ringfence.core.ports import BoolArray, FloatArray, HostReading, IntArray, NicReading
+from ringfence.core.ports import (
+    BoolArray,
+    FloatArray,
+    HostReading,
+    IntArray,
+    LeaseReport,
+    NicReading,
+)
 from ringfence.core.topology import Topology
 from ringfence.fence.base import FenceResult
 from ringfence.hypervisor.base import JobResult
@@ -213,6 +220,9 @@ class World:
         self.last_payload: BoolArray = np.zeros((n, n), dtype=np.bool_)
         self.last_flags: IntArray = np.zeros(n, dtype=np.int64)
         self.last_store: IntArray = np.zeros(n, dtype=np.int64)
+        # Heartbeat numbers per sender: never reset, so they grow across its lives.
+        self.last_seq: IntArray = np.zeros(n, dtype=np.int64)
+        self.last_reports: list[dict[int, LeaseReport]] = [{} for _ in range(n)]
         self.hb_conn: BoolArray = np.zeros((n, n, links), dtype=np.bool_)
         self.hb_in: list[BoolArray] = []
         self.store_ok: dict[str, bool] = {}
@@ -605,11 +615,15 @@ class World:
         self._power_up(host)
 
     # ================================================================ heartbeats
-    def heartbeat_sent(self, index: int, heard: BoolArray, flags: int, store: int) -> None:
+    def heartbeat_sent(self, index: int, heard: BoolArray, flags: int, store: int,
+                       reports: Mapping[int, LeaseReport] | None = None) -> int:
         self.last_sent[index] = self.now
         self.last_payload[index] = heard
         self.last_flags[index] = flags
         self.last_store[index] = store
+        self.last_seq[index] += 1
+        self.last_reports[index] = dict(reports) if reports else {}
+        return int(self.last_seq[index])
 
     def heartbeat_links_to(self, index: int) -> BoolArray:
         """[sender, link] connectivity into host `index` (contiguous, rebuilt on change)."""

@@ -1,0 +1,66 @@
+"""Failsafe when the store comes back for one host before the other (`core.failsafe`): the
+host that is still cut off keeps its VMs exactly as long as a peer's lease report proves its
+lease alive in the store, and not a moment longer. The two library scenarios pass with the
+real agent; a deadline that trusts a report for longer, or a flag sent before the reports,
+is caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import SCENARIOS
+from ringfence.core import agent as agent_module
+from ringfence.core.failsafe import LeaseReporter
+from ringfence.sim.runner import SimulationResult, simulate
+from ringfence.sim.scenario import load_scenario
+
+STAGGERED = SCENARIOS / "failsafe-staggered-store-return.yaml"
+ONE_HOST_ONLY = SCENARIOS / "failsafe-store-back-for-one-host-only.yaml"
+
+
+def _simulate(path: Path) -> SimulationResult:
+    return simulate(load_scenario(path))
+
+
+def _kinds(result: SimulationResult, host: str) -> list[str]:
+    return [e.kind for e in result.world.entries if e.host == host]
+
+
+def test_a_staggered_return_keeps_every_vm() -> None:
+    result = _simulate(STAGGERED)
+    assert result.passed, [o.detail for o in result.outcomes if not o.passed]
+    kinds = _kinds(result, "nodeB")
+    assert "failsafe_vouched" in kinds and "self_fence" not in kinds
+
+
+def test_a_host_the_store_never_comes_back_for_stops_within_the_vouched_time() -> None:
+    result = _simulate(ONE_HOST_ONLY)
+    assert not result.violations, [v.text() for v in result.violations]
+    assert result.passed, [o.detail for o in result.outcomes if not o.passed]
+
+
+def test_a_report_trusted_for_good_runs_one_vm_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline is what makes the grace safe: a host that keeps vouching for itself once
+    # a peer said "alive" keeps web running while nodeA, having waited out the lease and the
+    # watchdog, restarts it.
+    real = agent_module.vouched_until
+
+    def forever(*args: object, **kwargs: object) -> tuple[float, str | None]:
+        until, peer = real(*args, **kwargs)  # type: ignore[arg-type]
+        return (float("inf"), peer) if peer is not None else (until, peer)
+
+    monkeypatch.setattr(agent_module, "vouched_until", forever)
+    result = _simulate(ONE_HOST_ONLY)
+    assert any(v.vm == "web" and v.kind == "split_brain" for v in result.violations), \
+        [v.text() for v in result.violations]
+
+
+def test_the_flag_sent_before_the_reports_makes_the_late_host_self_fence(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Why the reporter holds "reaches the store" back until its first reports: without that,
+    # nodeB hears the flag first and has nothing to keep its VM on.
+    monkeypatch.setattr(LeaseReporter, "owed", lambda self, fingerprint: False)
+    result = _simulate(STAGGERED)
+    assert "self_fence" in _kinds(result, "nodeB")
