@@ -285,7 +285,8 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     if options.forget_store:
         _forget_store(host, hypervisor, local_state, journal)
     gate = options.gate
-    alert_worker = (AlertWorker(config.alerts, cluster=config.name, host=host, journal=journal)
+    alert_worker = (AlertWorker(config.alerts, cluster=config.name, host=host, journal=journal,
+                                checked_vms=[v.name for v in config.vms if v.verify is not None])
                     if config.alerts else None)
     parts = AgentParts(
         clock=MonotonicClock(),
