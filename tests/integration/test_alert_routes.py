@@ -198,3 +198,43 @@ def test_alertmanager_receives_the_alert_with_its_labels(alertmanager: str) -> N
                       "severity": "critical", "incident": MESSAGE.id}
     assert alerts[0]["annotations"]["summary"] == MESSAGE.text
     assert alerts[0]["status"]["state"] == "active"
+
+
+def test_alertmanager_resolves_the_alert_with_the_same_labels(alertmanager: str) -> None:
+    firing = AlertMessage("9e1d", "critical", "hv2 fenced", "hv2", None, "prod", "hv1",
+                          time.time() - 10)
+    am = route(kind="alertmanager", url=alertmanager)
+    assert deliver(am, firing).delivered
+    active = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    assert [a["status"]["state"] for a in active] == ["active"]
+    resolved = firing.resolution(time.time() - 1, "incident INC-0001 resolved, verified")
+    assert deliver(am, resolved).delivered
+    left = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    assert [a for a in left if a["status"]["state"] == "active"] == []
+
+
+# ----------------------------------------------------------------------------- resolutions
+def test_each_route_tells_a_resolution_apart_by_key_and_status(tmp_path: Path) -> None:
+    from ringfence.alerts.command import alert_environment
+    from ringfence.alerts.mail import build_email
+
+    resolved = MESSAGE.resolution(MESSAGE.t + 60, "incident INC-0001 resolved, verified")
+    assert resolved.id == MESSAGE.id and resolved.key == f"{MESSAGE.id}:resolved"
+    receiver = WebhookReceiver()
+    try:
+        hook = route(kind="webhook", url=receiver.url)
+        assert deliver(hook, MESSAGE).delivered and deliver(hook, resolved).delivered
+        assert deliver(hook, resolved).delivered  # a redelivery of the resolution: deduped
+        body = receiver.alerts[f"{MESSAGE.id}:resolved"]
+        assert body["id"] == MESSAGE.id and body["status"] == "resolved"
+        assert body["text"].startswith("resolved (incident INC-0001")
+        assert receiver.alerts[MESSAGE.id]["status"] == "firing" and receiver.duplicates == 1
+    finally:
+        receiver.close()
+    env = alert_environment(resolved)
+    assert env["RINGFENCE_ALERT_STATUS"] == "resolved" and env["RINGFENCE_ALERT_ID"] == "0f3c9a"
+    assert env["RINGFENCE_ALERT_ENDS"].endswith("Z")
+    mail = build_email(route(kind="email", smtp="mx:25", to=["a@b.org"]), resolved)
+    assert mail["Subject"].startswith("[ringfence resolved]")
+    assert mail["In-Reply-To"] == "<0f3c9a@ringfence.prod>"
+    assert mail["Message-ID"] == "<0f3c9a.resolved@ringfence.prod>"
