@@ -65,6 +65,7 @@ from typing import Any
 from ringfence.alerts.models import Alert, severity_rank
 from ringfence.alerts.resolution import FIRING, firing_key, settle
 from ringfence.alerts.routes import AlertMessage, Delivery, deliver, wants
+from ringfence.alerts.watch import Check, Watcher
 from ringfence.core.leases import MANAGER_KEY
 from ringfence.core.ports import Journal
 from ringfence.store.base import Compare, Delete, Op, Put, Store, StoreUnavailable
@@ -146,7 +147,7 @@ class AlertWorker:
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 checked_vms: Sequence[str] = ()) -> None:
+                 checked_vms: Sequence[str] = (), checks: Sequence[Check] = ()) -> None:
         self.routes = list(routes)
         self.cluster = cluster
         self.host = host
@@ -169,6 +170,7 @@ class AlertWorker:
         self._next_ping = {id(r): 0.0 for r in self.routes if r.kind == "deadman"}
         self._next_scan = 0.0
         self._next_resolve = 0.0
+        self.watcher = Watcher(checks, journal, self._watch_alert, self._accept, wall)
         self.thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the callers' side
@@ -235,6 +237,8 @@ class AlertWorker:
                     if self.store is not None and self.is_leader():
                         self._resolve()
                 self._pings(now)
+                if self.watcher.checks and (self.store is None or self.is_leader()):
+                    self.watcher.poll(now, self.store)
             except Exception as exc:  # the worker must never die: journal and go on
                 self.journal.record("alert_failed", host=self.host, method="worker",
                                     reason=f"{type(exc).__name__}: {exc}")
@@ -249,7 +253,9 @@ class AlertWorker:
         if self.store is not None:
             key = outbox_key(message.key)
             ops: list[Op] = [Put(key, {"alert": message.to_json(), "done": []})]
-            if (not message.resolved and severity_rank(message.severity) > 0
+            if message.resolved:
+                ops.append(Delete(firing_key(message.id)))
+            elif (severity_rank(message.severity) > 0
                     and any(wants(r, message) for r in self.routes)):
                 ops.append(Put(firing_key(message.id), {"alert": message.to_json()}))
             try:
@@ -264,6 +270,15 @@ class AlertWorker:
         for route in self.routes:
             if wants(route, message):
                 self._submit(route, message, from_outbox=False)
+
+    def _watch_alert(self, severity: str, text: str, vm: str | None,
+                     routes: Sequence[str]) -> AlertMessage:
+        """A monitor's or a route test's alert, raised from the worker's own thread."""
+        message = self.new_alert(severity, text, vm=vm, routes=routes)
+        self.journal.record("alert_sent", vm=vm, severity=severity, detail=text,
+                            alert=message.id)
+        self._accept(message)
+        return message
 
     def _submit(self, route: Alert, message: AlertMessage, *, from_outbox: bool) -> None:
         limiter = self._limits.get(id(route))
