@@ -110,13 +110,15 @@ def test_the_next_leader_resolves_what_the_old_one_left_firing(webhook_receiver:
     route = hook(webhook_receiver, tmp_path)
     old_journal = ListJournal()
     old = worker([route], old_journal, host="hv1")
-    old.start(store, lambda: True)
+    leading = True
+    old.start(store, lambda: leading)
     now = time.time()
     RoutedAlerts(old_journal, old).send("critical", "erp died", host="hv2", vm="erp")
     alert_id = old_journal.kinds("alert_sent")[0]["alert"]
     put_journal(store, crash(alert_id, now - 5))
     wait_for(lambda: not store.get_prefix(OUTBOX).items)
-    old.close()  # the old leader is gone; the alert is still firing
+    leading = False  # the old leader is gone; the alert is still firing
+    old.close()
     put_journal(store, [entry(now, 4, "vm_started", host="hv3", vm="erp")])
     journal = ListJournal()
     new = worker([route], journal, host="hv3")
