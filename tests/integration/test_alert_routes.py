@@ -238,3 +238,53 @@ def test_each_route_tells_a_resolution_apart_by_key_and_status(tmp_path: Path) -
     assert mail["Subject"].startswith("[ringfence resolved]")
     assert mail["In-Reply-To"] == "<0f3c9a@ringfence.prod>"
     assert mail["Message-ID"] == "<0f3c9a.resolved@ringfence.prod>"
+
+
+def test_the_leader_resolves_an_alert_in_alertmanager(alertmanager: str, tmp_path: Path) -> None:
+    """Through the outbox: the alert fires in Alertmanager, its VM runs elsewhere, the leader's
+    resolution ends it there."""
+    from ringfence.alerts.worker import OUTBOX, AlertWorker, RoutedAlerts
+    from ringfence.journal.store_mirror import journal_key
+    from ringfence.store.base import Put
+    from ringfence.store.sqlite import SqliteStore
+
+    class Journal:
+        def __init__(self) -> None:
+            self.sent: list[dict[str, Any]] = []
+
+        def record(self, kind: str, **fields: Any) -> None:
+            if kind == "alert_sent":
+                self.sent.append(fields)
+
+    def put(t: float, seq: int, kind: str, host: str, **fields: Any) -> None:
+        store.txn([], [Put(journal_key("hv1", 1, seq), {
+            "v": 2, "t": t, "seq": seq, "by": "hv1", "kind": kind, "host": host, "vm": "erp",
+            "text": kind, **fields})])
+
+    def active() -> list[Any]:
+        alerts = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        return [a for a in alerts if a["status"]["state"] == "active"]
+
+    store = SqliteStore(str(tmp_path / "s.db"))
+    journal = Journal()
+    worker = AlertWorker([route(kind="alertmanager", url=alertmanager)], cluster="prod",
+                         host="hv1", journal=journal)
+    worker.start(store, lambda: True)
+    now = time.time()
+    RoutedAlerts(journal, worker).send("critical", "erp died on hv2", host="hv2", vm="erp")
+    alert_id = journal.sent[0]["alert"]
+    put(now - 9, 1, "vm_started", "hv2")
+    put(now - 5, 2, "vm_crashed", "hv2")
+    put(now - 4.9, 3, "alert_sent", "hv2", severity="critical", detail="erp died on hv2",
+        alert=alert_id)
+    deadline = time.monotonic() + 15
+    while not active():
+        assert time.monotonic() < deadline, "the alert did not reach Alertmanager"
+        time.sleep(0.1)
+    assert active()[0]["labels"]["incident"] == alert_id
+    put(now, 4, "vm_started", "hv3")
+    deadline = time.monotonic() + 15
+    while active() or store.get_prefix(OUTBOX).items:
+        assert time.monotonic() < deadline, "the alert was not resolved in Alertmanager"
+        time.sleep(0.1)
+    worker.close()

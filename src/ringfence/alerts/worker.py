@@ -44,6 +44,10 @@ election. A failed ping is journaled
 once per run of failures (`alert_failed`), and the first answered ping after it as
 `alert_delivered`.
 
+Monitors and route self-tests (`alerts.watch`): while this host leads, the worker's thread
+polls its `Watcher`, which runs each due check in a thread of its own and alerts through this
+same outbox when a monitored system or a route goes silent.
+
 The worker's thread alone uses its store connection. Outcomes are journaled as
 `alert_delivered` / `alert_failed` (fields: `target` the route, `method` its kind, `severity`,
 `detail` the alert's text, `reason` the failure, `count` the attempts, `duration` seconds from
