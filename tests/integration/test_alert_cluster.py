@@ -75,3 +75,24 @@ def test_leader_dies_while_it_delivers_and_the_alert_arrives_once(
     assert len(receiver.pings) > pings_before
     gaps = [b - a for a, b in zip(receiver.pings, receiver.pings[1:], strict=False)]
     assert max(gaps) < 15.0, gaps
+
+
+def test_the_alert_about_a_dead_host_resolves_when_its_vms_answer_elsewhere(
+        cluster: Demo, receiver: WebhookReceiver) -> None:
+    cluster.options.fault_target = "leader"
+    dead = cluster.target()
+    cluster.inject("power_off")
+    died = cluster.faults[-1].wall
+    wait_for(lambda: naming(receiver, f"{dead} fenced"), 30, f"the alert that {dead} was fenced")
+    alert = naming(receiver, f"{dead} fenced")[0]
+    assert alert["status"] == "firing" and receiver.arrived[alert["id"]] - died < 5.0
+    key = f"{alert['id']}:resolved"
+    wait_for(lambda: key in receiver.alerts, 45, "the alert's resolution")
+    resolved = receiver.alerts[key]
+    assert resolved["id"] == alert["id"] and resolved["status"] == "resolved"
+    assert resolved["host"] == dead and resolved["ends_time"]
+    assert receiver.arrived[key] >= receiver.arrived[alert["id"]]
+    # By then every VM runs on a live host.
+    placement = cluster.placement_now()
+    assert len(placement) == len(cluster.vms) and dead not in placement.values()
+    assert receiver.bad_signatures == 0

@@ -198,3 +198,93 @@ def test_alertmanager_receives_the_alert_with_its_labels(alertmanager: str) -> N
                       "severity": "critical", "incident": MESSAGE.id}
     assert alerts[0]["annotations"]["summary"] == MESSAGE.text
     assert alerts[0]["status"]["state"] == "active"
+
+
+def test_alertmanager_resolves_the_alert_with_the_same_labels(alertmanager: str) -> None:
+    firing = AlertMessage("9e1d", "critical", "hv2 fenced", "hv2", None, "prod", "hv1",
+                          time.time() - 10)
+    am = route(kind="alertmanager", url=alertmanager)
+    assert deliver(am, firing).delivered
+    active = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    assert [a["status"]["state"] for a in active] == ["active"]
+    resolved = firing.resolution(time.time() - 1, "incident INC-0001 resolved, verified")
+    assert deliver(am, resolved).delivered
+    left = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    assert [a for a in left if a["status"]["state"] == "active"] == []
+
+
+# ----------------------------------------------------------------------------- resolutions
+def test_each_route_tells_a_resolution_apart_by_key_and_status(tmp_path: Path) -> None:
+    from ringfence.alerts.command import alert_environment
+    from ringfence.alerts.mail import build_email
+
+    resolved = MESSAGE.resolution(MESSAGE.t + 60, "incident INC-0001 resolved, verified")
+    assert resolved.id == MESSAGE.id and resolved.key == f"{MESSAGE.id}:resolved"
+    receiver = WebhookReceiver()
+    try:
+        hook = route(kind="webhook", url=receiver.url)
+        assert deliver(hook, MESSAGE).delivered and deliver(hook, resolved).delivered
+        assert deliver(hook, resolved).delivered  # a redelivery of the resolution: deduped
+        body = receiver.alerts[f"{MESSAGE.id}:resolved"]
+        assert body["id"] == MESSAGE.id and body["status"] == "resolved"
+        assert body["text"].startswith("resolved (incident INC-0001")
+        assert receiver.alerts[MESSAGE.id]["status"] == "firing" and receiver.duplicates == 1
+    finally:
+        receiver.close()
+    env = alert_environment(resolved)
+    assert env["RINGFENCE_ALERT_STATUS"] == "resolved" and env["RINGFENCE_ALERT_ID"] == "0f3c9a"
+    assert env["RINGFENCE_ALERT_ENDS"].endswith("Z")
+    mail = build_email(route(kind="email", smtp="mx:25", to=["a@b.org"]), resolved)
+    assert mail["Subject"].startswith("[ringfence resolved]")
+    assert mail["In-Reply-To"] == "<0f3c9a@ringfence.prod>"
+    assert mail["Message-ID"] == "<0f3c9a.resolved@ringfence.prod>"
+
+
+def test_the_leader_resolves_an_alert_in_alertmanager(alertmanager: str, tmp_path: Path) -> None:
+    """Through the outbox: the alert fires in Alertmanager, its VM runs elsewhere, the leader's
+    resolution ends it there."""
+    from ringfence.alerts.worker import OUTBOX, AlertWorker, RoutedAlerts
+    from ringfence.journal.store_mirror import journal_key
+    from ringfence.store.base import Put
+    from ringfence.store.sqlite import SqliteStore
+
+    class Journal:
+        def __init__(self) -> None:
+            self.sent: list[dict[str, Any]] = []
+
+        def record(self, kind: str, **fields: Any) -> None:
+            if kind == "alert_sent":
+                self.sent.append(fields)
+
+    def put(t: float, seq: int, kind: str, host: str, **fields: Any) -> None:
+        store.txn([], [Put(journal_key("hv1", 1, seq), {
+            "v": 2, "t": t, "seq": seq, "by": "hv1", "kind": kind, "host": host, "vm": "erp",
+            "text": kind, **fields})])
+
+    def active() -> list[Any]:
+        alerts = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        return [a for a in alerts if a["status"]["state"] == "active"]
+
+    store = SqliteStore(str(tmp_path / "s.db"))
+    journal = Journal()
+    worker = AlertWorker([route(kind="alertmanager", url=alertmanager)], cluster="prod",
+                         host="hv1", journal=journal)
+    worker.start(store, lambda: True)
+    now = time.time()
+    RoutedAlerts(journal, worker).send("critical", "erp died on hv2", host="hv2", vm="erp")
+    alert_id = journal.sent[0]["alert"]
+    put(now - 9, 1, "vm_started", "hv2")
+    put(now - 5, 2, "vm_crashed", "hv2")
+    put(now - 4.9, 3, "alert_sent", "hv2", severity="critical", detail="erp died on hv2",
+        alert=alert_id)
+    deadline = time.monotonic() + 15
+    while not active():
+        assert time.monotonic() < deadline, "the alert did not reach Alertmanager"
+        time.sleep(0.1)
+    assert active()[0]["labels"]["incident"] == alert_id
+    put(now, 4, "vm_started", "hv3")
+    deadline = time.monotonic() + 15
+    while active() or store.get_prefix(OUTBOX).items:
+        assert time.monotonic() < deadline, "the alert was not resolved in Alertmanager"
+        time.sleep(0.1)
+    worker.close()

@@ -64,3 +64,45 @@ def test_a_downtime_bound_fails_for_a_vm_that_never_ran() -> None:
     assert not result.world.runs
     (outcome,) = result.outcomes
     assert not outcome.passed and "never ran" in outcome.detail
+
+
+# ----------------------------------------------------------------------------- delivered alerts
+def _routes_scenario(**expect: object) -> dict[str, object]:
+    from conftest import scenario
+
+    data = scenario(events=[{"at": "20s", "do": "power_off", "host": "host2"}],
+                    expect=[{"alert": "host2 fenced", **expect}])
+    cluster = data["cluster"]
+    assert isinstance(cluster, dict)
+    cluster["vms"] = [{"name": "mon", "cpus": 2, "memory": "4GiB", "host": "host2"}]
+    cluster["alerts"] = [
+        {"kind": "alertmanager", "name": "am", "url": "http://mon:9093", "retries": 0},
+        {"kind": "webhook", "name": "pager", "url": "https://pager.example/x"}]
+    return data
+
+
+def test_delivered_alerts_per_route() -> None:
+    from conftest import run
+
+    result = run(_routes_scenario(route="pager", delivered=True, by="35s"))
+    assert result.passed, result.outcomes
+    deliveries = {(d.route, d.delivered) for d in result.world.alert_deliveries
+                  if "host2 fenced" in d.text}
+    assert deliveries == {("pager", True), ("am", False)}
+    kinds = [e.kind for e in result.world.entries if e.kind.startswith("alert_")]
+    assert "alert_delivered" in kinds and "alert_failed" in kinds
+    assert not run(_routes_scenario(route="am", delivered=True)).passed
+    assert run(_routes_scenario(route="am", delivered=False)).passed
+    assert run(_routes_scenario(delivered=True)).passed  # by some route
+
+
+def test_a_delivered_expectation_names_a_known_route() -> None:
+    import pytest
+
+    from ringfence.errors import ConfigError
+    from ringfence.sim.scenario import parse_scenario
+
+    with pytest.raises(ConfigError) as caught:
+        parse_scenario(_routes_scenario(route="pagr"))
+    assert "expect[0].route: unknown alert route 'pagr'" in str(caught.value)
+    assert "did you mean 'pager'" in str(caught.value)

@@ -246,7 +246,7 @@ def test_expectation_bad_shape(tmp_path: Path) -> None:
         line_of(text, "{vm: app}"),
         "expect[1]",
         "cannot tell what to check",
-        "{alert, optional by}",
+        "{alert, optional by, optional route, optional delivered}",
     )
     assert_problem(
         rendered, path, line_of(text, "{vm: app, running_on: node1}"), "expect[2].at", "needs 'at'"

@@ -41,6 +41,7 @@ from typing import Any
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
+from ringfence.alerts.watch import checks_of
 from ringfence.alerts.worker import AlertWorker, RoutedAlerts
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
@@ -285,7 +286,9 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     if options.forget_store:
         _forget_store(host, hypervisor, local_state, journal)
     gate = options.gate
-    alert_worker = (AlertWorker(config.alerts, cluster=config.name, host=host, journal=journal)
+    alert_worker = (AlertWorker(config.alerts, cluster=config.name, host=host, journal=journal,
+                                checked_vms=[v.name for v in config.vms if v.verify is not None],
+                                checks=checks_of(config, host=host))
                     if config.alerts else None)
     parts = AgentParts(
         clock=MonotonicClock(),

@@ -1,10 +1,12 @@
 """The command route: run a program with the alert (as Pacemaker's alert agents).
 
 The program gets ``RINGFENCE_ALERT_ID``, ``_SEVERITY``, ``_TEXT``, ``_HOST``, ``_VM``,
-``_CLUSTER``, ``_RAISED_BY`` and ``_TIME`` in its environment and the alert as one JSON object
-on stdin. Exit status 0 is delivered; any other status, a program that can not be started, or
-one still running at the route's `timeout` (killed then) raises `DeliveryError`, and the retry
-runs it again with the same id: the program should treat the id as an idempotency key.
+``_CLUSTER``, ``_RAISED_BY``, ``_TIME``, ``_STATUS`` (``firing`` or ``resolved``; a resolution
+has the alert's id) and ``_ENDS`` (a resolution's time, else empty) in its environment and
+the alert as one JSON object on stdin. Exit status 0 is delivered; any other status, a program
+that can not be started, or one still running at the route's `timeout` (killed then) raises
+`DeliveryError`, and the retry runs it again with the same id: the program should treat the id
+(with the status) as an idempotency key.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def alert_environment(message: AlertMessage) -> dict[str, str]:
         "RINGFENCE_ALERT_CLUSTER": message.cluster,
         "RINGFENCE_ALERT_RAISED_BY": message.raised_by,
         "RINGFENCE_ALERT_TIME": iso_time(message.t),
+        "RINGFENCE_ALERT_STATUS": message.status,
+        "RINGFENCE_ALERT_ENDS": iso_time(message.ends) if message.ends is not None else "",
     }
 
 

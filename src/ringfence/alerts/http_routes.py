@@ -50,26 +50,30 @@ def _post(route: Alert, url: str, body: bytes, headers: dict[str, str]) -> str:
 
 
 def send_webhook(route: Alert, message: AlertMessage) -> str:
-    """POST the alert as JSON, with `Idempotency-Key` (the alert id) and, when the route has a
-    `secret_file`, `X-Ringfence-Signature` over the exact body bytes."""
+    """POST the alert as JSON, with `Idempotency-Key` (the alert id; ``<id>:resolved`` for its
+    resolution, whose body has the same ``id`` and ``status: resolved``),
+    `X-Ringfence-Alert-Status` and, when the route has a `secret_file`,
+    `X-Ringfence-Signature` over the exact body bytes."""
     assert route.url is not None
     body = json.dumps(message.body(), ensure_ascii=False, sort_keys=True).encode()
-    headers = {"Content-Type": "application/json", "Idempotency-Key": message.id,
-               "User-Agent": "ringfence"}
+    headers = {"Content-Type": "application/json", "Idempotency-Key": message.key,
+               "X-Ringfence-Alert-Status": message.status, "User-Agent": "ringfence"}
     if route.secret_file:
         headers["X-Ringfence-Signature"] = sign(read_secret(route.secret_file), body)
     return _post(route, route.url, body, headers)
 
 
 def alertmanager_alert(message: AlertMessage) -> dict[str, object]:
-    """One alert of Alertmanager's v2 API; it ends `RESOLVE_AFTER` after it started."""
+    """One alert of Alertmanager's v2 API. A firing alert ends `RESOLVE_AFTER` after it started
+    (unless resolved before); a resolution is the same labels with ``endsAt`` the time the
+    incident resolved, which resolves the alert in Alertmanager."""
     labels = {"alertname": "ringfence", "cluster": message.cluster,
               "severity": message.severity, "incident": message.id}
     if message.host:
         labels["host"] = message.host
     if message.vm:
         labels["vm"] = message.vm
-    ends = message.t + RESOLVE_AFTER
+    ends = message.ends if message.ends is not None else message.t + RESOLVE_AFTER
     return {"labels": labels, "annotations": {"summary": message.text,
                                               "raised_by": message.raised_by},
             "startsAt": iso_time(message.t), "endsAt": iso_time(ends)}

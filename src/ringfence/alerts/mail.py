@@ -4,6 +4,8 @@ One attempt is one SMTP session bounded by the route's `timeout` per socket oper
 acceptance is the server's `250` after DATA: from then on the message is the server's; a
 session that breaks before it raises `DeliveryError` and the retry sends the message again
 (same `Message-ID`, built from the alert id, so mail systems that dedupe by it show it once).
+A resolution has its own `Message-ID` (``<id>.resolved@…``) and is a reply to the alert
+(`In-Reply-To`), so mail clients thread the two.
 """
 
 from __future__ import annotations
@@ -25,14 +27,22 @@ def build_email(route: Alert, message: AlertMessage) -> EmailMessage:
     mail = EmailMessage()
     mail["From"] = route.from_ or f"ringfence@{socket.getfqdn()}"
     mail["To"] = ", ".join(route.to)
-    mail["Subject"] = f"[ringfence {message.severity}] {message.text[:200]}"
-    mail["Date"] = formatdate(message.t)
-    mail["Message-ID"] = f"<{message.id}@ringfence.{message.cluster}>"
+    state = "resolved" if message.resolved else message.severity
+    mail["Subject"] = f"[ringfence {state}] {message.text[:200]}"
+    mail["Date"] = formatdate(message.ends if message.ends is not None else message.t)
+    first = f"<{message.id}@ringfence.{message.cluster}>"
+    if message.resolved:  # its own Message-ID, in the thread of the alert it resolves
+        mail["Message-ID"] = f"<{message.id}.resolved@ringfence.{message.cluster}>"
+        mail["In-Reply-To"] = first
+        mail["References"] = first
+    else:
+        mail["Message-ID"] = first
     mail["X-Ringfence-Alert-Id"] = message.id
+    mail["X-Ringfence-Alert-Status"] = message.status
     about = "/".join(x for x in (message.host, message.vm) if x) or "-"
     mail.set_content(f"{message.text}\n\nseverity: {message.severity}\ncluster: "
                      f"{message.cluster}\nabout: {about}\nraised by: {message.raised_by}\n"
-                     f"alert id: {message.id}\n")
+                     f"alert id: {message.id}\nstatus: {message.status}\n")
     return mail
 
 

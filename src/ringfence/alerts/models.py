@@ -13,7 +13,13 @@ Kinds:
 
 Every route but ``deadman`` takes ``min_severity`` (``info`` < ``warning`` < ``critical``) and
 ``rate_limit: {count, per}`` (at most ``count`` alerts per ``per``; the rest are journaled as
-``alert_failed`` with the reason, never queued for later). The models import nothing of
+``alert_failed`` with the reason, never queued for later) and ``self_test: {every, send}``: the
+leader tests the route every ``every`` (1 min to 1 day); ``send: reach`` (default) only checks
+that its receiver answers (an HTTP route's host accepts a connection, Alertmanager's
+``/-/healthy`` answers, the SMTP server greets and says NOOP, the command is an executable
+file), ``send: info`` delivers a test alert of severity ``info`` (only for a route whose
+``min_severity`` is ``info``: it takes such alerts). A failed test is alerted through the
+other routes. The models import nothing of
 ``ringfence.config`` (the config loader imports them, and takes its URL and ``HOST:PORT``
 checks from here); a mistake is a
 pydantic error naming the field, which the loader reports with file, line and field path.
@@ -28,8 +34,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from ringfence.units import Duration, duration_range
 
-__all__ = ["SEVERITIES", "Alert", "RateLimit", "Severity", "check_host_port", "check_url",
-           "severity_rank"]
+__all__ = ["SEVERITIES", "URL", "Alert", "HostPort", "RateLimit", "SelfTest", "Severity",
+           "check_host_port", "check_url", "severity_rank"]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
@@ -90,6 +96,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class SelfTest(_Model):
+    """A route's scheduled self-test (see the module docstring)."""
+
+    every: Annotated[Duration, duration_range(60.0, 86400.0)] = 3600.0
+    send: Literal["reach", "info"] = "reach"
+
+
 class RateLimit(_Model):
     """At most `count` alerts per `per` on one route."""
 
@@ -127,6 +140,7 @@ class Alert(_Model):
     name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     min_severity: Severity = "info"
     rate_limit: RateLimit | None = None
+    self_test: SelfTest | None = None
     timeout: Annotated[Duration, duration_range(0.1, 300.0)] = 10.0
     retries: int = Field(default=3, ge=0, le=20)
     url: URL | None = None
@@ -153,6 +167,13 @@ class Alert(_Model):
                              f"(it takes {takes or 'no address fields'})")
         if self.command and not self.command[0]:
             raise ValueError("command: the program (first item) is empty")
+        if self.self_test is not None and self.kind in ("deadman", "log"):
+            raise ValueError(f"self_test: a {self.kind} route has no receiver to test "
+                             f"(a deadman route's pings are its test)")
+        if (self.self_test is not None and self.self_test.send == "info"
+                and self.min_severity != "info"):
+            raise ValueError(f"self_test: send info needs min_severity info (this route takes "
+                             f"{self.min_severity} and above: use send reach)")
         if bool(self.username) != bool(self.password_file):
             raise ValueError("username and password_file go together (SMTP auth needs both)")
         return self

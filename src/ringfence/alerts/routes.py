@@ -2,7 +2,10 @@
 
 `AlertMessage` is what every route sends: an id (the idempotency key: the same alert delivered
 twice, by two leaders or by a host and then by the leader, carries the same id, so receivers
-dedupe), severity, text, the host and VM it is about, the cluster, who raised it and when.
+dedupe), severity, text, the host and VM it is about, the cluster, who raised it and when, its
+`status` (``firing``, or ``resolved`` with `ends`, when the incident it is about resolved: the
+resolution keeps the alert's id, and its idempotency `key` is ``<id>:resolved``), and `routes`
+(the labels of the only routes that may take it; empty: every route).
 
 `deliver` makes up to ``1 + route.retries`` attempts, each bounded by ``route.timeout``, with
 backoff 1 s, 2 s, 4 s … between them, and returns a `Delivery` (delivered or not, attempts, what
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,13 +44,36 @@ class AlertMessage:
     cluster: str
     raised_by: str
     t: float  # wall clock, seconds since the epoch
+    status: str = "firing"  # or "resolved"
+    ends: float | None = None  # a resolution: when the incident resolved (wall clock)
+    routes: tuple[str, ...] = ()  # only these routes (labels); empty: every route
+
+    @property
+    def resolved(self) -> bool:
+        return self.status == "resolved"
+
+    @property
+    def key(self) -> str:
+        """The idempotency key at the receivers and the outbox key: the id, or
+        ``<id>:resolved`` for the resolution of that alert."""
+        return f"{self.id}:resolved" if self.resolved else self.id
+
+    def resolution(self, ends: float, why: str) -> AlertMessage:
+        """The notice that this alert is resolved: same id, severity, host, VM and start."""
+        return replace(self, status="resolved", ends=ends,
+                       text=f"resolved ({why}): {self.text}"[:MAX_TEXT])
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        value = asdict(self)
+        value["routes"] = list(self.routes)
+        return value
 
     def body(self) -> dict[str, Any]:
-        """What a webhook or a command receives."""
-        return {**self.to_json(), "time": iso_time(self.t)}
+        """What a webhook or a command receives (a resolution also has ``ends_time``)."""
+        body = {**self.to_json(), "time": iso_time(self.t)}
+        if self.ends is not None:
+            body["ends_time"] = iso_time(self.ends)
+        return body
 
     @staticmethod
     def from_json(value: object) -> AlertMessage | None:
@@ -61,7 +87,10 @@ class AlertMessage:
                 host=None if value.get("host") is None else str(value["host"]),
                 vm=None if value.get("vm") is None else str(value["vm"]),
                 cluster=str(value["cluster"]), raised_by=str(value["raised_by"]),
-                t=float(value["t"]))
+                t=float(value["t"]),
+                status="resolved" if value.get("status") == "resolved" else "firing",
+                ends=None if value.get("ends") is None else float(value["ends"]),
+                routes=tuple(str(r) for r in value.get("routes") or ()))
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -79,9 +108,11 @@ def iso_time(t: float) -> str:
 
 
 def wants(route: Alert, message: AlertMessage) -> bool:
-    """The route takes this alert: it sends alerts (not deadman, not log) and the severity
-    reaches its `min_severity`."""
+    """The route takes this alert: it sends alerts (not deadman, not log), the alert is not
+    meant for other routes only, and the severity reaches its `min_severity`."""
     if route.kind in ("deadman", "log"):
+        return False
+    if message.routes and route.label not in message.routes:
         return False
     return severity_rank(message.severity) >= severity_rank(route.min_severity)
 

@@ -8,13 +8,23 @@ only its route, never another route, the dead-man's pings, nor a decision.
 The outbox (semantics: **at least once** per route, deduplicated by the alert id):
 
 1. Whoever raises an alert writes it to the store, ``alerts/outbox/<id>`` (a compare-and-set on
-   the key's absence), when the store answers.
+   the key's absence), when the store answers; a ``warning`` or ``critical`` alert is also
+   written as firing, ``alerts/firing/<id>``, in the same transaction.
 2. The leader's worker reads the outbox (every `SCAN` seconds, and at once after its own
    write) and delivers each record by every route that wants it (severity filter, rate limit)
    and that the record does not list as done yet.
 3. After each route's outcome (delivered, failed after its retries, or refused by the rate
    limit) the record's ``done`` list gets that route, by compare-and-set on the record's
    revision; a record that every route is done with is deleted, by compare-and-set too.
+
+Resolution (`alerts.resolution`): every `RESOLVE_SCAN` seconds, while alerts are firing, the
+leader builds the incidents of the store's journal; a firing alert whose incident resolved is
+turned, in one compare-and-set transaction, into its resolution's outbox record
+(``alerts/outbox/<id>:resolved``, the same id with ``status: resolved`` and ``ends``) while its
+firing record is deleted, and journaled `alert_resolved`. The resolution is then delivered like
+any alert (by the leader, the next leader taking over what is not marked done), but never by a
+route before that route is done with the alert it resolves (Alertmanager would fire it again).
+A leader that dies before the transaction leaves the alert firing: the next one resolves it.
 
 A leader that dies between a delivery and its mark leaves the route owed: the next leader
 delivers it again, with the same id (webhook `Idempotency-Key`, Alertmanager `incident` label,
@@ -34,6 +44,10 @@ election. A failed ping is journaled
 once per run of failures (`alert_failed`), and the first answered ping after it as
 `alert_delivered`.
 
+Monitors and route self-tests (`alerts.watch`): while this host leads, the worker's thread
+polls its `Watcher`, which runs each due check in a thread of its own and alerts through this
+same outbox when a monitored system or a route goes silent.
+
 The worker's thread alone uses its store connection. Outcomes are journaled as
 `alert_delivered` / `alert_failed` (fields: `target` the route, `method` its kind, `severity`,
 `detail` the alert's text, `reason` the failure, `count` the attempts, `duration` seconds from
@@ -52,24 +66,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringfence.alerts.models import Alert
+from ringfence.alerts.models import Alert, severity_rank
+from ringfence.alerts.resolution import FIRING, firing_key, settle
 from ringfence.alerts.routes import AlertMessage, Delivery, deliver, wants
+from ringfence.alerts.watch import Check, Watcher
 from ringfence.core.leases import MANAGER_KEY
 from ringfence.core.ports import Journal
-from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
+from ringfence.store.base import Compare, Delete, Op, Put, Store, StoreUnavailable
 
-__all__ = ["OUTBOX", "SCAN", "AlertWorker", "RoutedAlerts", "outbox_key"]
+__all__ = ["OUTBOX", "RESOLVE_SCAN", "SCAN", "AlertWorker", "RoutedAlerts", "outbox_key"]
 
 OUTBOX = "alerts/outbox/"
 SCAN = 0.5
 """Seconds between the leader's reads of the outbox."""
 MAX_QUEUE = 10_000
 PING_RECHECK = 1.0
+RESOLVE_SCAN = 2.0
+"""Seconds between the leader's looks at whether firing alerts are resolved."""
 """Seconds between a non-leader's looks at whether it should ping the dead-man's switch."""
 
 
-def outbox_key(alert_id: str) -> str:
-    return f"{OUTBOX}{alert_id}"
+def outbox_key(key: str) -> str:
+    """The outbox record of an alert's `AlertMessage.key` (its id, or ``<id>:resolved``)."""
+    return f"{OUTBOX}{key}"
 
 
 @dataclass
@@ -131,7 +150,8 @@ class AlertWorker:
     def __init__(self, routes: Sequence[Alert], *, cluster: str, host: str, journal: Journal,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+                 checked_vms: Sequence[str] = (), checks: Sequence[Check] = ()) -> None:
         self.routes = list(routes)
         self.cluster = cluster
         self.host = host
@@ -139,6 +159,7 @@ class AlertWorker:
         self.clock = clock
         self.wall = wall
         self.new_id = new_id
+        self.checked_vms = frozenset(checked_vms)
         self.store: Store | None = None
         self.is_leader: Callable[[], bool] = lambda: False
         self.intake: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
@@ -152,20 +173,31 @@ class AlertWorker:
         self._ping_failures: dict[int, int] = {}
         self._next_ping = {id(r): 0.0 for r in self.routes if r.kind == "deadman"}
         self._next_scan = 0.0
+        self._next_resolve = 0.0
+        self.watcher = Watcher(checks, journal, self._watch_alert, self._accept, wall)
         self.thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the callers' side
+    def new_alert(self, severity: str, text: str, *, host: str | None = None,
+                  vm: str | None = None, routes: Sequence[str] = ()) -> AlertMessage:
+        """A new alert (fresh id, raised by this host now), not queued yet."""
+        return AlertMessage(self.new_id(), severity, text, host, vm, self.cluster,
+                            self.host, self.wall(), routes=tuple(routes))
+
     def raise_alert(self, severity: str, text: str, *, host: str | None = None,
                     vm: str | None = None) -> AlertMessage:
         """Queue a new alert. Never blocks, never raises (beyond `MAX_QUEUE` waiting alerts,
         the alert is counted in `dropped`; the journal has it)."""
-        message = AlertMessage(self.new_id(), severity, text, host, vm, self.cluster,
-                               self.host, self.wall())
+        message = self.new_alert(severity, text, host=host, vm=vm)
+        self.queue(message)
+        return message
+
+    def queue(self, message: AlertMessage) -> None:
+        """Queue `message` (see `raise_alert`)."""
         if self.intake.qsize() >= MAX_QUEUE:
             self.dropped += 1
         else:
             self.intake.put(("raise", message))
-        return message
 
     def start(self, store: Store | None, is_leader: Callable[[], bool]) -> None:
         """Attach the store (None: deliver everything directly) and start the thread."""
@@ -204,7 +236,13 @@ class AlertWorker:
                     self._next_scan = now + SCAN  # also when not leading: no busy wait
                     if self.store is not None and self.is_leader():
                         self._scan()
+                if now >= self._next_resolve:
+                    self._next_resolve = now + RESOLVE_SCAN
+                    if self.store is not None and self.is_leader():
+                        self._resolve()
                 self._pings(now)
+                if self.watcher.checks and (self.store is None or self.is_leader()):
+                    self.watcher.poll(now, self.store)
             except Exception as exc:  # the worker must never die: journal and go on
                 self.journal.record("alert_failed", host=self.host, method="worker",
                                     reason=f"{type(exc).__name__}: {exc}")
@@ -217,10 +255,15 @@ class AlertWorker:
 
     def _accept(self, message: AlertMessage) -> None:
         if self.store is not None:
+            key = outbox_key(message.key)
+            ops: list[Op] = [Put(key, {"alert": message.to_json(), "done": []})]
+            if message.resolved:
+                ops.append(Delete(firing_key(message.id)))
+            elif (severity_rank(message.severity) > 0
+                    and any(wants(r, message) for r in self.routes)):
+                ops.append(Put(firing_key(message.id), {"alert": message.to_json()}))
             try:
-                self.store.txn([Compare.absent(outbox_key(message.id))],
-                               [Put(outbox_key(message.id),
-                                    {"alert": message.to_json(), "done": []})])
+                self.store.txn([Compare.absent(key)], ops)
                 self.store_ok = True
                 self._next_scan = 0.0  # a leader delivers it at once
                 return
@@ -232,6 +275,15 @@ class AlertWorker:
             if wants(route, message):
                 self._submit(route, message, from_outbox=False)
 
+    def _watch_alert(self, severity: str, text: str, vm: str | None,
+                     routes: Sequence[str]) -> AlertMessage:
+        """A monitor's or a route test's alert, raised from the worker's own thread."""
+        message = self.new_alert(severity, text, vm=vm, routes=routes)
+        self.journal.record("alert_sent", vm=vm, severity=severity, detail=text,
+                            alert=message.id)
+        self._accept(message)
+        return message
+
     def _submit(self, route: Alert, message: AlertMessage, *, from_outbox: bool) -> None:
         limiter = self._limits.get(id(route))
         if limiter is not None and not limiter.allow(self.clock()):
@@ -241,10 +293,10 @@ class AlertWorker:
                                 reason=f"rate limit: more than {limiter.count} alerts in "
                                        f"{limiter.per:g}s")
             if from_outbox:
-                self._unmarked.append((message.id, route.label))
+                self._unmarked.append((message.key, route.label))
             return
         if from_outbox:
-            self._inflight.add((message.id, id(route)))
+            self._inflight.add((message.key, id(route)))
         self._sender(route).jobs.put(_Job(route, message, from_outbox))
 
     def _sender(self, route: Alert) -> _RouteSender:
@@ -262,14 +314,15 @@ class AlertWorker:
         fields: dict[str, Any] = {
             "host": message.host, "vm": message.vm, "target": route.label,
             "method": route.kind, "severity": message.severity, "detail": message.text,
-            "count": delivery.attempts, "duration": max(0.0, self.wall() - message.t)}
+            "count": delivery.attempts, "alert": message.id,
+            "duration": max(0.0, self.wall() - (message.ends or message.t))}
         if delivery.delivered:
             self.journal.record("alert_delivered", reason=delivery.detail, **fields)
         else:
             self.journal.record("alert_failed", reason=delivery.detail, **fields)
         if job.from_outbox:
-            self._inflight.discard((message.id, id(route)))
-            self._unmarked.append((message.id, route.label))
+            self._inflight.discard((message.key, id(route)))
+            self._unmarked.append((message.key, route.label))
 
     # ------------------------------------------------------------------ the outbox
     def _scan(self) -> None:
@@ -281,10 +334,17 @@ class AlertWorker:
             self.store_ok = False
             return
         owed_marks = set(self._unmarked)  # finished, their marks not yet written
+        parsed = []
+        owed_firing: set[tuple[str, str]] = set()  # (alert id, route): a firing alert owed
         for kv in records:
             record = kv.value if isinstance(kv.value, dict) else {}
             message = AlertMessage.from_json(record.get("alert"))
             done = set(record.get("done") or [])
+            parsed.append((kv, message, done))
+            if message is not None and not message.resolved:
+                owed_firing |= {(message.id, r.label) for r in self.routes
+                                if wants(r, message) and r.label not in done}
+        for kv, message, done in parsed:
             if message is None:
                 with contextlib.suppress(StoreUnavailable):  # unreadable: nobody can send it
                     self.store.txn([Compare.unchanged(kv.key, kv.mod_revision)],
@@ -293,12 +353,14 @@ class AlertWorker:
             busy = False
             for route in self.routes:
                 if (not wants(route, message) or route.label in done
-                        or (message.id, route.label) in owed_marks):
+                        or (message.key, route.label) in owed_marks):
                     continue
                 busy = True
-                if (message.id, id(route)) not in self._inflight:
+                if message.resolved and (message.id, route.label) in owed_firing:
+                    continue  # the alert first, then its resolution
+                if (message.key, id(route)) not in self._inflight:
                     self._submit(route, message, from_outbox=True)
-            if not busy and not any(a == message.id for a, _ in owed_marks):
+            if not busy and not any(a == message.key for a, _ in owed_marks):
                 with contextlib.suppress(StoreUnavailable):
                     self.store.txn([Compare.unchanged(kv.key, kv.mod_revision)],
                                    [Delete(kv.key)])
@@ -308,15 +370,15 @@ class AlertWorker:
         if not self._unmarked or self.store is None:
             return
         still: list[tuple[str, str]] = []
-        for alert_id, label in self._unmarked:
-            if not self._mark(alert_id, label):
-                still.append((alert_id, label))
+        for alert_key, label in self._unmarked:
+            if not self._mark(alert_key, label):
+                still.append((alert_key, label))
         self._unmarked = still
 
-    def _mark(self, alert_id: str, label: str) -> bool:
+    def _mark(self, alert_key: str, label: str) -> bool:
         """True when marked (or nothing is left to mark); False: the store did not answer."""
         assert self.store is not None
-        key = outbox_key(alert_id)
+        key = outbox_key(alert_key)
         for _ in range(5):  # another worker marking the same record: read again and retry
             try:
                 kv = self.store.get(key)
@@ -333,6 +395,49 @@ class AlertWorker:
                 self._next_scan = 0.0  # the scan deletes a finished record
                 return True
         return True
+
+    # ------------------------------------------------------------------ resolution
+    def _resolve(self) -> None:
+        """Resolve the firing alerts whose incidents resolved (see the module docstring)."""
+        from ringfence.journal.store_mirror import read_store_journal
+
+        assert self.store is not None
+        try:
+            firing = self.store.get_prefix(FIRING).items
+            if not firing:
+                return
+            entries = read_store_journal(self.store)
+        except StoreUnavailable:
+            self.store_ok = False
+            return
+        records = {}
+        for kv in firing:
+            message = AlertMessage.from_json(
+                kv.value.get("alert") if isinstance(kv.value, dict) else None)
+            if message is None:
+                with contextlib.suppress(StoreUnavailable):
+                    self.store.txn([Compare.unchanged(kv.key, kv.mod_revision)],
+                                   [Delete(kv.key)])
+                continue
+            records[message.id] = (kv, message)
+        now = self.wall()
+        for verdict in settle([m for _, m in records.values()], entries, now,
+                              self.checked_vms):
+            kv, message = records[verdict.alert.id]
+            ops: list[Op] = [Delete(kv.key)]
+            resolution = message.resolution(now, verdict.why)
+            if verdict.resolve:
+                ops.append(Put(outbox_key(resolution.key),
+                               {"alert": resolution.to_json(), "done": []}))
+            try:
+                result = self.store.txn([Compare.unchanged(kv.key, kv.mod_revision)], ops)
+            except StoreUnavailable:
+                return
+            if result.succeeded and verdict.resolve:
+                self._next_scan = 0.0  # deliver it at once
+                self.journal.record("alert_resolved", host=message.host, vm=message.vm,
+                                    severity=message.severity, detail=message.text,
+                                    alert=message.id, reason=verdict.why)
 
     # ------------------------------------------------------------------ the dead-man's switch
     def _pings(self, now: float) -> None:
@@ -384,6 +489,13 @@ class RoutedAlerts:
 
     def send(self, severity: str, text: str, *, host: str | None = None,
              vm: str | None = None) -> None:
-        self.journal.record("alert_sent", host=host, vm=vm, severity=severity, detail=text)
-        with contextlib.suppress(Exception):  # an alert must never break its caller
-            self.worker.raise_alert(severity, text, host=host, vm=vm)
+        try:
+            message: AlertMessage | None = self.worker.new_alert(severity, text, host=host,
+                                                                 vm=vm)
+        except Exception:  # an alert must never break its caller
+            message = None
+        self.journal.record("alert_sent", host=host, vm=vm, severity=severity, detail=text,
+                            alert=message.id if message else None)
+        if message is not None:
+            with contextlib.suppress(Exception):
+                self.worker.queue(message)

@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 from pydantic import Field, PrivateAttr, model_validator
 
 from ringfence.alerts.models import Alert
+from ringfence.alerts.monitors import MAX_MONITORS, Monitor
 from ringfence.config.fields import (
     MAX_ALERTS,
     MAX_DATASTORES,
@@ -54,6 +55,7 @@ class ClusterConfig(_Model):
     vms: list[VM] = Field(default_factory=list, max_length=MAX_VMS)
     policy: Policy = Field(default_factory=Policy)
     alerts: list[Alert] = Field(default_factory=list, max_length=MAX_ALERTS)
+    monitors: list[Monitor] = Field(default_factory=list, max_length=MAX_MONITORS)
     api: ApiConfig | None = None
 
     # Lookup tables, built on first use. Each remembers the list it indexes, so that a
@@ -129,9 +131,40 @@ class ClusterConfig(_Model):
         self._check_networks(add)
         self._check_references(add)
         self._check_capacity(add)
+        self._check_alerting(add)
         if problems:
             raise FieldProblems(problems)
         return self
+
+    def _check_alerting(self, add: Callable[[Loc, str], None]) -> None:
+        """Route names unique; monitors' names unique, their VMs and routes known."""
+        names: dict[str, int] = {}
+        for i, route in enumerate(self.alerts):
+            if route.name is None:
+                continue
+            if route.name in names:
+                add(("alerts", i, "name"), f"duplicate route name {route.name!r}; "
+                                           f"alerts[{names[route.name]}] already uses it")
+            else:
+                names[route.name] = i
+        senders = {r.name for r in self.alerts if r.name and r.kind not in ("deadman", "log")}
+        seen: dict[str, int] = {}
+        vms = {vm.name for vm in self.vms}
+        for i, monitor in enumerate(self.monitors):
+            if monitor.name in seen:
+                add(("monitors", i, "name"), f"duplicate monitor name {monitor.name!r}; "
+                                             f"monitors[{seen[monitor.name]}] already uses it")
+            seen.setdefault(monitor.name, i)
+            if monitor.vm is not None and monitor.vm not in vms:
+                add(("monitors", i, "vm"), unknown_name("VM", monitor.vm, sorted(vms)))
+            for j, name in enumerate(monitor.routes):
+                if name not in senders:
+                    add(("monitors", i, "routes", j),
+                        unknown_name("alert route", name, sorted(senders),
+                                     "named routes that send alerts"))
+            if not any(r.kind not in ("deadman", "log") for r in self.alerts):
+                add(("monitors", i), "no alert route can carry this monitor's alert: add an "
+                                     "alerts: route (webhook, alertmanager, email or command)")
 
     def _check_unique(self, add: Callable[[Loc, str], None]) -> None:
         def unique(kind: str, entries: Iterable[tuple[Loc, str]]) -> None:

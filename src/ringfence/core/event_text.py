@@ -171,6 +171,10 @@ def _alert_failed(f: Fact) -> str:
             f"({_plural(f.count, 'attempt')}): {_s(f.reason)}; alert: {_s(f.detail, '')}")
 
 
+def _test(f: Fact) -> str:
+    return f"{_s(f.method)} route {_s(f.target)}"
+
+
 _RENDER: dict[str, Callable[[Fact], str]] = {
     "heartbeat_lost": _heartbeat_lost,
     "jeopardy": lambda f: (f"{_s(f.by)} hears {_s(f.peer)} only on {_list(f.links)} (lost: "
@@ -296,6 +300,16 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
     "alert_sent": _alert,
     "alert_delivered": _alert_delivered,
     "alert_failed": _alert_failed,
+    "alert_resolved": lambda f: (f"[{_s(f.severity, 'warning')}] resolved ({_s(f.reason)}): "
+                                 f"{_s(f.detail, '')}"),
+    "route_test_failed": lambda f: f"{_test(f)} failed its self-test: {_s(f.reason)}",
+    "route_test_passed": lambda f: (f"{_test(f)} passes its self-test again "
+                                    f"({_s(f.reason, 'answered')}; after "
+                                    f"{_plural(f.count, 'failed test')})"),
+    "monitor_down": lambda f: (f"monitor {_s(f.target)} ({_s(f.method)}) does not answer "
+                               f"({_plural(f.count, 'failed check')}): {_s(f.reason)}"),
+    "monitor_up": lambda f: (f"monitor {_s(f.target)} ({_s(f.method)}) answers again "
+                             f"({_s(f.reason, 'answered')})"),
 }
 
 

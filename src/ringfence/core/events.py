@@ -25,7 +25,9 @@ Fields (all optional but `kind`; each kind uses the ones its row in `KINDS` name
   outside ringfence (a fence agent's output, a hypervisor's error), shown as is;
 - `operator`, `request`: who asked and the request's id (audit); `planned`: the event is part
   of planned work (an operator's stop, a maintenance drain, a clean shutdown): it appears in
-  timelines but never opens an incident nor counts as downtime; `severity` (alerts).
+  timelines but never opens an incident nor counts as downtime; `severity` (alerts); `alert`:
+  an alert's id (its idempotency key at the receivers), on `alert_sent` and the events of its
+  delivery and resolution.
 
 `EVENT_KINDS` (kind -> meaning) is what scenario expectations are checked against, so that a
 misspelt kind can not pass vacuously.
@@ -75,6 +77,7 @@ class Fact:
     request: str | None = None
     planned: bool = False
     severity: str | None = None
+    alert: str | None = None
 
 
 FIELD_NAMES: frozenset[str] = frozenset(f.name for f in fields(Fact))
@@ -218,6 +221,12 @@ EVENT_KINDS: dict[str, str] = {
     "alert_delivered": "an alert route acknowledged an alert (or a dead-man ping again)",
     "alert_failed": "an alert route failed an alert after its retries, refused it (rate "
                     "limit), or a dead-man ping failed",
+    "alert_resolved": "the incident an alert was about resolved: the leader queued the "
+                      "alert's resolution for its routes",
+    "route_test_failed": "an alert route failed its scheduled self-test (first of a run)",
+    "route_test_passed": "an alert route passed its self-test again after failing",
+    "monitor_down": "a monitored system (monitors:) stopped answering its check",
+    "monitor_up": "a monitored system answers its check again",
     "incident_opened": "an incident was opened",
     "incident_resolved": "an incident was resolved",
     # --- ringfence's own

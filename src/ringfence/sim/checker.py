@@ -239,7 +239,24 @@ def _scope(e: Expectation) -> str:
 def _alert(world: World, e: Expectation, duration: float) -> tuple[bool, str]:
     assert e.alert is not None
     deadline = e.by if e.by is not None else duration
-    for alert in world.alerts:
-        if alert.t <= deadline and e.alert.lower() in alert.text.lower():
-            return True, f"alert at {_fmt(alert.t)}: {alert.text}"
-    return False, f"no alert containing {e.alert!r} by {_fmt(deadline)}"
+    words = e.alert.lower()
+    sent = [a for a in world.alerts if a.t <= deadline and words in a.text.lower()]
+    if not sent:
+        return False, f"no alert containing {e.alert!r} by {_fmt(deadline)}"
+    if e.route is None and e.delivered is None:
+        return True, f"alert at {_fmt(sent[0].t)}: {sent[0].text}"
+    route = f" by route {e.route}" if e.route else ""
+    tries = [d for d in world.alert_deliveries if words in d.text.lower()
+             and (e.route is None or d.route == e.route)]
+    done = [d for d in tries if d.delivered and d.t <= deadline]
+    if e.delivered is False:
+        if done:
+            return False, (f"alert delivered{route} at {_fmt(done[0].t)}: {done[0].text}")
+        why = "; ".join(sorted({f"{d.route}: {d.reason}" for d in tries if not d.delivered}))
+        return True, (f"alert at {_fmt(sent[0].t)} not delivered{route} by "
+                      f"{_fmt(deadline)}" + (f" ({why})" if why else ""))
+    if done:
+        return True, f"alert delivered{route} at {_fmt(done[0].t)}: {done[0].text}"
+    why = "; ".join(sorted({f"{d.route}: {d.reason}" for d in tries if not d.delivered}))
+    return False, (f"alert at {_fmt(sent[0].t)} not delivered{route} by {_fmt(deadline)}"
+                   + (f" ({why})" if why else " (no route took it)"))

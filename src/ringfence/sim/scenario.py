@@ -165,7 +165,7 @@ EXPECTATION_SHAPES: dict[str, tuple[ExpectationKind, tuple[str, ...], tuple[str,
     "state": ("host_state", ("host", "state", "at"), ()),
     "event": ("event", ("event",), ("host", "vm", "from", "to")),
     "no_event": ("no_event", ("no_event",), ("host", "vm", "from", "to")),
-    "alert": ("alert", ("alert",), ("by",)),
+    "alert": ("alert", ("alert",), ("by", "route", "delivered")),
 }
 """Valid expectation shapes, by the key that decides the kind."""
 
@@ -340,6 +340,8 @@ class Expectation(_Model):
     no_event: str | None = None
     alert: str | None = None
     by: Duration | None = None
+    route: str | None = None
+    delivered: bool | None = None
 
     _raw: dict[str, object] = PrivateAttr(default_factory=dict)
 
@@ -601,6 +603,16 @@ class Scenario(_Model):
         self._late(loc, "from", expectation.from_, add)
         self._late(loc, "to", expectation.to, add)
         self._late(loc, "by", expectation.by, add)
+        if expectation.route is not None:
+            routes = [r.name for r in cluster.alerts
+                      if r.name and r.kind not in ("deadman", "log")]
+            if expectation.route not in routes:
+                add((*loc, "route"), unknown_name("alert route", expectation.route, routes,
+                                                  "named alert routes (cluster.alerts)"))
+        elif expectation.delivered is not None and not any(
+                r.kind not in ("deadman", "log") for r in cluster.alerts):
+            add((*loc, "delivered"), "the cluster has no alert route that delivers alerts "
+                                     "(cluster.alerts): nothing can be delivered")
 
 
 def parse_scenario(

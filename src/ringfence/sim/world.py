@@ -47,6 +47,7 @@ from ringfence.core.ports import (
 from ringfence.core.topology import Topology
 from ringfence.fence.base import FenceResult
 from ringfence.hypervisor.base import JobResult
+from ringfence.sim.alerting import AlertDelivery, offer
 from ringfence.sim.calls import Calls, SlowCalls
 from ringfence.sim.checker import Violation
 from ringfence.sim.cycles import Cycles
@@ -228,6 +229,7 @@ class World:
         self.store_ok: dict[str, bool] = {}
         self.entries: list[JournalEntry] = []
         self.alerts: list[Alert] = []
+        self.alert_deliveries: list[AlertDelivery] = []  # per route (`sim.alerting`)
         self.faults: list[Fault] = []
         self.runs: list[Run] = []
         self.open_runs: dict[tuple[str, str], Run] = {}
@@ -748,6 +750,8 @@ class World:
         self.alerts.append(Alert(self.now, severity, text))
         self.journal_fact(Fact("alert_sent", by, host=host, vm=vm, severity=severity,
                                detail=text))
+        if self.config.alerts:
+            offer(self, severity, text, host, vm, by)
 
     # ================================================================ faults
     def apply_fault(self, event: Event) -> None:
