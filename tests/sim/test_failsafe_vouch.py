@@ -6,15 +6,18 @@ is caught."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from conftest import SCENARIOS
 from ringfence.core import agent as agent_module
 from ringfence.core.failsafe import LeaseReporter
 from ringfence.sim.runner import SimulationResult, simulate
-from ringfence.sim.scenario import load_scenario
+from ringfence.sim.scenario import load_scenario, parse_scenario
 
 STAGGERED = SCENARIOS / "failsafe-staggered-store-return.yaml"
 ONE_HOST_ONLY = SCENARIOS / "failsafe-store-back-for-one-host-only.yaml"
@@ -64,3 +67,43 @@ def test_the_flag_sent_before_the_reports_makes_the_late_host_self_fence(
     monkeypatch.setattr(LeaseReporter, "owed", lambda self, fingerprint: False)
     result = _simulate(STAGGERED)
     assert "self_fence" in _kinds(result, "nodeB")
+
+
+def _variant(rng: random.Random) -> dict[str, Any]:
+    """The staggered return drawn at random: who is cut off from the store and for how long
+    (or for good), lossy and jittery heartbeats, drifting clocks, slow store calls, a slow
+    election, and the coordination points back at different instants."""
+    data = yaml.safe_load(STAGGERED.read_text())
+    late = rng.choice([["nodeB"], ["nodeA"], ["nodeA", "nodeB"]])
+    back = 150.0 + rng.uniform(0.0, 1.0)
+    events: list[dict[str, Any]] = [
+        {"at": "30s", "do": "witness_down", "witness": "cp1"},
+        {"at": "30s", "do": "witness_down", "witness": "cp2"},
+        {"at": f"{back:.2f}s", "do": "partition", "networks": ["san"],
+         "groups": [late, sorted({"nodeA", "nodeB", "cp1", "cp2", "cp3"} - set(late))]},
+        {"at": f"{back:.2f}s", "do": "witness_up", "witness": "cp1"},
+        {"at": f"{back + rng.uniform(0.0, 2.0):.2f}s", "do": "witness_up", "witness": "cp2"},
+    ]
+    if rng.random() < 0.8:
+        events.append({"at": f"{back + rng.uniform(0.2, 12.0):.2f}s", "do": "heal",
+                       "networks": ["san"]})
+    data["events"] = sorted(events, key=lambda e: float(e["at"][:-1]))
+    data["expect"] = []
+    data["seed"] = rng.randint(0, 2**31 - 1)
+    data["sim"] = {
+        "packet_loss": rng.choice([0.0, 0.1, 0.3]),
+        "link_jitter": f"{rng.choice([0.0, 0.1, 0.3])}s",
+        "clock_drift_ppm": rng.choice([0.0, -500.0, 500.0]),
+        "store_election_time": f"{rng.choice([0.2, 1.0, 3.0])}s",
+        "latency": {"store": {"min": "0s", "max": f"{rng.choice([0.005, 0.3, 1.3])}s"}},
+    }
+    return data
+
+
+def test_staggered_returns_drawn_at_random_never_run_a_vm_twice() -> None:
+    rng = random.Random(1102)
+    for run in range(40):
+        data = _variant(rng)
+        result = simulate(parse_scenario(data))
+        assert not result.violations, (run, data["events"], data["sim"],
+                                       [v.text() for v in result.violations])
