@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ringfence.api import create_app
 from ringfence.api.auth import Tokens, parse_tokens, write_tokens_file
+from ringfence.api.source import read_outbox
 from ringfence.config import ClusterConfig, parse_cluster
 from ringfence.core import leases
 from ringfence.core.audit import AUDIT_PREFIX
@@ -72,6 +73,9 @@ class DrivenSource:
                     self.answered.add(kv.key)
                     self.entries += self.leader(dict(kv.value))
         return list(self.entries)
+
+    def outbox(self) -> list[dict[str, Any]]:
+        return read_outbox(self._store)
 
     def record(self, kind: str, **fields: Any) -> None:
         self.recorded.append({"kind": kind, **fields})

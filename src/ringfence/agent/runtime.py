@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
@@ -51,6 +51,9 @@ from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
 from ringfence.hypervisor.base import Hypervisor, HypervisorError
 from ringfence.store.base import Compare, Put, Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ringfence.api.heartbeats import HeartbeatCounters
 
 STOP_TIMEOUT = 150.0
 
@@ -509,7 +512,8 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
                          journal_files=[options.state_dir / f"journal-{host}.jsonl"],
                          record=record)
     address, port = split_listen(api.listen)
-    server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}"),
+    server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}",
+                                  heartbeats=_heartbeat_counters(config, host, agent)),
                        address, port, certfile=api.tls.cert_file if api.tls else None,
                        keyfile=api.tls.key_file if api.tls else None)
     try:
@@ -519,6 +523,20 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
         return None
     options.closers.append(server.stop)
     return server.url
+
+
+def _heartbeat_counters(config: ClusterConfig, host: str, agent: Agent
+                        ) -> Callable[[], list[HeartbeatCounters]] | None:
+    """What `/metrics` reads of the heartbeats this agent refused (its transport's counters:
+    they are in no store)."""
+    from ringfence.api.heartbeats import snapshot_of
+
+    transport = agent.parts.transport
+    if not isinstance(transport, UdpTransport):
+        return None
+    names = [h.name for h in config.hosts]
+    networks = [link.name for link in transport.links]
+    return lambda: [snapshot_of(transport, names, host, networks)]
 
 
 def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:

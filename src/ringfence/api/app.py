@@ -36,8 +36,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from ringfence.api.auth import Identity, Role, Tokens, role_allows
+from ringfence.api.metrics import HeartbeatSnapshots
 from ringfence.api.models import (
     ActionAnswer,
+    AlertView,
     ClusterView,
     ForceStartBody,
     HostView,
@@ -83,8 +85,10 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT,
 
 
 def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
-               title: str = "ringfence") -> FastAPI:
-    """The app over `source`; `tokens` None: no tokens, every action is 401."""
+               title: str = "ringfence",
+               heartbeats: HeartbeatSnapshots | None = None) -> FastAPI:
+    """The app over `source`; `tokens` None: no tokens, every action is 401. `heartbeats`:
+    the refused-heartbeat counters of the agent serving it, for `/metrics`."""
     tokens = tokens or Tokens(None)
     snapshots = Snapshots(source)
     app = FastAPI(title=f"{title} API", version="1",
@@ -209,6 +213,11 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
         found, every = find(incident_id)
         return HTMLResponse(render_html(found, context(every)))
 
+    @app.get(f"{API}/alerts", response_model=list[AlertView], tags=["read"],
+             summary="recent alerts and their delivery by every route")
+    def alerts(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[AlertView]:
+        return snapshots.take().alerts(source, limit)
+
     @app.get(f"{API}/journal", response_model=list[JournalEntry], tags=["read"])
     def journal(since: Annotated[float | None, Query(
                     description="seconds since the epoch; negative: that many seconds ago")
@@ -295,7 +304,7 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
     from ringfence.api.dashboard import install_dashboard
     from ringfence.api.metrics import install_metrics
 
-    install_metrics(app, source, snapshots)
+    install_metrics(app, source, snapshots, heartbeats)
     install_dashboard(app, source, snapshots)
     return app
 
