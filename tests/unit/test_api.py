@@ -5,6 +5,7 @@ the dashboard's server-rendered page."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +18,12 @@ from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
+from ringfence.agent.transport import LinkEndpoints, UdpTransport, cluster_key, encode_for
+from ringfence.alerts.routes import AlertMessage
+from ringfence.alerts.worker import outbox_key
 from ringfence.api import create_app
 from ringfence.api.auth import Tokens, parse_tokens, write_tokens_file
+from ringfence.api.heartbeats import snapshot_of
 from ringfence.api.source import read_outbox
 from ringfence.config import ClusterConfig, parse_cluster
 from ringfence.core import leases
@@ -269,3 +274,109 @@ def test_dashboard_is_readable_without_javascript(client: TestClient,
     assert "<table>" in page and "host1" in page and "from host2" in page
     assert "<svg" in page and "/static/dashboard.js" in page
     assert client.get("/static/dashboard.js").status_code == 200
+
+
+# ---------------------------------------------------------------------- refused heartbeats
+def _families(client: TestClient) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+
+def _sample(families: dict[str, Any], name: str, **labels: str) -> float:
+    family = name.removesuffix("_total")
+    found = [s.value for s in families[family].samples
+             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(found) == 1, (name, labels, families[family].samples)
+    return float(found[0])
+
+
+def _udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_count_forged_and_replayed_heartbeats(source: DrivenSource) -> None:
+    key = b"k" * 32
+    links = [LinkEndpoints(name, [("127.0.0.1", _udp_port()), ("127.0.0.1", _udp_port())])
+             for name in ("ring0", "ring1")]
+    transport = UdpTransport(key, 0, links, 2, cluster="apitest")
+    try:
+        client = TestClient(create_app(source, heartbeats=lambda: [snapshot_of(
+            transport, ["host1", "host2"], "host1", ["ring0", "ring1"])]))
+        before = _families(client)
+        for network in ("ring0", "ring1"):
+            assert _sample(before, "ringfence_heartbeat_auth_failures_total", host="host1",
+                           network=network) == 0
+            assert _sample(before, "ringfence_heartbeat_replays_total", host="host1",
+                           peer="host2", network=network) == 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+            (forged,) = encode_for(cluster_key(b"x" * 32, "apitest"), link=0, sender=1,
+                                   epoch=1, seq=1, flags=0, store=0, heard=[True, True],
+                                   receivers=[(0, transport.epoch)])
+            attacker.sendto(forged, links[0].addresses[0])
+            (genuine,) = encode_for(cluster_key(key, "apitest"), link=1, sender=1, epoch=5,
+                                    seq=7, flags=0, store=0, heard=[True, True],
+                                    receivers=[(0, transport.epoch)])
+            attacker.sendto(genuine, links[1].addresses[0])
+            attacker.sendto(genuine, links[1].addresses[0])  # recorded and sent again
+        deadline = time.monotonic() + 5.0
+        while (time.monotonic() < deadline
+               and transport.drops.forged + transport.drops.replayed < 2):
+            transport.receive()
+            time.sleep(0.01)
+        after = _families(client)
+        assert _sample(after, "ringfence_heartbeat_auth_failures_total", host="host1",
+                       network="ring0") == 1
+        assert _sample(after, "ringfence_heartbeat_auth_failures_total", host="host1",
+                       network="ring1") == 0
+        assert _sample(after, "ringfence_heartbeat_replays_total", host="host1",
+                       peer="host2", network="ring1") == 1
+        assert _sample(after, "ringfence_heartbeat_replays_total", host="host1",
+                       peer="host2", network="ring0") == 0
+    finally:
+        transport.close()
+
+
+# ---------------------------------------------------------------------- alert deliveries
+ROUTES = """\
+alerts:
+  - {kind: webhook, name: hook, url: "http://127.0.0.1:9/alerts"}
+  - {kind: webhook, name: pager, url: "http://127.0.0.1:9/pager", min_severity: critical}
+"""
+
+
+def test_alert_deliveries_in_metrics_dashboard_and_api(tmp_path: Path) -> None:
+    config = parse_cluster(yaml.safe_load(CLUSTER + ROUTES), file="cluster.yaml")
+    now = time.time()
+    with SqliteStore(str(tmp_path / "store.db")) as store:
+        source = DrivenSource(config, store)
+        client = TestClient(create_app(source))
+        assert _sample(_families(client), "ringfence_alert_outbox_owed", route="hook") == 0
+        gone, lost = "host2 is gone", "heartbeat link lost: ring1"
+        source.entries += [
+            entry("alert_sent", severity="critical", detail=gone) | {"t": now - 30},
+            entry("alert_delivered", target="hook", method="webhook", severity="critical",
+                  detail=gone, count=1, reason="HTTP 200") | {"t": now - 29},
+            entry("alert_failed", target="pager", method="webhook", severity="critical",
+                  detail=gone, count=4, reason="connection refused") | {"t": now - 20},
+            entry("alert_sent", severity="warning", detail=lost) | {"t": now - 5},
+            entry("alert_failed", target="hook", method="webhook", severity="warning",
+                  detail="an older one", count=0, reason="rate limit: more than 5 alerts "
+                                                         "in 60s") | {"t": now - 4}]
+        message = AlertMessage("a-1", "warning", lost, None, None, "apitest", "host1", now - 5)
+        store.txn([], [Put(outbox_key("a-1"), {"alert": message.to_json(), "done": []})])
+        families = _families(client)
+        for route, outcome, count in [("hook", "delivered", 1), ("pager", "failed", 1),
+                                      ("hook", "rate_limited", 1)]:
+            assert _sample(families, "ringfence_alert_deliveries_total", route=route,
+                           method="webhook", outcome=outcome) == count
+        assert _sample(families, "ringfence_alert_outbox_owed", route="hook") == 1
+        assert _sample(families, "ringfence_alert_outbox_owed", route="pager") == 0  # warning
+        alerts = client.get("/api/v1/alerts").json()
+        assert [a["text"] for a in alerts] == [lost, gone]  # newest first
+        assert [(d["route"], d["state"]) for d in alerts[0]["deliveries"]] == [
+            ("hook", "pending")]
+        assert [(d["route"], d["state"], d["detail"]) for d in alerts[1]["deliveries"]] == [
+            ("hook", "delivered", "HTTP 200"), ("pager", "failed", "connection refused")]
+        page = client.get("/").text
+        assert "hook: delivered" in page and "pager: failed" in page and "hook: pending" in page
