@@ -487,19 +487,21 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
     `api:` section: uvicorn in a thread of its own, reading the store over a connection of
     its own (only the store this host joined), so that it never waits for a cycle nor a
     cycle for it; refusals are journaled under the gate, like any other event. Returns the
-    base URL, or None without an `api:` section. A tokens file readable by others is a
-    start-up error (ConfigError); an address it can not listen on is said on standard error
+    base URL, or None without an `api:` section. A tokens file readable by others, or a TLS
+    certificate or key that can not be read or does not load, is a start-up error
+    (ConfigError); an address it can not listen on is said on standard error
     and the agent runs on without its API (HA never depends on it)."""
     if config.api is None:
         return None
     from ringfence.api import StoreSource, create_app
     from ringfence.api.auth import Tokens
-    from ringfence.api.server import ApiServer, split_listen
+    from ringfence.api.server import ApiServer, split_listen, tls_files
     from ringfence.store.factory import open_store
     from ringfence.store.identity import IdentifiedStore
 
     api = config.api
     tokens = Tokens(api.tokens_file)
+    certfile, keyfile = tls_files(api.tls)
     journal = agent.parts.journal
     gate = options.gate
 
@@ -514,8 +516,7 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
     address, port = split_listen(api.listen)
     server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}",
                                   heartbeats=_heartbeat_counters(config, host, agent)),
-                       address, port, certfile=api.tls.cert_file if api.tls else None,
-                       keyfile=api.tls.key_file if api.tls else None)
+                       address, port, certfile=certfile, keyfile=keyfile)
     try:
         server.start()
     except ConfigError as exc:
