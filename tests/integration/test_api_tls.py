@@ -110,3 +110,35 @@ def test_a_certificate_that_does_not_load_or_a_key_of_another_is_a_config_error(
     garbage.write_text("this is no certificate\n")
     with pytest.raises(ConfigError, match=r"api\.tls\.cert_file.*do not load"):
         tls_files(ApiTLS(cert_file=str(garbage), key_file=str(other_key)))
+
+
+def test_the_agent_refuses_to_start_with_a_missing_certificate(tmp_path: Path) -> None:
+    """Before anything starts: no socket, no watchdog, no state directory; exit 2."""
+    import sys
+
+    key = tmp_path / "cluster.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    tls_key = tmp_path / "api.key"
+    tls_key.write_text("unused")
+    tls_key.chmod(0o600)
+    cluster = yaml.safe_load(CLUSTER)
+    cluster.update(
+        key_file=str(key),
+        store={"kind": "sqlite", "path": str(tmp_path / "store.db"), "bootstrap": "host1"},
+        api={"listen": "127.0.0.1:45998",
+             "tls": {"cert_file": str(tmp_path / "nowhere.crt"), "key_file": str(tls_key)}})
+    cluster["networks"][0]["port"] = 45999
+    for index, host in enumerate(cluster["hosts"]):
+        host.update(hypervisor="process",
+                    interfaces={"ring0": {"address": f"127.0.0.{index + 1}"}})
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    done = subprocess.run([sys.executable, "-m", "ringfence.cli", "agent", "--config",
+                           str(tmp_path / "cluster.yaml"), "--host", "host1", "--state-dir",
+                           str(tmp_path / "state"), "--watchdog", "process", "--disk-file",
+                           str(tmp_path / "disk")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "api.tls.cert_file: can not read" in done.stderr and "nowhere.crt" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "state").exists()

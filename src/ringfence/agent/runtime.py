@@ -540,7 +540,20 @@ def _heartbeat_counters(config: ClusterConfig, host: str, agent: Agent
     return lambda: [snapshot_of(transport, names, host, networks)]
 
 
+def check_api(config: ClusterConfig) -> None:
+    """The `api:` section's files (tokens, TLS certificate and key), checked before anything
+    starts (no socket bound, no watchdog opened): a ConfigError naming the field."""
+    if config.api is None:
+        return
+    from ringfence.api.auth import Tokens
+    from ringfence.api.server import tls_files
+
+    Tokens(config.api.tokens_file)
+    tls_files(config.api.tls)
+
+
 def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:
+    check_api(config)
     agent = build_agent(config, host, options)
     start_api(config, host, options, agent)
     _notify_ready()
