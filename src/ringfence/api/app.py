@@ -79,6 +79,10 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "unknown VM or host"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+# The same for a route whose own answer is not JSON (a report): its 404 still is.
+_NOT_FOUND_JSON: dict[int | str, dict[str, Any]] = {404: {
+    "description": "unknown incident",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 Wait = Annotated[float, Query(ge=0, le=MAX_WAIT,
                               description="seconds to wait for the outcome (0: at once)")]
@@ -197,7 +201,8 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
                              config=source.config, incidents=tuple(found))
 
     @app.get(f"{API}/incidents/{{incident_id}}/report.md", response_class=PlainTextResponse,
-             responses={200: {"content": {"text/markdown": {}}}, **_NOT_FOUND}, tags=["read"])
+             responses={200: {"content": {"text/markdown": {}}}, **_NOT_FOUND_JSON},
+             tags=["read"])
     def report_md(incident_id: str) -> PlainTextResponse:
         from ringfence.journal.report import render_markdown
 
@@ -206,7 +211,7 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
                                  media_type="text/markdown; charset=utf-8")
 
     @app.get(f"{API}/incidents/{{incident_id}}/report.html", response_class=HTMLResponse,
-             responses=_NOT_FOUND, tags=["read"])
+             responses=_NOT_FOUND_JSON, tags=["read"])
     def report_html(incident_id: str) -> HTMLResponse:
         from ringfence.journal.report import render_html
 
