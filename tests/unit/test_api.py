@@ -24,14 +24,15 @@ from ringfence.alerts.worker import outbox_key
 from ringfence.api import create_app
 from ringfence.api.auth import Tokens, parse_tokens, write_tokens_file
 from ringfence.api.heartbeats import snapshot_of
-from ringfence.api.source import read_outbox
+from ringfence.api.source import read_outbox, unreachable
 from ringfence.config import ClusterConfig, parse_cluster
 from ringfence.core import leases
 from ringfence.core.audit import AUDIT_PREFIX
+from ringfence.core.forced import force_request_key
 from ringfence.errors import ConfigError
 from ringfence.outcomes import classify
 from ringfence.status import collect
-from ringfence.store.base import Put, Store
+from ringfence.store.base import Put, Store, StoreUnavailable
 from ringfence.store.sqlite import SqliteStore
 
 CLUSTER = """\
@@ -380,3 +381,74 @@ def test_alert_deliveries_in_metrics_dashboard_and_api(tmp_path: Path) -> None:
             ("hook", "delivered", "HTTP 200"), ("pager", "failed", "connection refused")]
         page = client.get("/").text
         assert "hook: delivered" in page and "pager: failed" in page and "hook: pending" in page
+
+
+# ---------------------------------------------------------------------- forced start
+def test_a_forced_start_needs_admin_is_audited_and_answers_done(
+        client: TestClient, source: DrivenSource) -> None:
+    forbidden = client.post("/api/v1/vms/vm1/force-start", json={"host": "host2"},
+                            headers=bearer(OPERATOR))
+    assert forbidden.status_code == 403
+    assert source.store.get(force_request_key("vm1")) is None  # nothing written
+    notes: list[dict[str, Any]] = []
+
+    def leader(note: dict[str, Any]) -> list[dict[str, Any]]:
+        notes.append(note)
+        return [entry("operator_request", vm="vm1", request=note["request"],
+                      operator=note["operator"]),
+                entry("force_start", vm="vm1", host="host2", cause="carried_out",
+                      source="host1", request=note["request"], operator=note["operator"])]
+
+    source.leader = leader
+    forced = client.post("/api/v1/vms/vm1/force-start?wait=5",
+                         json={"host": "host2", "confirm_down": ["host1"]},
+                         headers=bearer(ADMIN))
+    assert forced.status_code == 200, forced.text
+    body = forced.json()
+    assert body["status"] == "done" and body["operator"] == "alice"
+    request = source.store.get(force_request_key("vm1"))
+    assert request is not None
+    assert request.value == {"host": "host2", "operator": "alice", "confirm_down": ["host1"],
+                             "request": body["request"]}
+    assert [(n["operator"], n["request"]) for n in notes] == [("alice", body["request"])]
+
+
+def test_a_forced_start_the_leader_refuses_is_answered_409(client: TestClient,
+                                                           source: DrivenSource) -> None:
+    source.leader = lambda note: [entry("force_start_refused", vm="vm1", host="host2",
+                                        reason="host2 is not a live member of the cluster",
+                                        request=note["request"], operator=note["operator"])]
+    refused = client.post("/api/v1/vms/vm1/force-start?wait=5", json={"host": "host2"},
+                          headers=bearer(ADMIN))
+    assert refused.status_code == 409
+    assert refused.json()["reason"] == "host2 is not a live member of the cluster"
+    assert refused.json()["operator"] == "alice"
+    second = client.post("/api/v1/vms/vm1/force-start?wait=0", json={"host": "host1"},
+                         headers=bearer(ADMIN))
+    assert second.status_code == 409  # the first request is still in the store
+    assert "by alice onto host2 is already pending" in second.json()["reason"]
+
+
+class NoQuorum:
+    """A store that answers nothing (every call: StoreUnavailable)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def unavailable(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("no quorum: 1 of 3 members answer")
+        return unavailable
+
+
+def test_a_forced_start_without_quorum_is_refused_with_the_stores_error(
+        source: DrivenSource, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    write_tokens_file(tokens, [(ADMIN, "alice", "admin")])
+    source._store = NoQuorum()  # type: ignore[assignment]
+    source.status = lambda: unreachable(source.config, StoreUnavailable("1 of 3"))  # type: ignore[method-assign]
+    client = TestClient(create_app(source, tokens=Tokens(tokens)))
+    refused = client.post("/api/v1/vms/vm1/force-start", json={"host": "host2"},
+                          headers=bearer(ADMIN))
+    assert refused.status_code == 409
+    assert refused.json()["status"] == "refused" and refused.json()["operator"] == "alice"
+    assert "no quorum" in refused.json()["reason"]
+    assert source.recorded[-1]["kind"] == "operator_refused"
+    assert source.recorded[-1]["operator"] == "alice"
