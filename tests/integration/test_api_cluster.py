@@ -113,6 +113,17 @@ def test_api_of_a_real_cluster(served: tuple[Demo, httpx.Client]) -> None:
     links = [s for s in families["ringfence_link_up"].samples]
     assert links and all(s.value == 1.0 for s in links)
     assert sum(s.value for s in families["ringfence_vms"].samples) == len(demo.vms)
+    for name in ("ringfence_host_state", "ringfence_host_lease_age_seconds",
+                 "ringfence_host_failsafe", "ringfence_cluster_leader", "ringfence_vm_restarts",
+                 "ringfence_fences", "ringfence_failover_duration_seconds",
+                 "ringfence_alert_deliveries", "ringfence_alert_outbox_owed"):
+        assert name in families, name
+    ages = families["ringfence_host_lease_age_seconds"].samples
+    assert {s.labels["host"] for s in ages} == {h.name for h in demo.hosts}
+    assert all(0 <= s.value < 6 for s in ages)  # renewed within the lease's TTL
+    leader = [s.labels["host"] for s in families["ringfence_cluster_leader"].samples
+              if s.value == 1]
+    assert leader == [cluster["leader"]]
 
 
 def test_dashboard_before_and_after_a_power_cut(served: tuple[Demo, httpx.Client]) -> None:

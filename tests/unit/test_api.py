@@ -283,10 +283,10 @@ def _families(client: TestClient) -> dict[str, Any]:
 
 
 def _sample(families: dict[str, Any], name: str, **labels: str) -> float:
-    family = name.removesuffix("_total")
-    found = [s.value for s in families[family].samples
+    """The one sample `name` (e.g. ``x_total``, ``x_bucket``) with these labels."""
+    found = [s.value for family in families.values() for s in family.samples
              if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
-    assert len(found) == 1, (name, labels, families[family].samples)
+    assert len(found) == 1, (name, labels, found)
     return float(found[0])
 
 
@@ -452,3 +452,44 @@ def test_a_forced_start_without_quorum_is_refused_with_the_stores_error(
     assert "no quorum" in refused.json()["reason"]
     assert source.recorded[-1]["kind"] == "operator_refused"
     assert source.recorded[-1]["operator"] == "alice"
+
+
+def test_metrics_count_fences_by_path_restarts_and_failover_durations(
+        client: TestClient, source: DrivenSource) -> None:
+    now = time.time()
+    families = _families(client)
+    for path, outcome in [("fence_agent", "success"), ("fence_agent", "failure"),
+                          ("watchdog", "success")]:
+        assert _sample(families, "ringfence_fences_total", path=path, outcome=outcome) == 0
+    source.entries += [
+        entry(kind, **fields) | {"t": now - 60 + i}
+        for i, (kind, fields) in enumerate([
+            ("vm_started", {"vm": "vm2", "host": "host2"}),
+            ("heartbeat_lost", {"host": "host2"}), ("host_suspect", {"host": "host2"}),
+            ("fence_agent_failed", {"host": "host2", "detail": "no answer in 10s"}),
+            ("host_fenced", {"host": "host2", "method": "watchdog (fence agent failed)"}),
+            ("vm_recovered", {"vm": "vm2", "host": "host1", "source": "host2"}),
+            ("vm_started", {"vm": "vm2", "host": "host1"}),
+            ("vm_verified", {"vm": "vm2", "host": "host1"}),
+            ("vm_crashed", {"vm": "vm1", "host": "host1"}),
+            ("vm_restarted", {"vm": "vm1", "host": "host1"}),
+            ("failsafe_entered", {"host": "host1"})])]
+    families = _families(client)
+    assert _sample(families, "ringfence_fences_total", path="fence_agent",
+                   outcome="failure") == 1
+    assert _sample(families, "ringfence_fences_total", path="watchdog", outcome="success") == 1
+    assert _sample(families, "ringfence_fences_total", path="fence_agent",
+                   outcome="success") == 0
+    assert _sample(families, "ringfence_vm_restarts_total") == 1
+    assert _sample(families, "ringfence_vm_recoveries_total") == 1
+    assert _sample(families, "ringfence_host_failsafe", host="host1") == 1
+    assert _sample(families, "ringfence_host_failsafe", host="host2") == 0
+    # vm2: down from host2's lost heartbeats to its start on host1, 5 s
+    assert _sample(families, "ringfence_failover_duration_seconds_count") == 1
+    assert 4 < _sample(families, "ringfence_failover_duration_seconds_sum") < 6
+    assert _sample(families, "ringfence_failover_duration_seconds_bucket", le="10.0") == 1
+    assert _sample(families, "ringfence_failover_duration_seconds_bucket", le="+Inf") == 1
+    assert _sample(families, "ringfence_store_quorum") == 1
+    states = {s.labels["state"] for s in families["ringfence_host_state"].samples
+              if s.labels["host"] == "host1" and s.value == 1}
+    assert len(states) == 1

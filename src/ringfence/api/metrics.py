@@ -40,6 +40,7 @@ __all__ = ["HOST_STATES", "VM_STATES", "RingfenceCollector", "heartbeat_metrics"
 HOST_STATES = ("online", "jeopardy", "maintenance", "degraded", "ineligible", "suspect",
                "fenced", "offline", "never_joined", "unknown")
 VM_STATES = ("running", "moving", "pending", "released", "stopped", "unknown")
+FENCE_PATHS = (("fence_agent", "success"), ("fence_agent", "failure"), ("watchdog", "success"))
 FAILOVER_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -170,10 +171,12 @@ class RingfenceCollector(Collector):
         for entry in snap.journal:
             kind = str(entry.get("kind"))
             kinds[kind] += 1
-            if kind == "host_fenced":
-                fences[(str(entry.get("method") or "unknown"), "success")] += 1
+            if kind == "fence_agent_ok":
+                fences[("fence_agent", "success")] += 1
             elif kind == "fence_agent_failed":
-                fences[("fence agent", "failure")] += 1
+                fences[("fence_agent", "failure")] += 1
+            elif kind == "host_fenced" and str(entry.get("method")).startswith("watchdog"):
+                fences[("watchdog", "success")] += 1  # proven by its lease and watchdog
             elif kind == "alert_sent":
                 alerts[str(entry.get("severity") or "unknown")] += 1
         restarts = CounterMetricFamily("ringfence_vm_restarts",
@@ -182,10 +185,12 @@ class RingfenceCollector(Collector):
         recoveries = CounterMetricFamily("ringfence_vm_recoveries",
                                          "VM leases moved to a new host by the leader")
         recoveries.add_metric([], float(kinds["vm_recovered"]))
-        fenced = CounterMetricFamily("ringfence_fences", "fences by path and outcome",
-                                     labels=["path", "outcome"])
-        for (path, outcome), count in sorted(fences.items()):
-            fenced.add_metric([path, outcome], float(count))
+        fenced = CounterMetricFamily(
+            "ringfence_fences", "fences by path (fence_agent: a power fence answered; "
+            "watchdog: proven by the lease and the watchdog deadline) and outcome",
+            labels=["path", "outcome"])
+        for path, outcome in FENCE_PATHS:
+            fenced.add_metric([path, outcome], float(fences[(path, outcome)]))
         sent = CounterMetricFamily("ringfence_alerts", "alerts journaled, by severity",
                                    labels=["severity"])
         for severity, count in sorted(alerts.items()):
