@@ -1,7 +1,8 @@
 """The operator's HTTP surface: `create_app(source)` builds the FastAPI app every agent serves.
 
-- ``/api/v1/...``: the cluster, hosts, VMs, incidents (with their reports), the journal and
-  its live stream (server-sent events), and the operator actions (VM start, stop, migrate,
+- ``/api/v1/...``: the cluster, hosts, VMs, incidents (with their reports), the recent alerts
+  with their delivery by every route, the journal and its live stream (server-sent events),
+  and the operator actions (VM start, stop, migrate,
   forced start; host maintenance on and off). OpenAPI at ``/api/v1/openapi.json``.
 - ``/metrics``: Prometheus metrics of the current snapshot (`api.metrics`).
 - ``/``: the dashboard (`api.dashboard`), rendered on the server, updated live over SSE.
