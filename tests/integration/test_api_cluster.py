@@ -113,6 +113,17 @@ def test_api_of_a_real_cluster(served: tuple[Demo, httpx.Client]) -> None:
     links = [s for s in families["ringfence_link_up"].samples]
     assert links and all(s.value == 1.0 for s in links)
     assert sum(s.value for s in families["ringfence_vms"].samples) == len(demo.vms)
+    for name in ("ringfence_host_state", "ringfence_host_lease_age_seconds",
+                 "ringfence_host_failsafe", "ringfence_cluster_leader", "ringfence_vm_restarts",
+                 "ringfence_fences", "ringfence_failover_duration_seconds",
+                 "ringfence_alert_deliveries", "ringfence_alert_outbox_owed"):
+        assert name in families, name
+    ages = families["ringfence_host_lease_age_seconds"].samples
+    assert {s.labels["host"] for s in ages} == {h.name for h in demo.hosts}
+    assert all(0 <= s.value < 6 for s in ages)  # renewed within the lease's TTL
+    leader = [s.labels["host"] for s in families["ringfence_cluster_leader"].samples
+              if s.value == 1]
+    assert leader == [cluster["leader"]]
 
 
 def test_dashboard_before_and_after_a_power_cut(served: tuple[Demo, httpx.Client]) -> None:
@@ -173,5 +184,82 @@ def test_an_agent_with_an_api_section_serves_it(tmp_path: Path) -> None:
             wait_for(lambda: any(e.get("kind") == "operator_refused" for e in client.get(
                 "/api/v1/journal?kind=operator_refused").json()), 10, "the refusal journaled")
         assert "vm1" not in demo.placement_now(window=0.5)
+    finally:
+        demo.stop()
+
+
+def test_an_agents_metrics_count_a_forged_heartbeat_and_its_api_forces_a_start(
+        tmp_path: Path) -> None:
+    """The agent serving the API exports the heartbeats it refused: a datagram with the wrong
+    key sent to its ring0 port shows in `ringfence_heartbeat_auth_failures_total`. A forced
+    start through its API: 403 for an operator, done for an admin, audited with their name."""
+    import yaml
+
+    from ringfence.agent.transport import cluster_key, encode_for
+
+    demo = new_demo(2, 2, tmp_path)
+    demo.write_cluster()
+    cluster = yaml.safe_load(demo.config_path.read_text())
+    tokens = tmp_path / "tokens"
+    admin = "d" * 40
+    write_tokens_file(tokens, [(OPERATOR, "ann", "operator"), (admin, "ada", "admin")])
+    port = free_port()
+    cluster["api"] = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tokens)}
+    demo.config_path.write_text(yaml.safe_dump(cluster))
+    first, second = demo.hosts
+    demo.start_host(first)  # it takes the port; the second runs on without the API
+
+    def families(client: httpx.Client) -> dict[str, Any]:
+        return {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+    def failures(client: httpx.Client) -> dict[tuple[str, str], float]:
+        return {(s.labels["host"], s.labels["network"]): s.value
+                for s in families(client)["ringfence_heartbeat_auth_failures"].samples
+                if s.name.endswith("_total")}
+
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            def listening() -> bool:
+                try:
+                    return client.get("/api/v1/cluster").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(listening, 30, f"{first.name}'s API")
+            demo.start_host(second)
+            wait_for(lambda: len(demo.placement_now()) == len(demo.vms), 40, "every VM to run")
+            before = failures(client)
+            assert set(before) == {(first.name, "ring0"), (first.name, "ring1")}
+            ring0 = (f"127.0.1.{first.index + 1}", int(cluster["networks"][0]["port"]))
+            (forged,) = encode_for(cluster_key(b"x" * 32, "demo"), link=0, sender=1, epoch=1,
+                                   seq=1, flags=0, store=0, heard=[True, True],
+                                   receivers=[(first.index, 1)])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+                attacker.sendto(forged, ring0)
+            wait_for(lambda: failures(client)[(first.name, "ring0")]
+                     == before[(first.name, "ring0")] + 1, 10, "the forged heartbeat counted")
+            assert failures(client)[(first.name, "ring1")] == before[(first.name, "ring1")]
+            replays = families(client)["ringfence_heartbeat_replays"].samples
+            assert {(s.labels["peer"], s.labels["network"]) for s in replays
+                    if s.name.endswith("_total")} == {(second.name, "ring0"),
+                                                       (second.name, "ring1")}
+
+            holder = demo.placement_now()["vm1"]
+            target = second.name if holder == first.name else first.name
+            body = {"host": target}
+            weak = client.post("/api/v1/vms/vm1/force-start", json=body,
+                               headers={"Authorization": f"Bearer {OPERATOR}"})
+            assert weak.status_code == 403, weak.text
+            forced = client.post("/api/v1/vms/vm1/force-start?wait=20", json=body,
+                                 headers={"Authorization": f"Bearer {admin}"})
+            assert forced.status_code == 200, forced.text
+            answer = forced.json()
+            assert answer["status"] == "done" and answer["operator"] == "ada"
+            wait_for(lambda: demo.placement_now(window=0.5).get("vm1") == target, 30,
+                     f"vm1 to run on {target}")
+            audited = client.get("/api/v1/journal?kind=operator_request,force_start").json()
+            mine = [e for e in audited if e.get("request") == answer["request"]]
+            assert {e["kind"] for e in mine} == {"operator_request", "force_start"}
+            assert {e["operator"] for e in mine} == {"ada"}
     finally:
         demo.stop()

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
@@ -52,6 +52,9 @@ from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
 from ringfence.hypervisor.base import Hypervisor, HypervisorError
 from ringfence.store.base import Compare, Put, Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ringfence.api.heartbeats import HeartbeatCounters
 
 STOP_TIMEOUT = 150.0
 
@@ -487,19 +490,21 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
     `api:` section: uvicorn in a thread of its own, reading the store over a connection of
     its own (only the store this host joined), so that it never waits for a cycle nor a
     cycle for it; refusals are journaled under the gate, like any other event. Returns the
-    base URL, or None without an `api:` section. A tokens file readable by others is a
-    start-up error (ConfigError); an address it can not listen on is said on standard error
+    base URL, or None without an `api:` section. A tokens file readable by others, or a TLS
+    certificate or key that can not be read or does not load, is a start-up error
+    (ConfigError); an address it can not listen on is said on standard error
     and the agent runs on without its API (HA never depends on it)."""
     if config.api is None:
         return None
     from ringfence.api import StoreSource, create_app
     from ringfence.api.auth import Tokens
-    from ringfence.api.server import ApiServer, split_listen
+    from ringfence.api.server import ApiServer, split_listen, tls_files
     from ringfence.store.factory import open_store
     from ringfence.store.identity import IdentifiedStore
 
     api = config.api
     tokens = Tokens(api.tokens_file)
+    certfile, keyfile = tls_files(api.tls)
     journal = agent.parts.journal
     gate = options.gate
 
@@ -512,9 +517,9 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
                          journal_files=[options.state_dir / f"journal-{host}.jsonl"],
                          record=record)
     address, port = split_listen(api.listen)
-    server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}"),
-                       address, port, certfile=api.tls.cert_file if api.tls else None,
-                       keyfile=api.tls.key_file if api.tls else None)
+    server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}",
+                                  heartbeats=_heartbeat_counters(config, host, agent)),
+                       address, port, certfile=certfile, keyfile=keyfile)
     try:
         server.start()
     except ConfigError as exc:
@@ -524,7 +529,34 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
     return server.url
 
 
+def _heartbeat_counters(config: ClusterConfig, host: str, agent: Agent
+                        ) -> Callable[[], list[HeartbeatCounters]] | None:
+    """What `/metrics` reads of the heartbeats this agent refused (its transport's counters:
+    they are in no store)."""
+    from ringfence.api.heartbeats import snapshot_of
+
+    transport = agent.parts.transport
+    if not isinstance(transport, UdpTransport):
+        return None
+    names = [h.name for h in config.hosts]
+    networks = [link.name for link in transport.links]
+    return lambda: [snapshot_of(transport, names, host, networks)]
+
+
+def check_api(config: ClusterConfig) -> None:
+    """The `api:` section's files (tokens, TLS certificate and key), checked before anything
+    starts (no socket bound, no watchdog opened): a ConfigError naming the field."""
+    if config.api is None:
+        return
+    from ringfence.api.auth import Tokens
+    from ringfence.api.server import tls_files
+
+    Tokens(config.api.tokens_file)
+    tls_files(config.api.tls)
+
+
 def run_agent(config: ClusterConfig, host: str, options: AgentOptions) -> int:
+    check_api(config)
     agent = build_agent(config, host, options)
     start_api(config, host, options, agent)
     _notify_ready()

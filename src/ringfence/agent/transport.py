@@ -90,6 +90,11 @@ class DropCounts:
     malformed: int = 0
     send_errors: int = 0
     unbound: int = 0  # sends skipped because a link's address is not on this host
+    # The same, by where they came from (for /metrics): bad HMACs by link (the sender of a
+    # forged datagram is not known), replayed and stale ones by (sender, link).
+    forged_on: dict[int, int] = field(default_factory=dict)
+    replayed_from: dict[tuple[int, int], int] = field(default_factory=dict)
+    stale_from: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -320,6 +325,7 @@ class UdpTransport:
             beat = decode(self.mac_key, data, self.hosts)
         except PermissionError:
             self.drops.forged += 1
+            self.drops.forged_on[link] = self.drops.forged_on.get(link, 0) + 1
             return None
         except (ValueError, struct.error):
             self.drops.malformed += 1
@@ -332,11 +338,14 @@ class UdpTransport:
             return None
         # Authentic and ours: learn the sender's life, so that our heartbeats echo it.
         self.peer_epoch[beat.sender] = max(self.peer_epoch[beat.sender], beat.epoch)
+        origin = (beat.sender, link)
         if beat.echo != self.epoch:
             self.drops.stale += 1
+            self.drops.stale_from[origin] = self.drops.stale_from.get(origin, 0) + 1
             return None
         if not self.replay[beat.sender][link].accept(beat.epoch, beat.seq):
             self.drops.replayed += 1
+            self.drops.replayed_from[origin] = self.drops.replayed_from.get(origin, 0) + 1
             return None
         return beat
 

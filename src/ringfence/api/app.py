@@ -1,7 +1,8 @@
 """The operator's HTTP surface: `create_app(source)` builds the FastAPI app every agent serves.
 
-- ``/api/v1/...``: the cluster, hosts, VMs, incidents (with their reports), the journal and
-  its live stream (server-sent events), and the operator actions (VM start, stop, migrate,
+- ``/api/v1/...``: the cluster, hosts, VMs, incidents (with their reports), the recent alerts
+  with their delivery by every route, the journal and its live stream (server-sent events),
+  and the operator actions (VM start, stop, migrate,
   forced start; host maintenance on and off). OpenAPI at ``/api/v1/openapi.json``.
 - ``/metrics``: Prometheus metrics of the current snapshot (`api.metrics`).
 - ``/``: the dashboard (`api.dashboard`), rendered on the server, updated live over SSE.
@@ -36,8 +37,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from ringfence.api.auth import Identity, Role, Tokens, role_allows
+from ringfence.api.metrics import HeartbeatSnapshots
 from ringfence.api.models import (
     ActionAnswer,
+    AlertView,
     ClusterView,
     ForceStartBody,
     HostView,
@@ -77,14 +80,20 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "unknown VM or host"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+# The same for a route whose own answer is not JSON (a report): its 404 still is.
+_NOT_FOUND_JSON: dict[int | str, dict[str, Any]] = {404: {
+    "description": "unknown incident",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 Wait = Annotated[float, Query(ge=0, le=MAX_WAIT,
                               description="seconds to wait for the outcome (0: at once)")]
 
 
 def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
-               title: str = "ringfence") -> FastAPI:
-    """The app over `source`; `tokens` None: no tokens, every action is 401."""
+               title: str = "ringfence",
+               heartbeats: HeartbeatSnapshots | None = None) -> FastAPI:
+    """The app over `source`; `tokens` None: no tokens, every action is 401. `heartbeats`:
+    the refused-heartbeat counters of the agent serving it, for `/metrics`."""
     tokens = tokens or Tokens(None)
     snapshots = Snapshots(source)
     app = FastAPI(title=f"{title} API", version="1",
@@ -193,7 +202,8 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
                              config=source.config, incidents=tuple(found))
 
     @app.get(f"{API}/incidents/{{incident_id}}/report.md", response_class=PlainTextResponse,
-             responses={200: {"content": {"text/markdown": {}}}, **_NOT_FOUND}, tags=["read"])
+             responses={200: {"content": {"text/markdown": {}}}, **_NOT_FOUND_JSON},
+             tags=["read"])
     def report_md(incident_id: str) -> PlainTextResponse:
         from ringfence.journal.report import render_markdown
 
@@ -202,12 +212,17 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
                                  media_type="text/markdown; charset=utf-8")
 
     @app.get(f"{API}/incidents/{{incident_id}}/report.html", response_class=HTMLResponse,
-             responses=_NOT_FOUND, tags=["read"])
+             responses=_NOT_FOUND_JSON, tags=["read"])
     def report_html(incident_id: str) -> HTMLResponse:
         from ringfence.journal.report import render_html
 
         found, every = find(incident_id)
         return HTMLResponse(render_html(found, context(every)))
+
+    @app.get(f"{API}/alerts", response_model=list[AlertView], tags=["read"],
+             summary="recent alerts and their delivery by every route")
+    def alerts(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[AlertView]:
+        return snapshots.take().alerts(source, limit)
 
     @app.get(f"{API}/journal", response_model=list[JournalEntry], tags=["read"])
     def journal(since: Annotated[float | None, Query(
@@ -295,7 +310,7 @@ def create_app(source: ClusterSource, *, tokens: Tokens | None = None,
     from ringfence.api.dashboard import install_dashboard
     from ringfence.api.metrics import install_metrics
 
-    install_metrics(app, source, snapshots)
+    install_metrics(app, source, snapshots, heartbeats)
     install_dashboard(app, source, snapshots)
     return app
 

@@ -6,8 +6,9 @@ every few seconds (lease ages).
 It shows: the hosts (state, lease age, failsafe, the heartbeat state of every peer on every
 link), the store and its members, the VMs (host, fencing token, state, where they moved from),
 the open incidents with each VM's downtime and a link to the report, the recent alerts
-(`alert_sent`), a timeline of the last hour (inline SVG: one lane per host, a mark per event,
-incidents as bands) and the latest journal lines.
+(`alert_sent`) with their delivery by every route (delivered, failed, rate limited, owed in the
+store's outbox: `api.alert_view`), a timeline of the last hour (inline SVG: one lane per host,
+a mark per event, incidents as bands) and the latest journal lines.
 
 Failure semantics: never raises for what the store or the journal holds (see `api.views`); a
 store that does not answer is shown as such, with its error, at the top.
@@ -124,13 +125,29 @@ def _incidents(snap: Snapshot) -> str:
     return "<section><h2>Incidents</h2>" + "".join(items) + "</section>"
 
 
-def _alerts(snap: Snapshot) -> str:
-    alerts = [e for e in snap.journal if e.get("kind") == "alert_sent"][-10:]
+_DELIVERY_CLASS = {"delivered": "up", "pending": "wait", "unknown": "wait",
+                   "failed": "down", "rate_limited": "down"}
+
+
+def _alerts(snap: Snapshot, source: ClusterSource) -> str:
+    alerts = snap.alerts(source, 10)
     if not alerts:
         return "<section><h2>Recent alerts</h2><p>none</p></section>"
-    rows = "".join(f"<li>{_clock(float(e['t']))} [{_e(e.get('severity'))}] "
-                   f"{_e(e.get('detail') or e.get('text'))}</li>" for e in reversed(alerts))
-    return f"<section><h2>Recent alerts</h2><ul>{rows}</ul></section>"
+    routes = bool(source.config.alerts)
+    rows = []
+    for alert in alerts:
+        states = " ".join(
+            f'<span class="link {_DELIVERY_CLASS[d.state]}" data-route="{_e(d.route)}" '
+            f'title="{_e(d.detail or d.state)}">{_e(d.route)}: {_e(d.state.replace("_", " "))}'
+            f"</span>" for d in alert.deliveries)
+        if not states:
+            states = ("no route takes this severity" if routes
+                      else "journal only (no alert route configured)")
+        rows.append(f'<tr class="{"bad" if alert.severity == "critical" else "warn"}">'
+                    f"<td>{_clock(alert.t)}</td><td>{_e(alert.severity)}</td>"
+                    f"<td>{_e(alert.text)}</td><td>{states}</td></tr>")
+    return ("<section><h2>Recent alerts</h2><table><tr><th>raised</th><th>severity</th>"
+            "<th>alert</th><th>delivery</th></tr>" + "".join(rows) + "</table></section>")
 
 
 def timeline_svg(snap: Snapshot, source: ClusterSource, width: int = 900) -> str:
@@ -191,7 +208,7 @@ def render_main(snap: Snapshot, source: ClusterSource) -> str:
     leader = snap.status.get("leader") or "none"
     return (f"<p>cluster <b>{_e(source.config.name)}</b> · leader <b>{_e(leader)}</b> · "
             f"as of {_clock(snap.taken_at)}</p>" + _store(snap, source)
-            + _hosts(snap, source) + _vms(snap, source) + _incidents(snap) + _alerts(snap)
+            + _hosts(snap, source) + _vms(snap, source) + _incidents(snap) + _alerts(snap, source)
             + "<section><h2>Last hour</h2>" + timeline_svg(snap, source) + "</section>"
             + _journal(snap))
 

@@ -7,14 +7,17 @@ in docs/operations.md ("Metrics"). Counters (``*_total``) count the events of th
 window the store keeps (`journal.store_mirror.KEEP` events per host): they start again from
 what is kept when old events are trimmed, which Prometheus' ``rate()`` treats as a reset.
 
+The counters of refused heartbeats (authentication failures, replays) are not in the store:
+each agent's `/metrics` has its own (`api.heartbeats`), since its agent started.
+
 Failure semantics: a scrape never fails because the store does not answer: the quorum gauge
-is 0 and the host and VM gauges say ``unknown``.
+is 0, the host and VM gauges say ``unknown`` and no alert is owed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -27,15 +30,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ringfence.api.heartbeats import HeartbeatCounters
 from ringfence.api.source import ClusterSource
 from ringfence.api.views import Snapshot, Snapshots
 
-__all__ = ["HOST_STATES", "VM_STATES", "RingfenceCollector", "host_state", "install_metrics",
-           "vm_state"]
+__all__ = ["HOST_STATES", "VM_STATES", "RingfenceCollector", "heartbeat_metrics", "host_state",
+           "install_metrics", "vm_state"]
 
 HOST_STATES = ("online", "jeopardy", "maintenance", "degraded", "ineligible", "suspect",
                "fenced", "offline", "never_joined", "unknown")
 VM_STATES = ("running", "moving", "pending", "released", "stopped", "unknown")
+FENCE_PATHS = (("fence_agent", "success"), ("fence_agent", "failure"), ("watchdog", "success"))
 FAILOVER_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -59,10 +64,18 @@ def vm_state(state: str, host: str | None) -> str:
     return "running" if host else "unknown"
 
 
+HeartbeatSnapshots = Callable[[], Sequence[HeartbeatCounters]]
+
+
 class RingfenceCollector(Collector):
-    def __init__(self, source: ClusterSource, snapshots: Snapshots) -> None:
+    """`heartbeats`: the counters of the heartbeats this process's agent refused (none for a
+    process without an agent, e.g. the demo's)."""
+
+    def __init__(self, source: ClusterSource, snapshots: Snapshots,
+                 heartbeats: HeartbeatSnapshots | None = None) -> None:
         self.source = source
         self.snapshots = snapshots
+        self.heartbeats = heartbeats
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshots.take()
@@ -70,6 +83,25 @@ class RingfenceCollector(Collector):
         yield from self._hosts(snap)
         yield from self._vms(snap)
         yield from self._journal(snap)
+        yield from self._alerts(snap)
+        if self.heartbeats is not None:
+            yield from heartbeat_metrics(self.heartbeats())
+
+    def _alerts(self, snap: Snapshot) -> Iterator[Metric]:
+        from ringfence.api.alert_view import delivery_counts, owed_counts
+
+        deliveries = CounterMetricFamily(
+            "ringfence_alert_deliveries",
+            "alert deliveries by route and outcome (delivered, failed, rate_limited)",
+            labels=["route", "method", "outcome"])
+        for (route, method, outcome), count in sorted(delivery_counts(snap.journal).items()):
+            deliveries.add_metric([route, method, outcome], float(count))
+        owed = GaugeMetricFamily("ringfence_alert_outbox_owed",
+                                 "alerts in the store's outbox that the route still owes",
+                                 labels=["route"])
+        for route, count in sorted(owed_counts(snap.outbox, self.source.config.alerts).items()):
+            owed.add_metric([route], float(count))
+        yield from (deliveries, owed)
 
     def _cluster(self, snap: Snapshot) -> Iterator[Metric]:
         quorum = GaugeMetricFamily("ringfence_store_quorum",
@@ -139,10 +171,12 @@ class RingfenceCollector(Collector):
         for entry in snap.journal:
             kind = str(entry.get("kind"))
             kinds[kind] += 1
-            if kind == "host_fenced":
-                fences[(str(entry.get("method") or "unknown"), "success")] += 1
+            if kind == "fence_agent_ok":
+                fences[("fence_agent", "success")] += 1
             elif kind == "fence_agent_failed":
-                fences[("fence agent", "failure")] += 1
+                fences[("fence_agent", "failure")] += 1
+            elif kind == "host_fenced" and str(entry.get("method")).startswith("watchdog"):
+                fences[("watchdog", "success")] += 1  # proven by its lease and watchdog
             elif kind == "alert_sent":
                 alerts[str(entry.get("severity") or "unknown")] += 1
         restarts = CounterMetricFamily("ringfence_vm_restarts",
@@ -151,10 +185,12 @@ class RingfenceCollector(Collector):
         recoveries = CounterMetricFamily("ringfence_vm_recoveries",
                                          "VM leases moved to a new host by the leader")
         recoveries.add_metric([], float(kinds["vm_recovered"]))
-        fenced = CounterMetricFamily("ringfence_fences", "fences by path and outcome",
-                                     labels=["path", "outcome"])
-        for (path, outcome), count in sorted(fences.items()):
-            fenced.add_metric([path, outcome], float(count))
+        fenced = CounterMetricFamily(
+            "ringfence_fences", "fences by path (fence_agent: a power fence answered; "
+            "watchdog: proven by the lease and the watchdog deadline) and outcome",
+            labels=["path", "outcome"])
+        for path, outcome in FENCE_PATHS:
+            fenced.add_metric([path, outcome], float(fences[(path, outcome)]))
         sent = CounterMetricFamily("ringfence_alerts", "alerts journaled, by severity",
                                    labels=["severity"])
         for severity, count in sorted(alerts.items()):
@@ -174,9 +210,41 @@ class RingfenceCollector(Collector):
         yield histogram
 
 
-def install_metrics(app: FastAPI, source: ClusterSource, snapshots: Snapshots) -> None:
+def heartbeat_metrics(snapshots: Sequence[HeartbeatCounters]) -> Iterator[Metric]:
+    """The refused heartbeats of each snapshot (`api.heartbeats`), every peer and network
+    present (0 until something is refused)."""
+    failures = CounterMetricFamily(
+        "ringfence_heartbeat_auth_failures",
+        "heartbeats `host` received on `network` whose HMAC is wrong (forged, another key "
+        "or cluster)", labels=["host", "network"])
+    replays = CounterMetricFamily(
+        "ringfence_heartbeat_replays",
+        "authentic heartbeats from `peer` seen before (a replay), refused",
+        labels=["host", "peer", "network"])
+    stale = CounterMetricFamily(
+        "ringfence_heartbeat_stale",
+        "authentic heartbeats from `peer` not echoing this life of `host` (recorded earlier, "
+        "or the peer has not heard it yet), refused", labels=["host", "peer", "network"])
+    other = CounterMetricFamily(
+        "ringfence_heartbeat_dropped",
+        "datagrams that are no heartbeat of this cluster (malformed) or are addressed to "
+        "another host (misdirected)", labels=["host", "reason"])
+    for counters in snapshots:
+        for network, count in sorted(counters.auth_failures.items()):
+            failures.add_metric([counters.host, network], float(count))
+        for (peer, network), count in sorted(counters.replays.items()):
+            replays.add_metric([counters.host, peer, network], float(count))
+        for (peer, network), count in sorted(counters.stale.items()):
+            stale.add_metric([counters.host, peer, network], float(count))
+        other.add_metric([counters.host, "malformed"], float(counters.malformed))
+        other.add_metric([counters.host, "misdirected"], float(counters.misdirected))
+    yield from (failures, replays, stale, other)
+
+
+def install_metrics(app: FastAPI, source: ClusterSource, snapshots: Snapshots,
+                    heartbeats: HeartbeatSnapshots | None = None) -> None:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RingfenceCollector(source, snapshots))
+    registry.register(RingfenceCollector(source, snapshots, heartbeats))
 
     @app.get("/metrics", response_class=Response, tags=["metrics"],
              responses={200: {"content": {"text/plain": {}}}})

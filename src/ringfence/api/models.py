@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "ActionAnswer", "ClusterView", "ForceStartBody", "HostView", "IncidentDetail",
-    "IncidentSummary", "JournalEntry", "MaintenanceBody", "MigrateBody", "PeerLinks",
-    "Problem", "StoreView", "VmImpactView", "VmView",
+    "ActionAnswer", "AlertDeliveryView", "AlertView", "ClusterView", "ForceStartBody",
+    "HostView", "IncidentDetail", "IncidentSummary", "JournalEntry", "MaintenanceBody",
+    "MigrateBody", "PeerLinks", "Problem", "StoreView", "VmImpactView", "VmView",
 ]
 
 
@@ -134,3 +134,28 @@ class ActionAnswer(BaseModel):
     reason: str | None = None
     poll: str | None = None
     events: list[JournalEntry] = Field(default_factory=list)
+
+
+class AlertDeliveryView(BaseModel):
+    """Where one alert stands on one route."""
+
+    route: str = Field(description="the route's name (`alerts[].name`, else kind and address)")
+    method: str = Field(description="the route's kind: webhook, alertmanager, email, command")
+    state: Literal["delivered", "failed", "rate_limited", "pending", "unknown"] = Field(
+        description="delivered / failed (after its retries) / rate_limited: journaled by the "
+                    "worker that tried; pending: owed in the store's outbox; unknown: "
+                    "neither (no outcome journaled yet, or it is older than the journal kept)")
+    detail: str | None = Field(None, description="the receiver's answer, or why it failed")
+    attempts: int | None = None
+    t: float | None = Field(None, description="when the outcome was journaled")
+
+
+class AlertView(BaseModel):
+    """An alert raised (`alert_sent`) and its delivery by every route that takes it."""
+
+    t: float
+    severity: str
+    host: str | None
+    vm: str | None
+    text: str
+    deliveries: list[AlertDeliveryView]

@@ -4,24 +4,59 @@ The thread runs its own event loop; nothing it does waits for the agent, and the
 waits for it (the API reads the store over its own connection). Requests are handled by
 uvicorn's loop and, for the synchronous endpoints, by its thread pool.
 
-Failure semantics: :meth:`ApiServer.start` returns once the socket listens, or raises
-:class:`ringfence.errors.ConfigError` naming ``api.listen`` when it can not (address in use,
-not on this host, a certificate that does not load), within `timeout` seconds.
+TLS (`api.tls`: `cert_file`, the certificate chain in PEM, and `key_file`, its private key) is
+checked before anything listens (:func:`tls_files`): both are needed, both must be readable,
+and they must load together as a certificate chain and its key.
+
+Failure semantics: :func:`tls_files` raises :class:`ringfence.errors.ConfigError` naming
+``api.tls.cert_file`` or ``api.tls.key_file`` (a missing or unreadable file, a certificate that
+does not load, a key that is not the certificate's). :meth:`ApiServer.start` returns once the
+socket listens, or raises `ConfigError` naming ``api.listen`` when it can not (address in use,
+not on this host), within `timeout` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from typing import Any
 
 import uvicorn
 
+from ringfence.config.services import ApiTLS
 from ringfence.errors import ConfigError
 
-__all__ = ["ApiServer", "split_listen"]
+__all__ = ["ApiServer", "split_listen", "tls_files"]
+
+
+def tls_files(tls: ApiTLS | None) -> tuple[str | None, str | None]:
+    """The (certificate, key) files to serve HTTPS with, checked; (None, None) without TLS."""
+    if tls is None:
+        return None, None
+    if not tls.cert_file or not tls.key_file:
+        missing = "cert_file" if not tls.cert_file else "key_file"
+        raise ConfigError(f"HTTPS needs both cert_file and key_file; {missing} is missing",
+                          path=f"api.tls.{missing}")
+    for field, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise ConfigError(f"can not read {path}: {exc.strerror}",
+                              path=f"api.tls.{field}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except ssl.SSLError as exc:
+        why = exc.reason or str(exc)
+        field = "key_file" if "KEY" in str(why).upper() else "cert_file"
+        raise ConfigError(f"{tls.cert_file} and {tls.key_file} do not load as a certificate "
+                          f"chain (PEM) and its private key: {why}",
+                          path=f"api.tls.{field}") from None
+    return tls.cert_file, tls.key_file
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -2,7 +2,8 @@
 
 :class:`ClusterSource` is what `create_app` needs: the cluster file, the status document
 (`ringfence.status.collect`: what the store says), the journal (every host's events) and a
-store to write operator requests into, plus an optional journal of its own for refusals.
+store to write operator requests into, plus an optional journal of its own for refusals, and
+the alert outbox (what the alert routes still owe).
 
 :class:`StoreSource` is the real one, used by every agent and by the demo: it reads the store
 the way `ringfence status` does (an operator's connection that proves the store's identity),
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 from ringfence.config import ClusterConfig
 from ringfence.store.base import Store, StoreUnavailable
 
-__all__ = ["ClusterSource", "StoreSource", "entry_key"]
+__all__ = ["ClusterSource", "StoreSource", "entry_key", "read_outbox"]
 
 
 class ClusterSource(Protocol):
@@ -46,6 +47,11 @@ class ClusterSource(Protocol):
 
     def journal(self) -> list[dict[str, Any]]:
         """Every host's journal entries, oldest first; never raises."""
+        ...
+
+    def outbox(self) -> list[dict[str, Any]]:
+        """The alerts the routes still owe (`alerts.worker.OUTBOX` records: ``alert``,
+        ``done``); never raises (a store that does not answer: none)."""
         ...
 
     def record(self, kind: str, **fields: Any) -> None:
@@ -67,6 +73,18 @@ def unreachable(config: ClusterConfig, exc: Exception) -> dict[str, Any]:
             "store": {"kind": store_kind(config), "quorum": False,
                       "members": config.store_members(), "error": str(exc), "revision": None},
             "leader": None, "hosts": {}, "vms": {}, "incidents": []}
+
+
+def read_outbox(store: Store) -> list[dict[str, Any]]:
+    """The outbox records of `store` (read only: `alerts.worker` owns them); none when the
+    store does not answer."""
+    from ringfence.alerts.worker import OUTBOX
+
+    try:
+        return [kv.value for kv in store.get_prefix(OUTBOX).items
+                if isinstance(kv.value, dict)]
+    except StoreUnavailable:
+        return []
 
 
 class StoreSource:
@@ -129,6 +147,10 @@ class StoreSource:
             for entry in read_journal(path):
                 merged.setdefault(entry_key(entry), entry)
         return [merged[key] for key in sorted(merged)]
+
+    def outbox(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self._cached("outbox", lambda: read_outbox(self._store))
+        return records
 
     def record(self, kind: str, **fields: Any) -> None:
         if self._record is not None:

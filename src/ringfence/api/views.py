@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ringfence.api.models import (
+    AlertView,
     ClusterView,
     HostView,
     IncidentSummary,
@@ -46,6 +47,7 @@ class Snapshot:
     journal: list[dict[str, Any]]
     incidents: list[Incident]
     taken_at: float
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def quorum(self) -> bool:
@@ -126,6 +128,13 @@ class Snapshot:
                 history=[journal_entry(e) for e in past.get(spec.name, [])[-50:]]))
         return views
 
+    def alerts(self, source: ClusterSource, limit: int = 10) -> list[AlertView]:
+        """The last `limit` alerts raised, newest first, with their delivery by every route
+        (`api.alert_view`)."""
+        from ringfence.api.alert_view import recent_alerts
+
+        return recent_alerts(self.journal, self.outbox, source.config.alerts, limit)
+
     def incident_summaries(self) -> list[IncidentSummary]:
         return [incident_summary(i) for i in self.incidents]
 
@@ -183,12 +192,13 @@ class Snapshots:
     def take(self) -> Snapshot:
         status = self.source.status()
         journal = self.source.journal()
+        outbox = self.source.outbox()
         now = time.time()
         stamp = (len(journal), float(journal[-1].get("t", 0) or 0) if journal else 0.0)
         with self._lock:
             if stamp == self._stamp and now - self._at < self.refresh:
-                return Snapshot(status, journal, self._incidents, now)
+                return Snapshot(status, journal, self._incidents, now, outbox)
         incidents = build_incidents(journal, now)
         with self._lock:
             self._stamp, self._at, self._incidents = stamp, now, incidents
-        return Snapshot(status, journal, incidents, now)
+        return Snapshot(status, journal, incidents, now, outbox)
