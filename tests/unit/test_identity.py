@@ -125,3 +125,48 @@ def test_a_strict_store_of_a_host_that_has_not_joined_writes_nothing() -> None:
     with pytest.raises(Exception, match="not yet joined"):
         mirror.txn([], [Put("journal/hv1/1", {"kind": "x"})])
     assert engine.kv == {}
+
+
+class _Overtaken:
+    """An inner store whose read is answered at the current revision, and then, before its
+    answer is handed back, another connection of the same host writes and reads (a later
+    revision) — the order in which two threads' answers arrive is not the store's order."""
+
+    def __init__(self, inner: SimStoreClient, meanwhile: Any) -> None:
+        self.inner = inner
+        self.meanwhile = meanwhile
+
+    def get_prefix(self, prefix: str, guard: Compare | None = None) -> Any:
+        answer = self.inner.get_prefix(prefix, guard)
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_two_connections_answers_crossing_is_not_a_store_going_back() -> None:
+    # Found under the demo (issue 13's helper): the decision cycle's read was answered at
+    # revision N, the lease cycle's write at N+1 landed first in the shared reference, and
+    # the host refused its own store as "restored from an older backup".
+    engine = SimStore(election_time=0.0)
+    raw = SimStoreClient(cast(Any, _World()), engine, "hv1")
+    raw.txn([], [Put(IDENTITY_KEY, ATL.value()), Put("vms/app/owner", {"host": "hv1"})])
+    ref = IdentityRef(ATL, raw.revision())
+    told: list[str] = []
+    other = IdentifiedStore(raw, ref, on_foreign=told.append)
+
+    def other_connection_writes() -> None:
+        other.txn([], [Put("vms/app/owner", {"host": "hv1", "n": 2})])
+
+    slow = IdentifiedStore(cast(Any, _Overtaken(raw, other_connection_writes)), ref,
+                           on_foreign=told.append)
+    assert slow.get("vms/app/owner") is not None
+    assert not told
+    assert ref.max_revision == engine.rev
+    # A revision below what was seen *before the call was made* is still a store gone back.
+    engine.rev -= 3
+    with pytest.raises(StoreForeign, match="revision went back"):
+        slow.revision()
