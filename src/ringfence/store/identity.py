@@ -20,7 +20,8 @@ through `IdentifiedStore`, which makes every call prove it is still that store:
 - a keepalive that finds the lease gone, or a transaction that lost, checks the identity before
   the caller concludes anything ("my lease expired" is only true in my store);
 - revisions must never go backwards (a store restored from an older backup has the same
-  identity but reissues fencing tokens).
+  identity but reissues fencing tokens): a call answers at least the highest revision seen
+  before it was made (answers of overlapping calls on two connections may cross).
 
 Any of these failing raises `StoreForeign`, a `StoreUnavailable`: to an agent, a foreign store
 is an unreachable store (it keeps its VMs only while its lease is fresh, or in failsafe), never
@@ -123,16 +124,29 @@ class IdentityRef:
             self.identity = identity
             self.max_revision = revision
 
-    def saw(self, revision: int) -> None:
-        """Record a revision the store answered; StoreForeign if it went backwards."""
+    def floor(self) -> int:
+        """The highest revision seen so far: take it *before* a call, and give it to `saw`
+        with the call's answer."""
+        with self._lock:
+            return self.max_revision
+
+    def saw(self, revision: int, floor: int | None = None) -> None:
+        """Record a revision the store answered to a call made when `floor` was the highest
+        revision seen (None: now); StoreForeign if the answer is below it.
+
+        Only a call made *after* a revision was seen must answer at least that revision (a
+        linearizable store promises nothing more): two connections of one host (the decision
+        cycle's and the lease cycle's) whose calls overlap may get their answers in either
+        order, and the later answer of a lower revision is no store gone back."""
         with self._lock:
             if self.identity is None:
                 return
-            if revision < self.max_revision:
+            least = self.max_revision if floor is None else floor
+            if revision < least:
                 raise StoreForeign(
-                    f"the store's revision went back from {self.max_revision} to {revision}: "
+                    f"the store's revision went back from {least} to {revision}: "
                     "it was wiped, replaced or restored from an older backup")
-            self.max_revision = revision
+            self.max_revision = max(self.max_revision, revision)
 
 
 class IdentifiedStore:
@@ -197,16 +211,17 @@ class IdentifiedStore:
         return StoreForeign(f"not this cluster's store: {reason}")
 
     def _range(self, prefix: str, identity: StoreIdentity) -> RangeResult:
+        floor = self.ref.floor()
         try:
             result = self.inner.get_prefix(prefix, guard=self._compare(identity))
         except GuardFailed:
             raise self._foreign(identity) from None
-        self._saw(result.revision)
+        self._saw(result.revision, floor)
         return result
 
-    def _saw(self, revision: int) -> None:
+    def _saw(self, revision: int, floor: int) -> None:
         try:
-            self.ref.saw(revision)
+            self.ref.saw(revision, floor)
         except StoreForeign as exc:
             raise self._tell(str(exc)) from None
 
@@ -237,12 +252,13 @@ class IdentifiedStore:
         if failure:
             # A failure branch would be applied in a foreign store, where the guard fails.
             raise ValueError("a transaction guarded by the store identity takes no failure ops")
+        floor = self.ref.floor()
         result = self.inner.txn([self._compare(identity), *compare], success)
         if not result.succeeded:
             found = self.inner.get(IDENTITY_KEY)
             if found is None or found.value != identity.value():
                 raise self._foreign(identity)
-        self._saw(result.revision)
+        self._saw(result.revision, floor)
         return result
 
     def grant(self, ttl: float) -> int:
