@@ -89,6 +89,7 @@ def _variant(rng: random.Random) -> dict[str, Any]:
                        "networks": ["san"]})
     data["events"] = sorted(events, key=lambda e: float(e["at"][:-1]))
     data["expect"] = []
+    data["duration"] = "200s"
     data["seed"] = rng.randint(0, 2**31 - 1)
     data["sim"] = {
         "packet_loss": rng.choice([0.0, 0.1, 0.3]),
