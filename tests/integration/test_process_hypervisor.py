@@ -159,6 +159,7 @@ def test_failed_migration_keeps_the_vm_here(cluster: tuple[Path, Path]) -> None:
     ok(h1.start("x", 1))
     (parent / "h3").write_text("not a directory")  # no state directory for h3
     failed(h1.migrate("x", "h3", 2), "h3")
+    ProcessHypervisor("h4", parent / "h4", disk)  # h4's agent keeps its VMs there
     (parent / "h4" / "x.port").mkdir(parents=True)  # the target VM can not write its port
     failed(h1.migrate("x", "h4", 2), "still runs on h1")
     assert h1.list_running() == {"x": 1}
@@ -167,6 +168,23 @@ def test_failed_migration_keeps_the_vm_here(cluster: tuple[Path, Path]) -> None:
     assert stat[stat.rfind(")") + 2] != "T"  # the paused source was resumed
     assert ProcessGuestChecks(parent / "h1").check("x") is True
     assert ProcessHypervisor("h4", parent / "h4", disk).list_running() == {}
+
+
+def test_migrating_to_a_host_whose_agent_keeps_its_vms_elsewhere_is_refused(
+        cluster: tuple[Path, Path], tmp_path: Path) -> None:
+    # Issue 17, defect 3: hosts with their own --state-dir. The copy used to be started in
+    # PARENT/h2, where h2's agent never looks: it started its own, and the disk had two
+    # writers while ringfence reported the migration done.
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk)
+    h2 = ProcessHypervisor("h2", tmp_path / "elsewhere" / "h2", disk)
+    ok(h1.start("db", 4))
+    failed(h1.migrate("db", "h2", 6), r"h2's agent does not keep its VMs in")
+    assert h1.list_running() == {"db": 4}
+    assert h2.list_running() == {}
+    assert read_records(parent / "h2") == [] if (parent / "h2").is_dir() else True
+    assert ProcessGuestChecks(parent / "h1").check("db") is True
+    h1.destroy("db")
 
 
 def test_start_failure_is_a_hypervisor_error(cluster: tuple[Path, Path]) -> None:
