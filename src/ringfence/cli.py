@@ -161,6 +161,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="run without any watchdog (a hung host can not be reset)")
     agent.add_argument("--disk-file", default=None, type=DATA_FILE,
                        help="the process hypervisor's shared disk file (demo, tests)")
+    agent.add_argument("--vm-dir", default=None, type=OUTPUT_DIR,
+                       help="the process hypervisor's VM state, one directory per host "
+                            "(default STATE_DIR/vms; hosts that migrate process VMs to each "
+                            "other must share it: demo, tests)")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
     agent.add_argument("--migration-delay", type=_seconds(0.0, 3600.0), default=0.0,
                        metavar="DURATION",
@@ -388,6 +392,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir), watchdog=args.watchdog,
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None,
+        vm_dir=Path(args.vm_dir) if args.vm_dir else None,
         migration_delay=args.migration_delay,
         bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)

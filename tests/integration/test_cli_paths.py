@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from ringfence.cli import _build_parser
+from ringfence.paths import PathArg
 
 # (command words, option ("" for the positional path), kind, base arguments); {cluster},
 # {scenario}, {journal} and {work} are filled in with valid paths, so that only the path under
@@ -43,6 +44,7 @@ PATH_OPTIONS: list[CASE] = [
     (("agent",), "--config", "input", _AGENT[2:]),
     (("agent",), "--state-dir", "output_dir", _AGENT[:6]),
     (("agent",), "--disk-file", "data_file", _AGENT),
+    (("agent",), "--vm-dir", "output_dir", _AGENT),
     (("vm", "start"), "--config", "input", ("app",)),
     (("vm", "stop"), "--config", "input", ("app",)),
     (("vm", "reset"), "--config", "input", ("app",)),
@@ -59,6 +61,7 @@ PATH_OPTIONS: list[CASE] = [
     (("fence", "test", "h1"), "--state-dir", "output_dir", ("--config", "{cluster}")),
     (("check",), "", "input", ()),
     (("lab", "run"), "", "input", ()),
+    (("lab", "run-all"), "", "input_any", ()),
     (("lab", "run-all"), "--out", "output_dir", ()),
     *[((("incident", action) + ((("1",)) if action != "list" else ())), option, kind, base)
       for action in ("list", "show", "report")
@@ -103,12 +106,11 @@ def _path_actions(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _path_actions(sub, (*words, name))
-        elif action.dest in PATHY:
+        elif action.dest in PATHY or isinstance(action.type, PathArg):
             yield words, action
 
 
 def test_every_path_option_is_listed_and_checked() -> None:
-    from ringfence.paths import PathArg
 
     listed = {(words, option): kind for words, option, kind, _ in PATH_OPTIONS}
     found = {}

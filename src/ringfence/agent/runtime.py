@@ -84,6 +84,9 @@ class AgentOptions:
     unsafe_no_watchdog: bool = False
     log_json: bool = False
     disk_file: Path | None = None  # the `process` hypervisor's shared "disk"
+    # The parent of every host's process-VM state directory (default STATE_DIR/vms): hosts
+    # that live-migrate process VMs to each other must share it.
+    vm_dir: Path | None = None
     migration_delay: float = 0.0  # the process hypervisor's migration "copy" (tests, demo)
     bootstrap: bool = False  # may create the cluster identity in an empty store
     forget_store: bool = False  # forget the remembered store identity (no VM may run)
@@ -156,6 +159,11 @@ def domain_xml_source(config: ClusterConfig, store: Store) -> Callable[[str], st
     return domain_xml
 
 
+def process_vm_dir(options: AgentOptions, host: str) -> Path:
+    """Where the process hypervisor of `host` keeps its VMs' state (`--vm-dir`/HOST)."""
+    return (options.vm_dir or options.state_dir / "vms") / host
+
+
 def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: Store
                 ) -> tuple[Hypervisor, GuestChecks | None]:
     spec = config.host(host)
@@ -163,7 +171,7 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
     if kind == "process":
         from ringfence.hypervisor.process import ProcessGuestChecks, ProcessHypervisor
 
-        state = options.state_dir / "vms" / host
+        state = process_vm_dir(options, host)
         disk = options.disk_file or options.state_dir / "disk.jsonl"
         return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay),
                 ProcessGuestChecks(state))
@@ -233,7 +241,7 @@ def _watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdo
         return LinuxWatchdog()
     from ringfence.fence.watchdog import ProcessWatchdog
 
-    return ProcessWatchdog(agent_pid=os.getpid(), vm_dir=options.state_dir / "vms" / host,
+    return ProcessWatchdog(agent_pid=os.getpid(), vm_dir=process_vm_dir(options, host),
                            beat_file=options.state_dir / f"{host}.beat")
 
 

@@ -6,7 +6,8 @@ detection, re-listing after a restart, self-fence by the watchdog) run against s
 can actually fail. It is not a VM monitor.
 
 Layout: one *state directory* per host, ``PARENT/HOST``; the hosts of one demo cluster share
-``PARENT``. For every VM that runs there the directory holds
+``PARENT`` (the agent's ``--vm-dir``). Each holds ``.host``, the name of the host whose
+hypervisor keeps its VMs there, and for every VM that runs there
 
 * ``VM.json``: the VM's identity (``vm``, ``host``, ``pid``, ``starttime``, ``token``,
   ``port_file``), written by the VM process itself before it reports ready, rewritten (atomically)
@@ -32,7 +33,9 @@ target's state directory (``PARENT/TARGET``) with the new token, then the paused
 killed. The guest restarts briefly (no memory is copied; its ``seq`` starts again at 0), but it
 never runs on two hosts at once: the paused source writes nothing, so the disk shows the source's
 last line before the target's first. If the target can not be started the source is resumed
-and `HypervisorError` says that the VM still runs here.
+and `HypervisorError` says that the VM still runs here. A target whose ``PARENT/TARGET`` does
+not say ``TARGET`` in ``.host`` keeps its VMs somewhere else (its own ``--vm-dir``): its agent
+would never see a copy started there and would start its own, so the migration is refused.
 """
 
 from __future__ import annotations
@@ -195,6 +198,7 @@ class ProcessHypervisor:
         self.kill_wait = kill_wait
         self.migration_delay = migration_delay  # how long a migration's "copy" takes
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        _claim(self.state_dir, host)
 
     # ------------------------------------------------------------------ protocol
     def list_running(self) -> dict[str, int]:
@@ -267,10 +271,11 @@ class ProcessHypervisor:
         if target == self.host:
             raise HypervisorError(f"{vm}: can not migrate from {self.host} to itself")
         target_dir = self.state_dir.parent / target
-        try:
-            target_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HypervisorError(f"{vm}: target state directory {target_dir}: {exc}") from exc
+        if _claimant(target_dir) != target:
+            raise HypervisorError(
+                f"{vm}: {target}'s agent does not keep its VMs in {target_dir} (process VMs "
+                f"move only between hosts that share one --vm-dir); not migrating, it still "
+                f"runs on {self.host}")
         if any(r.vm == vm for r in self._running(target_dir, target)):
             raise HypervisorError(f"{vm} already runs on {target}; not migrating")
         if aborted.wait(self.migration_delay):
@@ -399,3 +404,25 @@ class ProcessGuestChecks:
         finally:
             connection.close()
         return response.status == 200 and body.startswith(f"vm {vm} on {self.host} token ")
+
+
+HOST_MARK = ".host"
+
+
+def _claim(state_dir: Path, host: str) -> None:
+    """Say in `state_dir` that `host`'s hypervisor keeps its VMs there (atomically)."""
+    mark = state_dir / HOST_MARK
+    with contextlib.suppress(OSError):
+        if mark.read_text().strip() == host:
+            return
+    tmp = state_dir / f".{HOST_MARK}.{os.getpid()}.tmp"
+    tmp.write_text(f"{host}\n")
+    os.replace(tmp, mark)
+
+
+def _claimant(state_dir: Path) -> str | None:
+    """The host whose hypervisor keeps its VMs in `state_dir` (None: nobody's, or unreadable)."""
+    try:
+        return (state_dir / HOST_MARK).read_text().strip() or None
+    except OSError:
+        return None

@@ -90,7 +90,10 @@ class Hosts:
         return ["ip", "netns", "exec", self.hosts[host].ns, sys.executable, "-m",
                 "ringfence.cli", "agent", "--config", str(self.paths.config(host)),
                 "--host", host, "--state-dir", str(self.paths.state(host)),
-                "--watchdog", "process", "--disk-file", str(self.paths.disk)]
+                "--watchdog", "process", "--disk-file", str(self.paths.disk),
+                # One parent for every host's process VMs, so that a live migration hands
+                # the VM to the target host's agent (the lab shares one file system).
+                "--vm-dir", str(self.paths.root / "vms")]
 
     def start_agent(self, host: str) -> None:
         spec = self.hosts[host]
