@@ -245,7 +245,9 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
     "heartbeat_unbound": lambda f: (f"{_s(f.reason)}: that heartbeat link stays down (retried "
                                     f"at every heartbeat) until the address is on this host"),
     "host_shutdown": _host_shutdown,
-    "manager_elected": lambda f: f"{_s(f.host)} now leads the cluster",
+    "manager_elected": lambda f: (f"{_s(f.host)} now leads the cluster" if f.peer is None
+                                  else f"{_s(f.host)} takes the leadership over from "
+                                       f"{_s(f.peer)}: {_s(f.reason)}"),
     "reboot_overdue": lambda f: (f"{_s(f.host)} rebooted cleanly {_secs(f.duration, 'g')} ago "
                                  f"and is not back: restarting its VMs elsewhere"),
     "vm_started": lambda f: f"{_s(f.vm)} started on {_s(f.host)} (token {_s(f.token)})",

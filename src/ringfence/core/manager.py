@@ -278,25 +278,62 @@ class Manager:
             store.txn([Compare(leases.MANAGER_KEY, "lease", leader.lease)],
                       [Delete(leases.MANAGER_KEY)])
             leader = None
-        if leader is not None:
+        silent = self._silent_leader(leader) if leader is not None else None
+        if leader is not None and silent is None:
             was = self.is_leader
             self.is_leader = self.lease is not None and leader.lease == self.lease
             if was and not self.is_leader:
                 self.step_down()
+            elif self.is_leader and not was:
+                self._elected(now)  # a takeover or an election whose answer was lost
             return self.is_leader
         if self.lease is None:
             self.lease = store.grant(self.timing.effective_manager_lease_ttl)
             self.next_keepalive = now + self.timing.effective_manager_lease_ttl / 3
+        if leader is None:
+            compare = [Compare.absent(leases.MANAGER_KEY)]
+        else:
+            # Take over on evidence: the write holds only if the key is still the silent
+            # leader's, as we read it; from then on its guarded writes all fail.
+            compare = [Compare(leases.MANAGER_KEY, "lease", leader.lease),
+                       Compare.unchanged(leases.MANAGER_KEY, leader.mod_revision)]
         result = store.txn(
-            [Compare.absent(leases.MANAGER_KEY)],
+            compare,
             [Put(leases.MANAGER_KEY, {"host": self.host, "incarnation": self.agent.incarnation},
                  self.lease)])
         self.snapshot = None
         self.is_leader = result.succeeded
         if self.is_leader:
-            self.leading_since = now
-            self.parts.journal.record("manager_elected", host=self.host)
+            self._elected(now, silent)
         return self.is_leader
+
+    def _elected(self, now: float, took_from: str | None = None) -> None:
+        self.leading_since = now
+        self.parts.journal.record(
+            "manager_elected", host=self.host, peer=took_from,
+            reason=None if took_from is None else
+            f"{took_from} led and is heard on no link by any host that this host hears")
+
+    def _silent_leader(self, leader: KeyValue) -> str | None:
+        """The host of the current leader if it may be replaced now, on evidence, rather than
+        when its key expires (which, after the store's own election, restarts at full TTL):
+        a host we heard in this life of ours and hear on no link, that no peer we hear says
+        it hears, while we hear at least one other host (so that a host cut off from
+        everyone never takes the leadership from a leader the others hear). Why it is safe:
+        every manager write is guarded by the manager key's lease (`_guard`), and the takeover
+        is a compare-and-set on the key as read, so at any moment only one manager's writes
+        (fence intents, fenced marks, VM records) can succeed; a manager that is alive but
+        replaced finds its guard false and steps down at its next read."""
+        host = leader.value.get("host")
+        if (not isinstance(host, str) or host == self.host or host not in self.host_names
+                or leader.lease == self.lease):
+            return None
+        membership = self.agent.membership
+        if not membership.ever_heard(host) or self._heard(host):
+            return None
+        if membership.others_heard(host) < 1:
+            return None
+        return host
 
     # ----------------------------------------------------------------- hosts
     def _heard(self, host: str) -> bool:
