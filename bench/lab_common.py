@@ -74,11 +74,25 @@ class Trial:
     fenced: float  # fence_agent_ok (fence path) or host_fenced (watchdog path)
     running: float  # the VM's first disk write on another host
     answering: float  # vm_verified on the new host
+    held: str = "neither"  # what died with the victim: neither, etcd leader, ringfence leader, both
 
     def row(self) -> str:
-        return (f"{self.path:8} {self.victim:6} detection {self.detection:5.2f} s  fenced "
-                f"{self.fenced:5.2f} s  running {self.running:5.2f} s  answering "
-                f"{self.answering:5.2f} s")
+        return (f"{self.path:8} {self.victim:6} ({self.held:16}) detection "
+                f"{self.detection:5.2f} s  fenced {self.fenced:5.2f} s  running "
+                f"{self.running:5.2f} s  answering {self.answering:5.2f} s")
+
+
+HELD_KINDS = ("neither", "etcd leader", "ringfence leader", "both")
+
+
+def held_by(lab: LabRun, victim: str) -> str:
+    """Which leaders `victim` holds right now: the ringfence leader (the newest
+    `manager_elected` in the journals) and the etcd leader (asked of the members)."""
+    entries, _ = lab.journal_entries_now()
+    elected = [e for e in entries if e.kind == "manager_elected"]
+    ringfence = bool(elected) and elected[-1].host == victim
+    etcd = lab.store is not None and lab.store.leader() == victim
+    return HELD_KINDS[int(etcd) + 2 * int(ringfence)]
 
 
 def first(entries: list[JournalEntry], kind: str, since: float, *, host: str | None = None,
@@ -98,6 +112,7 @@ def power_off_trial(lab: LabRun, vm: str, path: str, timeout: float = 90.0) -> T
     lab.wait(2.0)
     victim = settled(lab, vm)
     assert victim is not None
+    held = held_by(lab, victim)
     kill = lab.records.now()
     lab.apply(Event(at=0.0, do="power_off", host=victim))
 
@@ -117,7 +132,7 @@ def power_off_trial(lab: LabRun, vm: str, path: str, timeout: float = 90.0) -> T
                    host=victim)
     trial = Trial(path, victim, first(entries, "heartbeat_lost", kill, host=victim) - kill,
                   fenced - kill, running - kill,
-                  first(entries, "vm_verified", kill, vm=vm) - kill)
+                  first(entries, "vm_verified", kill, vm=vm) - kill, held)
     lab.apply(Event(at=0.0, do="power_on", host=victim))
     return trial
 

@@ -11,7 +11,9 @@ clock, from the kill:
 - running: the VM's first write to its disk from another host (the VM's own I/O);
 - answering: the new host's agent verified that the VM answers (``vm_verified``).
 
-The victim is then powered on again and the next trial waits until every host is back.
+The victim is then powered on again and the next trial waits until every host is back. Each
+trial notes what died with the victim (the ringfence leader, the etcd leader, both or neither),
+and the answering time is also printed for each kind apart.
 Paths: ``fence`` (the lab's fence agent on every host) and ``watchdog`` (none). Figures are
 printed, never asserted.
 
@@ -22,7 +24,15 @@ from __future__ import annotations
 
 import argparse
 
-from lab_common import Trial, machine_line, open_lab, power_off_trial, summary, three_hosts
+from lab_common import (
+    HELD_KINDS,
+    Trial,
+    machine_line,
+    open_lab,
+    power_off_trial,
+    summary,
+    three_hosts,
+)
 
 
 def run(path: str, trials: int) -> list[Trial]:
@@ -47,6 +57,12 @@ def main() -> None:
         results = run(path, args.trials)
         for name in ("detection", "fenced", "running", "answering"):
             print(f"  {name:10} {summary([getattr(t, name) for t in results])}")
+        # What died with the host changes the time (issue 17): each kind of victim apart.
+        for held in HELD_KINDS:
+            mine = [t for t in results if t.held == held]
+            if mine:
+                print(f"  answering, victim held {held:16} (n={len(mine)}): "
+                      f"{summary([t.answering for t in mine])}")
     print(machine_line())
 
 

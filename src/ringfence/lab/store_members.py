@@ -35,6 +35,15 @@ HEALTH = (  # asked inside a member's namespace; prints ok once the store has a 
     "    print('ok' if json.loads(body).get('health') == 'true' else 'no')\n"
     "except Exception:\n"
     "    print('no')\n")
+STATUS = (  # asked inside a member's namespace; prints "<member id> <leader id>" or nothing
+    "import json, urllib.request\n"
+    "try:\n"
+    f"    url = 'http://127.0.0.1:{CLIENT_PORT}/v3/maintenance/status'\n"
+    "    req = urllib.request.Request(url, data=b'{}', method='POST')\n"
+    "    body = json.loads(urllib.request.urlopen(req, timeout=1).read())\n"
+    "    print(body['header']['member_id'], body.get('leader', ''))\n"
+    "except Exception:\n"
+    "    pass\n")
 
 
 @dataclass
@@ -132,6 +141,24 @@ class LabStore:
     def start_all(self) -> None:
         for name in self.members:
             self.start(name)
+
+    def leader(self) -> str | None:
+        """The member that leads the store now, as its running members say (None: no etcd,
+        or no answer). For the benchmarks: what died with a host."""
+        if self.kind != "etcd":
+            return None
+        ids: dict[str, str] = {}
+        leaders: set[str] = set()
+        for member in self.members.values():
+            if not member.running():
+                continue
+            done = netns.in_ns(member.ns, sys.executable, "-c", STATUS, check=False)
+            words = done.stdout.split()
+            if len(words) == 2:
+                ids[words[0]] = member.name
+                leaders.add(words[1])
+        named = [ids[leader] for leader in leaders if leader in ids]
+        return named[0] if len(named) == 1 else None
 
     def wait_ready(self, within: float = 30.0) -> None:
         """Block until the store has a leader, asked from inside a member's namespace."""
