@@ -306,6 +306,30 @@ def test_timing_findings(tmp_path: Path) -> None:
     assert report.ok  # timing warnings do not fail the check
 
 
+def test_etcd_timers_are_weighed_against_the_lease_and_failover_is_said_per_victim(
+        tmp_path: Path) -> None:
+    etcd = ROOMY.replace("alerts:\n", "store: {kind: etcd, endpoints: [\"http://10.0.0.1:2379\"], "
+                                       "election_timeout: 3s}\nalerts:\n")
+    report = check(tmp_path, etcd)
+    # Two rounds of a 3 s election and a renewal every 2 s outlast the 5 s of freshness.
+    [slow] = findings(report, "etcd_election_vs_lease")
+    assert slow.severity == "warning" and "6s" in slow.text and "above 9s" in slow.text
+    [victims] = findings(report, "failover_by_victim")
+    assert "3s-6s" in victims.text and "16.5s" in victims.text  # 6 + 6 + 4 + 0.5
+    assert report.ok
+    lan = etcd.replace("election_timeout: 3s", "election_timeout: 500ms, "
+                                               "heartbeat_interval: 50ms")
+    report = check(tmp_path, lan)
+    assert not findings(report, "etcd_election_vs_lease")
+    assert not findings(report, "etcd_timers")
+    assert "500ms-1s" in findings(report, "failover_by_victim")[0].text
+    twitchy = etcd.replace("election_timeout: 3s", "election_timeout: 300ms, "
+                                                   "heartbeat_interval: 100ms")
+    assert findings(check(tmp_path, twitchy), "etcd_timers")
+    # The embedded store has no election: nothing is said.
+    assert not findings(check(tmp_path, ROOMY), "failover_by_victim")
+
+
 def test_hosts_without_fence_agent_get_the_watchdog_recovery_time(tmp_path: Path) -> None:
     report = check(tmp_path, ROOMY.replace("  hv3: {agent: fence_ipmilan}\n", ""))
     [info] = findings(report, "no_fence_agent")

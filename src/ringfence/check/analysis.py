@@ -14,7 +14,7 @@ from ringfence.check.failures import _Cluster, _single_failures
 from ringfence.check.policy import _policy_findings
 from ringfence.check.results import CheckReport, Finding, _Findings
 from ringfence.check.shared_fate import _failure_findings, _start_findings
-from ringfence.check.timing import _timing_findings
+from ringfence.check.timing import _store_timing_findings, _timing_findings
 from ringfence.config import ClusterConfig
 
 _SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
@@ -34,6 +34,7 @@ def analyse(config: ClusterConfig) -> CheckReport:
         _failure_findings(cluster, outcome, out)
     _design_findings(cluster, out)
     _timing_findings(config, out)
+    _store_timing_findings(config, out)
     _alert_findings(config, out)
     for finding in alerting_findings(config, cluster.start):
         out.add(*finding)

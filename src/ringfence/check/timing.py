@@ -11,6 +11,7 @@ from __future__ import annotations
 from ringfence.check.results import _Findings
 from ringfence.check.words import _dur
 from ringfence.config import ClusterConfig
+from ringfence.core import leases
 from ringfence.core.leases import watchdog_wait
 
 
@@ -46,3 +47,49 @@ def _timing_findings(config: ClusterConfig, out: _Findings) -> None:
         out.add("info", "timing_heartbeat", None,
                 f"a silent link is noticed after {_dur(timeout)} "
                 f"({timeout / interval:g} heartbeat intervals of {_dur(interval)})")
+
+
+ETCD_HEARTBEAT = 0.1  # etcd's defaults, when the cluster file does not say
+ETCD_ELECTION = 1.0
+
+
+def _store_timing_findings(config: ClusterConfig, out: _Findings) -> None:
+    """What etcd's own timers cost (issue 17): while it elects a new leader the store answers
+    nobody, for one to two election timeouts, and then every lease restarts at full TTL. So
+    the failover time depends on what died with a host; each kind of victim is said apart."""
+    from ringfence.store.factory import store_kind
+
+    if store_kind(config) != "etcd":
+        return
+    t = config.timing
+    beat = config.store.heartbeat_interval or ETCD_HEARTBEAT
+    election = config.store.election_timeout or ETCD_ELECTION
+    said = "" if config.store.election_timeout else " (etcd's default; set store.election_timeout)"
+    if election < 5 * beat:
+        out.add("warning", "etcd_timers", None,
+                f"etcd's election timeout ({_dur(election)}) is under five of its heartbeat "
+                f"intervals ({_dur(beat)}): etcd's own guidance is about ten; a member that "
+                f"misses two heartbeats starts an election and the store stalls for everyone")
+    outage = 2 * election  # an election may need a second round (split vote)
+    fresh = t.host_lease_ttl - t.safety_margin
+    renew = leases.renewal_interval(t)
+    if outage + renew >= fresh:
+        out.add("warning", "etcd_election_vs_lease", None,
+                f"an etcd election can keep the store silent for up to {_dur(outage)} "
+                f"(2 x election_timeout {_dur(election)}{said}); with a renewal every "
+                f"{_dur(renew)}, a lease may then be older than host_lease_ttl - safety_margin "
+                f"({_dur(fresh)}) before it can be renewed, and hosts without failsafe stop "
+                f"their VMs at every etcd leader change; raise host_lease_ttl above "
+                f"{_dur(outage + renew + t.safety_margin)} or lower etcd's election timeout")
+    detect = t.effective_heartbeat_timeout
+    watchdog = _watchdog_recovery(config)
+    out.add("info", "failover_by_victim", None,
+            f"failover by what dies with a host (etcd election {_dur(election)}-{_dur(outage)}"
+            f"{said}): with a fence agent, detection {_dur(detect)} then the fence agent's "
+            f"time when the host held neither leader or only the ringfence leader (its "
+            f"successor takes over on evidence), and {_dur(max(detect, election))}-"
+            f"{_dur(max(detect, outage))} then the fence agent's time when it held the etcd "
+            f"leader (nothing is decided while the store elects); by the watchdog rule, "
+            f"{_dur(watchdog)} after the host's last renewal, or up to "
+            f"{_dur(outage + watchdog)} after its death when it held the etcd leader (every "
+            f"lease restarts at full host_lease_ttl after the election)")

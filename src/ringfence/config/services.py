@@ -45,6 +45,12 @@ class StoreConfig(_Model):
     # The one host that may create the store's cluster identity in an empty store that no
     # host has ever joined (`ringfence agent --bootstrap` overrides; see core.identity).
     bootstrap: str | None = None
+    # etcd's own timers (its --heartbeat-interval and --election-timeout), as the etcd
+    # members run them: `ringfence check` says what they cost when the etcd leader dies with
+    # its host (the store answers nobody while it elects, and every lease restarts at full
+    # TTL). Not set: etcd's defaults, 100 ms and 1 s.
+    heartbeat_interval: Annotated[Duration, duration_range(0.001, 10.0)] | None = None
+    election_timeout: Annotated[Duration, duration_range(0.01, 60.0)] | None = None
 
 
 class FenceConfig(_Model):
