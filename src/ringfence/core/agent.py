@@ -121,8 +121,8 @@ class Agent:
         # Every store call of this host proves the store is the one it joined.
         self.identity = IdentityRef()
         self.raw_store = parts.store
-        self.parts = dataclasses.replace(parts, store=IdentifiedStore(
-            parts.store, self.identity, on_foreign=self._store_foreign))
+        self.store = IdentifiedStore(parts.store, self.identity, on_foreign=self._store_foreign)
+        self.parts = dataclasses.replace(parts, store=self.store)
         # The lease cycle's store: its own connection where the runtime gives one, so that a
         # slow decision cycle's call never queues a renewal behind it.
         self.lease_store = (self.parts.store if parts.lease_store is None else
@@ -160,6 +160,7 @@ class Agent:
         self.shutdown_after_drain: tuple[bool, float] | None = None  # (reboot, deadline)
         self.stopping: tuple[bool, int] | None = None  # a clean stop under way: (reboot, VMs)
         self.took: dict[str, float] = {}  # what the current decision cycle spent its time on
+        self.revision_seen: tuple[int, int] | None = None  # this cycle's (writes, revision)
         self.overrun_said = float("-inf")
         self.last_beat: float | None = None
         self.vms = VmKeeper(self)
@@ -207,6 +208,7 @@ class Agent:
             self.status = f"{self.host}: {self.mode}"
             return self.status
         self.took.clear()
+        self.revision_seen = None
         self._timed("probes", lambda: self._probe(now))
         self._timed("forced starts", lambda: self.forced.tick(now))
         if self.lease_id is None:
@@ -235,6 +237,19 @@ class Agent:
         if self.want_status:
             self.status = self._status_line(now)
         return self.status
+
+    def revision(self) -> int:
+        """The store's revision, asked once per decision cycle rather than by each of its
+        parts (the VM keeper and the manager each use it to skip re-reading an unchanged
+        store): asked again only after this host wrote through its store, since its own write
+        moved the revision. A revision another host moved since is seen one cycle later,
+        exactly as if the cycle had begun a moment earlier. Raises StoreUnavailable."""
+        writes = self.store.writes
+        if self.revision_seen is not None and self.revision_seen[0] == writes:
+            return self.revision_seen[1]
+        revision = self.store.revision()
+        self.revision_seen = (writes, revision)
+        return revision
 
     def keep_leases(self) -> None:
         """The lease cycle: renew the host lease when it is due, and nothing else, so that a

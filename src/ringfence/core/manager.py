@@ -236,7 +236,7 @@ class Manager:
 
     def _read(self) -> ClusterSnapshot:
         store = self.parts.store
-        revision = store.revision()
+        revision = self.agent.revision()
         if self.snapshot is not None and self.snapshot.revision == revision:
             return self.snapshot
         hosts = store.get_prefix(leases.HOSTS_PREFIX)

@@ -98,7 +98,7 @@ class VmKeeper:
         (then nothing may start this cycle)."""
         store = self.parts.store
         try:
-            revision = store.revision()
+            revision = self.agent.revision()
             if revision != self.revision:
                 result = store.get_prefix(leases.VMS_PREFIX)
                 self.records = {kv.key.split("/")[1]: kv for kv in result.items

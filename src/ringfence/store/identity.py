@@ -160,6 +160,7 @@ class IdentifiedStore:
         self.strict = strict
         self.on_foreign = on_foreign  # told the reason each time a call finds another store
         self.learn_cluster = learn_cluster  # tools: take the store's identity if it is ours
+        self.writes = 0  # transactions tried through this connection (see `Agent.revision`)
 
     # ----------------------------------------------------------------- the guard
     def _identity(self) -> StoreIdentity | None:
@@ -246,6 +247,7 @@ class IdentifiedStore:
 
     def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
             ) -> TxnResult:
+        self.writes += 1  # counted before the call: one that raised may have been applied
         identity = self._identity()
         if identity is None:
             return self.inner.txn(compare, success, failure)
