@@ -96,10 +96,10 @@ def test_readme_second_command_is_ci_and_its_setup_works_in_the_clone(clone: Pat
     setup = subprocess.run(["scripts/dev-setup"], cwd=clone, env=_env(clone),
                            capture_output=True, text=True, timeout=1500, check=False)
     assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-4000:]
-    tests = subprocess.run([".venv/bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            "tests/unit/test_readme.py"],
+    tests = subprocess.run([".venv/bin/python", "-m", "pytest", "-o", "addopts=", "-q", "-p",
+                            "no:cacheprovider", "tests/unit/test_readme.py"],
                            cwd=clone, env=_env(clone), capture_output=True, text=True,
                            timeout=600, check=False)
     assert tests.returncode == 0, tests.stdout[-4000:]
-    assert " passed" in tests.stdout
+    assert re.search(r"^\d+ passed", tests.stdout, re.M), tests.stdout
     assert _left_behind(clone) == []
