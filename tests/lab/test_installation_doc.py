@@ -4,7 +4,7 @@ wheelhouse, here this checkout; `hv1 hv2 hv3`: on each of those hosts, one after
 
 A host here is a network namespace (`rfd-hvN`, two veths: ring0 10.0.0.N and ring1 10.0.1.N on
 bridges in the switch namespace `rfd-sw`) with its own mount and UTS namespaces: its host name is
-hvN, and /etc, /opt, /usr/local, /var, /root and /run are overlays whose upper layers are this
+hvN, and /etc, /opt, /usr/local, /usr/sbin, /var, /root and /run are overlays whose upper layers are this
 test's directories, so each host has its own files and the machine's are never written. The
 commands run as root with bash (`set -euo pipefail`) through `nsenter`.
 
@@ -48,7 +48,7 @@ STAND_INS = ROOT / "tests" / "fixtures" / "doclab"
 PREFIX = "rfd-"
 HOSTS = ("hv1", "hv2", "hv3")
 BMC = {"10.9.0.1": "hv1", "10.9.0.2": "hv2", "10.9.0.3": "hv3"}
-OVERLAID = ("/etc", "/opt", "/usr/local", "/var", "/root", "/run")
+OVERLAID = ("/etc", "/opt", "/usr/local", "/usr/sbin", "/var", "/root", "/run")
 SUBSTITUTIONS = {"hypervisor: qemu:///system": "hypervisor: process"}
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -137,7 +137,9 @@ class Lab:
         script = "\n".join([
             "set -e", "/usr/bin/mount --make-rprivate /", *mounts,
             f"hostname {host}", "mkdir -p /etc/default",
-            f"printf 'RINGFENCE_HOST={host}\\nRINGFENCE_OPTIONS=--watchdog process\\n'"
+            # ringfence runs fence agents from /usr/sbin, where fence-agents puts them
+            f"cp {self.bin}/fence_ipmilan {self.bin}/fence_redfish /usr/sbin/",
+            f"printf 'RINGFENCE_HOST={host}\\nRINGFENCE_OPTIONS=\"--watchdog process\"\\n'"
             " > /etc/default/ringfence",
             "echo ready", "exec sleep infinity"])
         holder = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--mount", "--uts",
