@@ -3,9 +3,10 @@ namespaces, as the block's `<!-- on: ... -->` line says (`build`: the machine th
 wheelhouse, here this checkout; `hv1 hv2 hv3`: on each of those hosts, one after the other).
 
 A host here is a network namespace (`rfd-hvN`, two veths: ring0 10.0.0.N and ring1 10.0.1.N on
-bridges in the switch namespace `rfd-sw`) with its own mount and UTS namespaces: its host name is
-hvN, and /etc, /opt, /usr/local, /usr/sbin, /var, /root and /run are overlays whose upper layers are this
-test's directories, so each host has its own files and the machine's are never written. The
+bridges in the switch namespace `rfd-sw`) with its own mount and UTS namespaces: its host name
+is hvN, and /etc, /opt, /usr/local, /usr/sbin, /var, /root and /run are overlays whose upper
+layers are this test's directories, so each host has its own files and the machine's are never
+written. The
 commands run as root with bash (`set -euo pipefail`) through `nsenter`.
 
 What the lab has not got is replaced by the stand-ins of tests/fixtures/doclab (first in PATH,
