@@ -206,6 +206,18 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield built
     finally:
         built.teardown()
+    # Only this test's own namespaces are judged (other lab tests may run meanwhile).
+    assert not [n for n in netns.names() if n.startswith(PREFIX)], netns.names()
+    leftover = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                and str(tmp_path).encode() in _cmdline(pid)]
+    assert not leftover, f"processes left behind: {leftover}"
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_the_installation_walk_through_runs(lab: Lab) -> None:
