@@ -1,6 +1,7 @@
 """docs/installation.md, run: every ```sh block of the page, in order, on three hosts made of
-namespaces, as the block's `<!-- on: ... -->` line says (`build`: the machine that builds the
-wheelhouse, here this checkout; `hv1 hv2 hv3`: on each of those hosts, one after the other).
+namespaces, as the line before the block says (`*on the build machine:*`: the machine that
+builds the wheelhouse, here this checkout; `*on hv1, hv2, hv3:*`: on each of those hosts, one
+after the other).
 
 A host here is a network namespace (`rfd-hvN`, two veths: ring0 10.0.0.N and ring1 10.0.1.N on
 bridges in the switch namespace `rfd-sw`) with its own mount and UTS namespaces: its host name
@@ -41,8 +42,6 @@ import pytest
 
 from ringfence.lab import netns
 
-pytestmark = pytest.mark.lab
-
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "installation.md"
 STAND_INS = ROOT / "tests" / "fixtures" / "doclab"
@@ -67,15 +66,17 @@ def blocks(text: str) -> list[Block]:
     for match in re.finditer(r"^```sh\n(.*?)^```", text, re.M | re.S):
         line = text.count("\n", 0, match.start()) + 1
         before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        where = re.fullmatch(r"<!-- on: ([\w ]+) -->", before.strip())
+        where = re.fullmatch(r"\*on (the build machine|\w+(?:, \w+)*):\*", before.strip())
         if where is None:
             raise ValueError(f"docs/installation.md line {line}: a sh block without a "
-                             "`<!-- on: HOST... -->` line before it")
-        found.append(Block(line, tuple(where.group(1).split()), match.group(1)))
+                             "`*on HOST, HOST:*` (or `*on the build machine:*`) line before it")
+        hosts = where.group(1)
+        found.append(Block(line, ("build",) if hosts == "the build machine"
+                           else tuple(hosts.split(", ")), match.group(1)))
     return found
 
 
-def test_every_block_says_where_it_runs() -> None:
+def test_every_block_says_where_it_runs() -> None:  # not `lab`: the page's text only
     found = blocks(DOC.read_text(encoding="utf-8"))
     assert len(found) > 20
     for block in found:
@@ -220,6 +221,7 @@ def _cmdline(pid: str) -> bytes:
         return b""
 
 
+@pytest.mark.lab
 def test_the_installation_walk_through_runs(lab: Lab) -> None:
     for block in blocks(DOC.read_text(encoding="utf-8")):
         for where in block.where:
