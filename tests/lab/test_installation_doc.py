@@ -17,7 +17,8 @@ package exists in Debian), the BMCs behind fence_ipmilan and fence_redfish (a po
 every process of the host, power on starts its enabled units), modprobe (never loads a module),
 mount of the NFS export (a directory shared by the three hosts), virsh (no libvirtd). Two
 substitutions are made in the page's text, because the lab has no KVM and no hardware
-watchdog: `hypervisor: qemu:///system` becomes the process hypervisor (VMs are processes), and
+watchdog: `hypervisor: qemu:///system` becomes the process hypervisor (VMs are processes, their
+state directory /var/lib/ringfence/vms shared by the three hosts as libvirt's disks are), and
 the agents' /etc/default/ringfence gets `RINGFENCE_OPTIONS=--watchdog process` before install.sh
 writes it. Everything else (openssl, etcd and etcdctl with TLS, nftables, install.sh, ringfence,
 logrotate) is the real program.
@@ -139,6 +140,11 @@ class Lab:
         script = "\n".join([
             "set -e", "/usr/bin/mount --make-rprivate /", *mounts,
             f"hostname {host}", "mkdir -p /etc/default",
+            # The process VMs' state, on "shared storage" as libvirt's disks would be (a
+            # process VM moves between hosts through its state directory)
+            f"mkdir -p {self.dir}/shared-vms", "install -d -m 0700 /var/lib/ringfence",
+            "mkdir -p /var/lib/ringfence/vms",
+            f"/usr/bin/mount --bind {self.dir}/shared-vms /var/lib/ringfence/vms",
             # ringfence runs fence agents from /usr/sbin, where fence-agents puts them
             f"cp {self.bin}/fence_ipmilan {self.bin}/fence_redfish /usr/sbin/",
             f"printf 'RINGFENCE_HOST={host}\\nRINGFENCE_OPTIONS=\"--watchdog process\"\\n'"
