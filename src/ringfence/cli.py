@@ -261,6 +261,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                                 "single failures that would hurt")
     check.add_argument("file", metavar="CLUSTER.yaml", type=INPUT)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--state-dir", default=None, metavar="DIR", type=INPUT_ANY,
+                       help="where `ringfence fence test` recorded its drills, to remind of "
+                            "hosts never drilled (default /var/lib/ringfence, when it exists)")
     _add_journal_commands(commands)
     _add_lab(commands)
     return parser
@@ -506,7 +509,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from ringfence.check import run_check
 
-    return run_check(args.file, as_json=args.json)
+    return run_check(args.file, as_json=args.json, state_dir=args.state_dir or _STATE_DIR)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ PATH_OPTIONS: list[CASE] = [
     (("fence", "test", "h1"), "--config", "input", ()),
     (("fence", "test", "h1"), "--state-dir", "output_dir", ("--config", "{cluster}")),
     (("check",), "", "input", ()),
+    (("check",), "--state-dir", "input_any", ("{cluster}",)),
     (("lab", "run"), "", "input", ()),
     (("lab", "run-all"), "", "input_any", ()),
     (("lab", "run-all"), "--out", "output_dir", ()),

@@ -39,8 +39,10 @@ Severities: ``error`` when a single failure (or the starting placement) leaves a
 place, breaks an anti-affinity group, or leaves no host running (store quorum lost for the whole
 cluster, or every host lost otherwise); ``warning`` for shared fate that degrades recovery or
 alerting, and for risky design (two nodes without a witness, an even number of store members,
-one heartbeat network, tight timers, ``host_failures_to_tolerate`` not met); ``info`` for
-figures worth knowing (timing margins, the watchdog-only recovery time, fence paths).
+one heartbeat network, tight timers, ``host_failures_to_tolerate`` not met) and for fencing
+never drilled, failed or last drilled long ago (with ``--state-dir``, the drill records of
+``ringfence fence test``); ``info`` for figures worth knowing (timing margins, the
+watchdog-only recovery time, fence paths, a drill that ran ``status`` only).
 :attr:`CheckReport.exit_code` is 1 when there is any error, else 0.
 
 Errors: :func:`analyse`, :func:`render_text` and :func:`to_json` do not raise for a validated
@@ -59,17 +61,19 @@ Where things are (import them from ``ringfence.check``, which re-exports every p
 * The rules, one concern each: :mod:`~ringfence.check.shared_fate` (places, groups, quorum,
   failure by failure), :mod:`~ringfence.check.alerts` (alert and deadman routes),
   :mod:`~ringfence.check.design` (witness, store members, heartbeat networks, fencing),
+  :mod:`~ringfence.check.drills` (fence drills never run, failed or old),
   :mod:`~ringfence.check.timing` (timer margins), :mod:`~ringfence.check.policy`
   (``host_failures_to_tolerate``); :mod:`~ringfence.check.words` has their shared wording.
 * :mod:`~ringfence.check.analysis`: :func:`analyse`, which runs the rules and orders findings.
 * :mod:`~ringfence.check.render`: :func:`render_text`, :func:`to_json`.
-* :mod:`~ringfence.check.command`: :func:`load_any`, :func:`run_check`.
+* :mod:`~ringfence.check.command`: :func:`load_any`, :func:`read_drills`, :func:`run_check`.
 """
 
 from __future__ import annotations
 
 from ringfence.check.analysis import analyse
-from ringfence.check.command import load_any, run_check
+from ringfence.check.command import load_any, read_drills, run_check
+from ringfence.check.drills import DRILL_MAX_AGE_DAYS, DrillRecords
 from ringfence.check.render import render_text, to_json
 from ringfence.check.results import (
     CheckReport,
@@ -82,7 +86,9 @@ from ringfence.check.results import (
 )
 
 __all__ = [
+    "DRILL_MAX_AGE_DAYS",
     "CheckReport",
+    "DrillRecords",
     "FailureKind",
     "FailureResult",
     "Finding",
@@ -91,6 +97,7 @@ __all__ = [
     "UnplacedVM",
     "analyse",
     "load_any",
+    "read_drills",
     "render_text",
     "run_check",
     "to_json",

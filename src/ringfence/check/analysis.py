@@ -10,6 +10,7 @@ from __future__ import annotations
 from ringfence.alerts.shared_fate import alerting_findings
 from ringfence.check.alerts import _alert_findings
 from ringfence.check.design import _design_findings
+from ringfence.check.drills import DrillRecords, _drill_findings
 from ringfence.check.failures import _Cluster, _single_failures
 from ringfence.check.policy import _policy_findings
 from ringfence.check.results import CheckReport, Finding, _Findings
@@ -24,8 +25,11 @@ _KIND_ORDER: dict[str, int] = {
 }
 
 
-def analyse(config: ClusterConfig) -> CheckReport:
-    """Analyse a validated cluster for shared fate; see :mod:`ringfence.check` for the model."""
+def analyse(config: ClusterConfig, drills: DrillRecords | None = None) -> CheckReport:
+    """Analyse a validated cluster for shared fate; see :mod:`ringfence.check` for the model.
+
+    *drills*: the fence drill records to judge (:mod:`ringfence.check.drills`); None leaves
+    drills out of the report (the file alone says nothing about them)."""
     cluster = _Cluster(config)
     out = _Findings()
     _start_findings(cluster, out)
@@ -33,6 +37,7 @@ def analyse(config: ClusterConfig) -> CheckReport:
     for outcome in singles:
         _failure_findings(cluster, outcome, out)
     _design_findings(cluster, out)
+    _drill_findings(config, drills, out)
     _timing_findings(config, out)
     _store_timing_findings(config, out)
     _alert_findings(config, out)

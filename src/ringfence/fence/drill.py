@@ -27,7 +27,7 @@ from ringfence.config import ClusterConfig
 from ringfence.errors import ConfigError
 from ringfence.fence.runner import FenceAgentRunner
 
-__all__ = ["DRILLS_DIR", "DrillStep", "drilled_hosts", "run_drill"]
+__all__ = ["DRILLS_DIR", "DrillRecord", "DrillStep", "drilled_hosts", "last_drills", "run_drill"]
 
 DRILLS_DIR = "fence-drills"
 ON_WAIT = 120.0  # seconds to wait for the host to report "on" again after `on`
@@ -107,15 +107,42 @@ def _record(state_dir: Path, host: str, off: bool, steps: list[DrillStep]) -> No
                           file=str(directory)) from None
 
 
-def drilled_hosts(state_dir: Path) -> dict[str, bool]:
-    """Host -> whether its last recorded drill passed (hosts never drilled are absent)."""
-    found: dict[str, bool] = {}
+@dataclass(frozen=True)
+class DrillRecord:
+    """The last recorded drill of a host: when (seconds since the epoch), whether it was a
+    real off/on (``--off``) or ``status`` only, and whether every step passed."""
+
+    host: str
+    at: float
+    off: bool
+    ok: bool
+
+
+def last_drills(state_dir: Path) -> dict[str, DrillRecord]:
+    """Host -> its last recorded drill in `state_dir` (hosts never drilled are absent).
+
+    Never raises: a record that can not be read or is not a drill record (a stray file, a
+    half-written one from a crash) counts as no record, so the host is reported as never
+    drilled rather than hiding behind a broken file."""
+    found: dict[str, DrillRecord] = {}
     directory = state_dir / DRILLS_DIR
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+    try:
+        paths = sorted(directory.glob("*.json")) if directory.is_dir() else []
+    except OSError:
+        return found
+    for path in paths:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and isinstance(record.get("host"), str):
-            found[record["host"]] = bool(record.get("ok"))
+        if not (isinstance(record, dict) and isinstance(record.get("host"), str)
+                and isinstance(record.get("at"), int | float)):
+            continue
+        found[record["host"]] = DrillRecord(record["host"], float(record["at"]),
+                                            bool(record.get("off")), bool(record.get("ok")))
     return found
+
+
+def drilled_hosts(state_dir: Path) -> dict[str, bool]:
+    """Host -> whether its last recorded drill passed (hosts never drilled are absent)."""
+    return {host: record.ok for host, record in last_drills(state_dir).items()}
