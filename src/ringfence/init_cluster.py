@@ -15,8 +15,10 @@ What it writes:
 - the cluster key: 64 random bytes, mode 0600 (the heartbeat authentication key; the same file
   goes to every host, at /etc/ringfence/cluster.key, where the cluster file names it).
 
-The file is validated with the same loader as every command before it is written, so it always
-passes ``ringfence check`` (the check then names what is still missing: fencing, alerts).
+The file is validated with the same loader as every command before it is written, so every
+command loads it; ``ringfence check`` then names what is still missing (fencing, alerts), and
+without ``--ring1`` it fails on purpose: one heartbeat network is a single point of failure
+(losing it cuts every host off), and the printed next steps say so first.
 Nothing existing is overwritten: an existing ``--out`` or ``--key`` is an error (exit 2) and
 nothing is written. Afterwards it prints the next steps.
 """
@@ -180,12 +182,17 @@ def run_init(*, name: str, hosts_arg: str, ring1_arg: str | None, store: str, ou
     except ConfigError:
         key_path.unlink(missing_ok=True)  # all or nothing
         raise
-    return _next_steps(out, key_path, list(hosts), store)
+    return _next_steps(out, key_path, list(hosts), store, two_rings=ring1 is not None)
 
 
-def _next_steps(out: Path, key: Path, hosts: Sequence[str], store: str) -> list[str]:
-    steps = [f"wrote {out} and {key} (mode 0600)", "", "next steps:",
-             f"  1. fill in each host's cpus, memory and NIC MACs, then: ringfence check {out}",
+def _next_steps(out: Path, key: Path, hosts: Sequence[str], store: str, *,
+                two_rings: bool = True) -> list[str]:
+    steps = [f"wrote {out} and {key} (mode 0600)", "", "next steps:"]
+    if not two_rings:
+        steps.append("  0. add a second heartbeat network on other NICs and switches (run init "
+                     "again with --ring1, or fill in the commented ring1 entry): with one, "
+                     "ringfence check fails, because losing ring0 cuts every host off")
+    steps += [f"  1. fill in each host's cpus, memory and NIC MACs, then: ringfence check {out}",
              "  2. add fencing for every host (the commented block), then drill each one:"]
     steps += [f"       ringfence fence test {h} --config {out}" for h in hosts]
     if store == "etcd":

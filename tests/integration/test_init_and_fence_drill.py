@@ -38,6 +38,16 @@ def test_init_writes_a_checked_file_and_a_private_key(tmp_path: Path,
     assert out.read_text() == before
 
 
+def test_init_with_one_heartbeat_network_says_first_that_check_will_fail(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c.yaml"
+    assert main(["init", "--name", "c", "--hosts", HOSTS, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "0. add a second heartbeat network" in said and "--ring1" in said
+    assert main(["check", str(out)]) == 1
+    assert "network ring0: no host survives" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("hosts", "message"), [
     ("hv1", "expected NAME=ADDRESS"), ("hv1=10.0.0.300", "not an IP address"),
     ("hv1=10.0.0.1,hv1=10.0.0.2", "given twice"),
