@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from ringfence.guest.image import GuestImage
 
-__all__ = ["GuestSpec", "domain_xml", "mac_for"]
+__all__ = ["GuestSpec", "domain_uuid", "domain_xml", "mac_for"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -30,6 +31,12 @@ def mac_for(name: str) -> str:
     """A stable locally administered MAC (QEMU's 52:54:00 prefix) for VM `name`."""
     digest = hashlib.sha256(name.encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def domain_uuid(name: str) -> str:
+    """The same UUID for VM `name` on every host: libvirt refuses an incoming migration of a
+    domain whose name another host's definition has under another UUID."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://ringfence.invalid/vm/{name}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,7 @@ def domain_xml(spec: GuestSpec) -> str:
     return (
         f"<domain type='{spec.virt}'>\n"
         f"  <name>{escape(spec.name)}</name>\n"
+        f"  <uuid>{domain_uuid(spec.name)}</uuid>\n"
         f"  <memory unit='MiB'>{int(spec.memory_mib)}</memory>\n"
         f"  <vcpu>1</vcpu>\n"
         f"  <os>\n"
