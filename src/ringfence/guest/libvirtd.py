@@ -328,6 +328,18 @@ class QemuLab:
                                  stream_uri=lambda target: self.hosts[target].migrate_uri,
                                  unsafe_migration=True, **options)
 
+    def qemu_pid(self, host: str, vm: str) -> int | None:
+        """The pid of `vm`'s QEMU on `host` (libvirt's pid file), if it runs there."""
+        try:
+            pid = int((self.hosts[host].directory / "run" / "qemu" / f"{vm}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    def namespaces(self) -> list[str]:
+        """This lab's namespaces that exist now (none once it is closed)."""
+        return [name for name in netns.names() if name.startswith(f"{self.tag}-")]
+
     def virsh(self, host: str, *args: str, check: bool = True) -> str:
         return netns.run(["virsh", "-q", "-c", self.hosts[host].uri, *args], check=check,
                          timeout=60).stdout
