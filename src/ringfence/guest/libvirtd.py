@@ -41,6 +41,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,7 @@ def _qemu_conf(host: QemuHost, lock_disks: bool) -> str:
     # shared directory belongs to root. stdio_handler=file: no virtlogd needed.
     conf = ('user = "root"\ngroup = "root"\ndynamic_ownership = 0\nremember_owner = 0\n'
             'security_driver = "none"\nstdio_handler = "file"\n'
-            f'migration_address = "{host.address}"\n')
+            f'migration_address = "{host.address}"\nmigration_host = "{host.address}"\n')
     if lock_disks:
         conf += 'lock_manager = "lockd"\n'
     return conf
@@ -123,6 +124,8 @@ class QemuLab:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
         self.shared = self.root / "shared"
         self.subnet = subnet
+        prefix_octets, last = subnet.rsplit(".", 1)
+        self.second_subnet = f"{prefix_octets}.{int(last) + 1}"
         self.lock_disks = lock_disks
         self.image = image or GuestImage(default_image_dir())
         self.ready_timeout = ready_timeout
@@ -175,6 +178,7 @@ class QemuLab:
         netns.ip("link", "add", "sw", "type", "bridge", "stp_state", "0", "forward_delay", "0",
                  ns=self.switch)
         netns.ip("addr", "add", f"{self.subnet}.254/24", "dev", "sw", ns=self.switch)
+        netns.ip("addr", "add", f"{self.second_subnet}.254/24", "dev", "sw", ns=self.switch)
         netns.ip("link", "set", "sw", "up", ns=self.switch)
         for host in self.hosts.values():
             ns = host.netns
@@ -185,6 +189,7 @@ class QemuLab:
                      self.switch, ns=ns)
             netns.ip("link", "set", "up0", "master", BRIDGE, "up", ns=ns)
             netns.ip("addr", "add", f"{host.address}/24", "dev", BRIDGE, ns=ns)
+            netns.ip("addr", "add", f"{self.second_address(host)}/24", "dev", BRIDGE, ns=ns)
             netns.ip("link", "set", BRIDGE, "up", ns=ns)
             netns.ip("link", "set", host.name, "master", "sw", "up", ns=self.switch)
 
@@ -242,6 +247,36 @@ class QemuLab:
             with contextlib.suppress(OSError):
                 text += (host.directory / name).read_text(errors="replace")[-600:]
         return text.strip() or "(no output)"
+
+    def second_address(self, host: QemuHost) -> str:
+        """The host's address on the lab's second subnet (a second heartbeat network: the
+        same virtual switch, another subnet)."""
+        return f"{self.second_subnet}.{host.index}"
+
+    def power_on(self, name: str) -> None:
+        """Boot host `name` again after `power_off`: its /run/libvirt is emptied (a reboot
+        clears /run), then its libvirtd and virtlockd start; its guests' definitions stay
+        (they were in /etc/libvirt) and none of them runs. `LabError` if it does not come up."""
+        host = self.hosts[name]
+        if host.running():
+            raise LabError(f"{name} is powered on already")
+        shutil.rmtree(host.directory / "run", ignore_errors=True)
+        self._launch(host)
+        self._wait_ready(host)
+
+    def run_in(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start `argv` in host `name`'s network namespace (a process of that host: its
+        power cut kills it). ``ip netns exec`` execs, so the Popen's pid is the command's."""
+        with open(log, "ab") as out:
+            return subprocess.Popen(["ip", "netns", "exec", self.hosts[name].netns, *argv],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+
+    def freeze(self, name: str) -> list[int]:
+        """SIGSTOP every process of host `name` (a hung host); returns their pids."""
+        pids = netns.alive_in(self._inodes[self.hosts[name].netns])
+        netns.signal_pids(pids, signal.SIGSTOP)
+        return pids
 
     def power_off(self, name: str) -> int:
         """Cut host `name`'s power: kill its libvirtd, virtlockd and QEMUs at once. Returns
