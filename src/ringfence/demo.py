@@ -132,8 +132,6 @@ class Demo:
         fence_script.write_text(f"#!/bin/sh\nexec {sys.executable} -m "
                                 f"ringfence.fence.demo_power \"$@\"\n")
         fence_script.chmod(0o755)
-        if self.qemu is not None:
-            self.qemu.start()
         cluster: dict[str, Any] = {
             "name": "demo",
             "key_file": str(key),
@@ -536,6 +534,9 @@ def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
 
     server = None
     interrupted = False
+    if demo.qemu is not None:
+        say("starting one libvirtd per host and defining the guests ...")
+        demo.qemu.start()  # torn down by itself if it fails
     try:
         demo.write_cluster()
         kind = ("QEMU guests (TCG) under one libvirtd per host namespace"

@@ -41,7 +41,7 @@ from ringfence.errors import ConfigError
 from ringfence.guest.domain import GuestSpec, domain_xml
 from ringfence.guest.heartbeat import read_head
 from ringfence.guest.image import GuestImage, default_image_dir
-from ringfence.guest.libvirtd import QemuLab
+from ringfence.guest.libvirtd import LabError, QemuLab
 
 __all__ = ["QemuWorld", "check_ready"]
 
@@ -81,7 +81,9 @@ class QemuWorld:
     def __init__(self, workdir: Path, hosts: list[str], vms: list[str], image: GuestImage,
                  disk_file: Path) -> None:
         self.workdir = workdir
-        self.lab = QemuLab(len(hosts), root=workdir / "lab", image=image)
+        # The lab's own short directory in /tmp, not the work dir: a unix socket's path
+        # (ROOT/hosts/hN/run/libvirt-sock) must stay under 108 bytes.
+        self.lab = QemuLab(len(hosts), image=image)
         # demo host names (host1..) -> lab host names (h1..)
         self.names = {name: f"h{i + 1}" for i, name in enumerate(hosts)}
         self.vms = vms
@@ -92,7 +94,12 @@ class QemuWorld:
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
-        self.lab.start()
+        """Bring the hosts up and write the guests' domain XML; `ConfigError` (with the lab
+        torn down) when a host does not come up."""
+        try:
+            self.lab.start()
+        except LabError as exc:
+            raise ConfigError(f"--vms-kind qemu: the hosts did not come up: {exc}") from None
         xml_dir = self.workdir / "domains"
         xml_dir.mkdir(exist_ok=True)
         for n, vm in enumerate(self.vms, start=1):

@@ -23,7 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _skip_unless_able() -> None:
+def skip_unless_able() -> None:
+    """Skip (saying why) unless this machine can run QEMU guests; installs what they need."""
     if os.geteuid() != 0:
         pytest.skip("the QEMU tests need root (network and mount namespaces, apt-get): "
                     "run them as root, e.g. `sudo .venv/bin/python -m pytest -m qemu tests/qemu`")
@@ -40,9 +41,13 @@ def _skip_unless_able() -> None:
                     f"{(done.stderr or done.stdout).strip()[-600:]}")
 
 
+@pytest.fixture(scope="session")
+def qemu_ready() -> None:
+    skip_unless_able()
+
+
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Any]:
-    _skip_unless_able()
+def lab(qemu_ready: None) -> Iterator[Any]:
     from ringfence.guest.libvirtd import QemuLab
 
     qemu_lab = QemuLab(2)

@@ -154,6 +154,11 @@ class QemuLab:
                 raise LabError(f"{tool} is not installed (scripts/install-qemu)")
         if self.lock_disks and shutil.which("virtlockd") is None:
             raise LabError("virtlockd is not installed (scripts/install-qemu)")
+        longest = max(len(str(h.directory / "run" / "libvirt-sock")) for h in
+                      self.hosts.values())
+        if longest > 107:
+            raise LabError(f"the lab's directory {self.root} is too deep: its libvirtd socket "
+                           f"paths would be {longest} bytes, over the 107 a unix socket allows")
         try:
             self._network()
             (self.shared / "locks").mkdir(parents=True, exist_ok=True)
