@@ -167,6 +167,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        metavar="DURATION",
                        help="the process hypervisor's live migrations copy for this long while "
                             "the source keeps running (demo, tests)")
+    agent.add_argument("--libvirt-unsafe-migration", action="store_true",
+                       help="libvirt hosts: live-migrate guests whose disks libvirt can not "
+                            "tell are on shared storage (VIR_MIGRATE_UNSAFE; the QEMU demo's "
+                            "hosts share one local file system). Never on a real cluster "
+                            "without shared storage")
     agent.add_argument("--bootstrap", action="store_true",
                        help="this host may create the cluster identity in an empty store "
                             "(the first start of a new cluster, or a deliberate re-bootstrap)")
@@ -387,6 +392,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None,
         migration_delay=args.migration_delay,
+        unsafe_migration=args.libvirt_unsafe_migration,
         bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)
 

@@ -184,6 +184,7 @@ class Demo:
                 *(["--migration-delay", f"{self.options.migration_delay:g}"]
                   if self.options.migration_delay else [])]
         if self.qemu is not None:  # the agent runs in its host's namespace
+            argv.append("--libvirt-unsafe-migration")  # the lab's "shared" disks are local
             host.process = self.qemu.start_agent(host.name, argv, host.log)
             return
         with host.log.open("ab") as log:

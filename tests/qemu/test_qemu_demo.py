@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from qemu_helpers import wait_for
 
 from ringfence.lab import netns
 
@@ -38,3 +40,49 @@ def test_a_power_cut_host_s_guest_runs_and_answers_elsewhere(qemu_ready: None,
     assert ("host_fenced", None) in kinds
     assert ("vm_verified", "vm1") in kinds  # answered over HTTP on host2
     assert {n for n in netns.names() if n.startswith("rfq-")} == before
+
+
+def placed(workdir: Path, vm: str, within: float = 2.0) -> str | None:
+    """The host whose QEMU wrote `vm`'s latest heartbeat, if it came within `within` s."""
+    try:
+        lines = (workdir / "disk.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    mine = [json.loads(line) for line in lines if f'"vm": "{vm}"' in line]
+    return mine[-1]["host"] if mine and mine[-1]["t"] > time.time() - within else None
+
+
+def test_a_maintenance_drain_live_migrates_the_guest_without_restart(qemu_ready: None,
+                                                                      tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "ringfence.cli", "demo", "--vms-kind", "qemu", "--hosts", "2",
+         "--vms", "2", "--fault", "none", "--duration", "70s", "--port", "0", "--no-browser",
+         "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workdir = tmp_path / f"ringfence-demo-{demo.pid}"
+    try:
+        wait_for("vm1 running on host1", lambda: placed(workdir, "vm1") == "host1", 200)
+        drain = subprocess.run(
+            [sys.executable, "-m", "ringfence.cli", "host", "maintenance", "host1", "on",
+             "--config", str(workdir / "cluster.yaml")],
+            env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert drain.returncode == 0, drain.stdout + drain.stderr
+        wait_for("vm1 running on host2", lambda: placed(workdir, "vm1") == "host2", 120)
+        out, err = demo.communicate(timeout=300)
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            demo.communicate(timeout=120)
+    assert demo.returncode == 0, out[-2000:] + err[-2000:]
+    assert json.loads(out)["split_brain"] is False
+    vm1 = [r for r in map(json.loads, (workdir / "disk.jsonl").read_text().splitlines())
+           if r["vm"] == "vm1"]
+    hosts = [r["host"] for r in vm1]
+    moved = hosts.index("host2")
+    assert set(hosts[:moved]) == {"host1"} and set(hosts[moved:]) == {"host2"}
+    assert {r["token"] for r in vm1} == {vm1[0]["token"]}  # one boot: never restarted
+    seqs = [r["seq"] for r in vm1]
+    assert seqs == sorted(seqs)  # the counter went on across the move
+    journal = (workdir / "state" / "journal-host1.jsonl").read_text()  # the source's
+    assert any(e["kind"] == "vm_migrated" and e.get("vm") == "vm1" and e["target"] == "host2"
+               for e in map(json.loads, journal.splitlines()))

@@ -81,6 +81,7 @@ class AgentOptions:
     log_json: bool = False
     disk_file: Path | None = None  # the `process` hypervisor's shared "disk"
     migration_delay: float = 0.0  # the process hypervisor's migration "copy" (tests, demo)
+    unsafe_migration: bool = False  # libvirt: VIR_MIGRATE_UNSAFE (the QEMU demo's local disks)
     bootstrap: bool = False  # may create the cluster identity in an empty store
     forget_store: bool = False  # forget the remembered store identity (no VM may run)
     on_status: Callable[[str], None] | None = None
@@ -176,7 +177,8 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
     from ringfence.probes.guest import NetworkGuestChecks
 
     return (LibvirtHypervisor(kind, domain_xml_source(config, store),
-                              target_uri=migration_target_uri(config)),
+                              target_uri=migration_target_uri(config),
+                              unsafe_migration=options.unsafe_migration),
             NetworkGuestChecks(config))
 
 
