@@ -109,6 +109,24 @@ def test_live_migration_keeps_the_guest_running_without_restart(lab: Any) -> Non
     h2.destroy("mig1")
 
 
+def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
+        lab: Any) -> None:
+    """Shared block storage: each host opens its own device node for one disk, so QEMU's
+    image locks (local to one kernel) do not see the other host's QEMU; the lock manager's
+    lease in the shared lock space, named by the disk's path, is what refuses."""
+    guests = {"lease1": lab.guest("lease1", 6)}
+    h1, h2 = lab.hypervisor("h1", guests), lab.hypervisor("h2", guests)
+    own = lab.shadow("h2", guests["lease1"].disk)  # h2 sees another file at the same path
+    ok(h1.start("lease1", 60))
+    wait_for("lease1 heartbeating", lambda: read_head(guests["lease1"].disk))
+    refused = h2.start("lease1", 61).wait(120)
+    assert refused is not None and not refused.ok
+    assert "resource busy" in refused.detail and "is locked" in refused.detail, refused.detail
+    assert h2.list_running() == {}
+    assert read_head(own) is None  # h2's QEMU never ran the guest
+    h1.destroy("lease1")
+
+
 def test_a_second_start_on_another_host_is_refused_while_the_first_runs(lab: Any) -> None:
     guests = {"lock1": lab.guest("lock1", 5)}
     h1, h2 = lab.hypervisor("h1", guests), lab.hypervisor("h2", guests)

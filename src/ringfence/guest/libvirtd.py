@@ -368,6 +368,23 @@ class QemuLab:
                                  stream_uri=lambda target: self.hosts[target].migrate_uri,
                                  unsafe_migration=True, **options)
 
+    def shadow(self, host: str, path: Path) -> Path:
+        """Give host `host` a file of its own at `path` of the shared directory: an empty
+        copy bind-mounted over it in that host's mount namespace only, so that its QEMUs open
+        another file under the same name. This is how a disk on shared block storage looks
+        (each host its own device node for one LUN, where QEMU's own image locks, which are
+        local to one kernel, can not see the other host's): only the lock manager's lease,
+        named by the path, is shared. Returns the host's own file."""
+        lab_host = self.hosts[host]
+        if lab_host.process is None or not lab_host.running():
+            raise LabError(f"{host} is not running")
+        own = lab_host.directory / f"shadow-{path.name}"
+        with open(own, "wb") as out:
+            out.truncate(path.stat().st_size)
+        netns.run(["nsenter", "-t", str(lab_host.process.pid), "-m", "--", "mount", "--bind",
+                   str(own), str(path)])
+        return own
+
     def qemu_pid(self, host: str, vm: str) -> int | None:
         """The pid of `vm`'s QEMU on `host` (libvirt's pid file), if it runs there."""
         try:
