@@ -286,14 +286,8 @@ class Demo:
         victim = self.target()
         if kind == "power_off":
             (self.power / f"{victim}.off").write_text("power cut by the demo\n")
-            self.qemu.power_off(victim)
-        elif kind == "hang":
-            self.qemu.freeze(victim)
-        else:  # agent_hang: only the agent freezes; its guests and libvirtd run on
-            frozen = next(h for h in self.hosts if h.name == victim)
-            if frozen.process is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(frozen.process.pid, signal.SIGSTOP)
+        agent = next(h.process for h in self.hosts if h.name == victim)
+        self.qemu.fault(kind, victim, agent.pid if agent is not None else None)
         self.faults.append(Fault(now - self.started, kind, victim, now))
 
     def handle_power_requests(self) -> None:

@@ -138,6 +138,18 @@ class QemuWorld:
     def freeze(self, host: str) -> None:
         self.lab.freeze(self.names[host])
 
+    def fault(self, kind: str, host: str, agent_pid: int | None) -> None:
+        """Host fault `kind` on demo host `host`: power_off (every process of its namespace
+        killed), hang (all of them stopped), agent_hang (only its agent stopped: its guests
+        and libvirtd run on)."""
+        if kind == "power_off":
+            self.power_off(host)
+        elif kind == "hang":
+            self.freeze(host)
+        elif kind == "agent_hang" and agent_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent_pid, signal.SIGSTOP)
+
     def crash(self, vm: str) -> str | None:
         """Kill `vm`'s QEMU (SIGKILL); returns the host it ran on."""
         for host, lab_host in self.names.items():
