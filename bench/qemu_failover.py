@@ -97,7 +97,7 @@ def migrations(count: int) -> list[dict[str, Any]]:
     results = []
     with QemuLab(2) as lab:
         guests = {"mig": lab.guest("mig", 1)}
-        drivers = {h: lab.hypervisor(h, guests) for h in ("h1", "h2")}
+        drivers = {h: lab.driver(h) for h in ("h1", "h2")}
         job = drivers["h1"].start("mig", 1)
         job.wait(120)
         disk = guests["mig"].disk

@@ -40,7 +40,7 @@ def beats_after(disk: Path, seq: int) -> Beat | None:
 
 def test_guest_boots_answers_over_http_and_its_disk_heartbeat_advances(lab: Any) -> None:
     guests = {"web1": lab.guest("web1", 1)}
-    h1 = lab.hypervisor("h1", guests)
+    h1 = lab.driver("h1")
     ok(h1.start("web1", 11))
     assert h1.list_running() == {"web1": 11}
     disk = guests["web1"].disk
@@ -57,8 +57,8 @@ def test_guest_boots_answers_over_http_and_its_disk_heartbeat_advances(lab: Any)
 
 
 def test_stop_with_a_stale_token_is_refused(lab: Any) -> None:
-    guests = {"tok1": lab.guest("tok1", 2)}
-    h1 = lab.hypervisor("h1", guests)
+    lab.guest("tok1", 2)
+    h1 = lab.driver("h1")
     ok(h1.start("tok1", 20))
     stale = h1.stop("tok1", 19).wait(60)
     assert stale is not None and not stale.ok and "token 20" in stale.detail
@@ -69,7 +69,7 @@ def test_stop_with_a_stale_token_is_refused(lab: Any) -> None:
 
 def test_killed_qemu_is_noticed_through_a_life_cycle_event(lab: Any) -> None:
     guests = {"crash1": lab.guest("crash1", 3)}
-    h2 = lab.hypervisor("h2", guests)
+    h2 = lab.driver("h2")
     ok(h2.start("crash1", 30))
     disk = guests["crash1"].disk
     wait_for("crash1 heartbeating", lambda: read_head(disk))
@@ -91,7 +91,7 @@ def test_killed_qemu_is_noticed_through_a_life_cycle_event(lab: Any) -> None:
 
 def test_live_migration_keeps_the_guest_running_without_restart(lab: Any) -> None:
     guests = {"mig1": lab.guest("mig1", 4)}
-    h1, h2 = lab.hypervisor("h1", guests), lab.hypervisor("h2", guests)
+    h1, h2 = lab.driver("h1"), lab.driver("h2")
     ok(h1.start("mig1", 40))
     disk = guests["mig1"].disk
     first = wait_for("mig1 heartbeating", lambda: read_head(disk))
@@ -115,7 +115,7 @@ def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
     image locks (local to one kernel) do not see the other host's QEMU; the lock manager's
     lease in the shared lock space, named by the disk's path, is what refuses."""
     guests = {"lease1": lab.guest("lease1", 6)}
-    h1, h2 = lab.hypervisor("h1", guests), lab.hypervisor("h2", guests)
+    h1, h2 = lab.driver("h1"), lab.driver("h2")
     own = lab.shadow("h2", guests["lease1"].disk)  # h2 sees another file at the same path
     ok(h1.start("lease1", 60))
     wait_for("lease1 heartbeating", lambda: read_head(guests["lease1"].disk))
@@ -129,7 +129,7 @@ def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
 
 def test_a_second_start_on_another_host_is_refused_while_the_first_runs(lab: Any) -> None:
     guests = {"lock1": lab.guest("lock1", 5)}
-    h1, h2 = lab.hypervisor("h1", guests), lab.hypervisor("h2", guests)
+    h1, h2 = lab.driver("h1"), lab.driver("h2")
     ok(h1.start("lock1", 50))
     disk = guests["lock1"].disk
     first = wait_for("lock1 heartbeating", lambda: read_head(disk))

@@ -136,6 +136,9 @@ class QemuLab:
         self._namespaces: list[str] = []
         self._inodes: dict[str, int] = {}
         self._owns_root = root is None
+        self.guests: dict[str, GuestSpec] = {}
+        self._drivers: list[Any] = []
+        self._cached: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ life cycle
     def __enter__(self) -> QemuLab:
@@ -297,6 +300,10 @@ class QemuLab:
         """Power off every host, delete the namespaces and the lab's directory; never raises
         (what can not be removed is left and named in `leftovers`)."""
         self.leftovers: list[str] = []
+        for driver in self._drivers:
+            driver.close()
+        self._drivers.clear()
+        self._cached.clear()
         for host in self.hosts.values():
             if host.netns not in self._inodes:
                 continue
@@ -348,25 +355,37 @@ class QemuLab:
         shared directory (the disk is created if missing)."""
         disk = self.shared / f"{name}.hb"
         create_disk(disk)
-        return GuestSpec(name, self.image, disk, self.shared / f"{name}.console",
+        spec = GuestSpec(name, self.image, disk, self.shared / f"{name}.console",
                          address=self.guest_address(n), bridge=BRIDGE)
+        self.guests[name] = spec
+        return spec
 
-    def hypervisor(self, host: str, guests: dict[str, GuestSpec], **options: Any) -> Any:
-        """ringfence's libvirt driver for `host`, defining `guests` by name, migrating over
-        the lab network (``VIR_MIGRATE_UNSAFE``: the hosts share a local file system, which
-        libvirt can not know is shared; see `LibvirtHypervisor`)."""
+    def hypervisor(self, host: str, **options: Any) -> Any:
+        """A new ringfence libvirt driver (`LibvirtHypervisor`) for `host`, defining the
+        lab's guests (`guest`) by name, migrating over the lab network
+        (``VIR_MIGRATE_UNSAFE``: the hosts share a local file system, which libvirt can not
+        know is shared). `close` closes it."""
         from ringfence.hypervisor.libvirt import LibvirtHypervisor
 
         def xml(vm: str) -> str:
-            if vm not in guests:
+            if vm not in self.guests:
                 raise KeyError(f"no guest {vm!r} in this lab")
-            return domain_xml(guests[vm])
+            return domain_xml(self.guests[vm])
 
         options.setdefault("stop_grace", 3.0)  # the tiny guest ignores ACPI shutdown
-        return LibvirtHypervisor(self.hosts[host].uri, xml,
-                                 target_uri=lambda target: self.hosts[target].tcp_uri,
-                                 stream_uri=lambda target: self.hosts[target].migrate_uri,
-                                 unsafe_migration=True, **options)
+        driver = LibvirtHypervisor(self.hosts[host].uri, xml,
+                                   target_uri=lambda target: self.hosts[target].tcp_uri,
+                                   stream_uri=lambda target: self.hosts[target].migrate_uri,
+                                   unsafe_migration=True, **options)
+        self._drivers.append(driver)
+        return driver
+
+    def driver(self, host: str) -> Any:
+        """The lab's one driver for `host` (made on first use; one connection per host for
+        the lab's life, so that nothing closes connections while others work)."""
+        if host not in self._cached:
+            self._cached[host] = self.hypervisor(host)
+        return self._cached[host]
 
     def shadow(self, host: str, path: Path) -> Path:
         """Give host `host` a file of its own at `path` of the shared directory: an empty

@@ -337,10 +337,26 @@ class LibvirtHypervisor:
                                     | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                 return f"{vm} runs with token {token}"
             self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            # A start that fails half-way (QEMU launched, then refused a lock) stops the
+            # domain: that stop is this start's failure, not a lost guest.
+            self.events.expect_stop(vm, 2 * self.call_timeout)
             self._bounded(f"start {vm}", domain.create)
+            self.events.done_stopping(vm)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"can not start {vm}: {exc}") from exc
         return f"{vm} started"
+
+    def close(self) -> None:
+        """Drop the connection (its event callbacks first). Bounded; never raises. A later
+        call connects again."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+            self._bounded("deregister events", lambda: self.events.detach(connection),
+                          exclusive=False)
+        with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+            self._bounded("close", connection.close, exclusive=False)
 
     def stop(self, vm: str, token: int) -> ThreadJob:
         """Ask the guest to shut down; destroy it if it still runs `stop_grace` seconds

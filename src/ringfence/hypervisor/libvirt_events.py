@@ -75,14 +75,25 @@ class DomainEvents:
         self._lost: dict[str, str] = {}
         self._asked: dict[str, float] = {}
         self._completed: dict[str, dict[str, Any]] = {}
+        self._callbacks: dict[int, list[int]] = {}
         self.log: deque[tuple[float, str, str]] = deque(maxlen=200)
 
     def attach(self, connection: Any) -> None:
-        connection.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                          self._lifecycle, None)
+        ids = [connection.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None)]
         job_completed = getattr(libvirt, "VIR_DOMAIN_EVENT_ID_JOB_COMPLETED", None)
         if job_completed is not None:
-            connection.domainEventRegisterAny(None, job_completed, self._job_completed, None)
+            ids.append(connection.domainEventRegisterAny(None, job_completed,
+                                                         self._job_completed, None))
+        with self._lock:
+            self._callbacks[id(connection)] = ids
+
+    def detach(self, connection: Any) -> None:
+        """Deregister this object's callbacks from `connection` (before closing it)."""
+        with self._lock:
+            ids = self._callbacks.pop(id(connection), [])
+        for callback in ids:
+            connection.domainEventDeregisterAny(callback)
 
     def expect_stop(self, vm: str, within: float = 600.0) -> None:
         """This driver is about to stop, destroy or migrate `vm`: its stop is not lost."""
