@@ -44,7 +44,10 @@ def _kill_namespace(name: str) -> None:
     from ringfence.lab import netns
 
     with contextlib.suppress(OSError, netns.LabError):
-        netns.kill_all(netns.inode(name))
+        inode = netns.inode(name)
+        before = netns.alive_in(inode)
+        netns.kill_all(inode)
+        netns.wait_exited(before, 10.0)  # the guests' disk locks are free once "off"
 
 
 def _namespace_alive(name: str) -> bool:

@@ -290,10 +290,13 @@ class QemuLab:
         """Cut host `name`'s power: kill its libvirtd, virtlockd and QEMUs at once. Returns
         how many processes died. Its namespace stays (the host can not be started again)."""
         host = self.hosts[name]
-        killed = netns.kill_all(self._inodes[host.netns])
+        inode = self._inodes[host.netns]
+        before = netns.alive_in(inode)
+        killed = netns.kill_all(inode)
         if host.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 host.process.wait(5)
+        netns.wait_exited(before, 10.0)
         return killed
 
     def close(self) -> None:
@@ -419,3 +422,4 @@ class QemuLab:
     def virsh(self, host: str, *args: str, check: bool = True) -> str:
         return netns.run(["virsh", "-q", "-c", self.hosts[host].uri, *args], check=check,
                          timeout=60).stdout
+
