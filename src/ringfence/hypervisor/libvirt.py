@@ -60,6 +60,8 @@ its outcome is unknown; `destroy` of a domain that does not run is not an error;
 `migrate` says whether the domain still runs here ("still runs on this host") or may run in
 both places.
 
+`close()` drops the connection, deregistering the event callbacks first.
+
 libvirt's default error handler prints every error on stderr; creating a `LibvirtHypervisor`
 replaces it (process-wide) with a silent one: errors reach us as exceptions anyway.
 """
