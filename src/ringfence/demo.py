@@ -13,6 +13,10 @@ one VM) comes `--fault-at` seconds after every VM runs. The ground truth is the 
 which host wrote for which VM when. Downtime is the gap in a VM's writes; a split brain is two
 hosts writing for one VM in overlapping intervals, whatever the agents believe.
 
+With `--vms-kind qemu` (`ringfence.demo_qemu`) the VMs are real QEMU guests under one
+libvirtd per host, each host a network namespace, and the ground truth is the guests' own
+heartbeat disks; the rest of the demo is the same.
+
 Everything the demo starts it stops: on Ctrl-C, on SIGTERM and SIGHUP (`timeout`, a closed
 terminal: handled exactly as Ctrl-C), at the end of `--duration`, and on errors; then it writes
 its summary and report and removes its pointer for `ringfence status`. A signal that comes
@@ -61,6 +65,7 @@ class DemoOptions:
     migration_delay: float = 0.0  # how long a process VM's migration "copy" takes (tests)
     fault_target: str = "busiest"  # busiest, leader, or a host's name
     alert_webhooks: list[str] = field(default_factory=list)  # a webhook + deadman route each
+    vms_kind: str = "process"  # or "qemu": real guests under libvirt (ringfence.demo_qemu)
 
 
 @dataclass
@@ -105,6 +110,15 @@ class Demo:
         self.stopping = False
         self.token_file = self.workdir / "api-tokens"  # the run's admin token (the API)
         self.api: str | None = None  # the API's base URL, once it listens
+        self.qemu: Any = None  # a demo_qemu.QemuWorld with --vms-kind qemu
+        if options.vms_kind == "qemu":
+            from ringfence.demo_qemu import QemuWorld, check_ready
+
+            image = check_ready(options.fencing)
+            self.qemu = QemuWorld(self.workdir, [h.name for h in self.hosts], self.vms, image,
+                                  self.disk)
+            # QEMU guests beat every 200 ms (and slower while TCG is busy booting others)
+            self.GAP, self.RUNNING_WINDOW = 0.9, 2.0
 
     # ------------------------------------------------------------------ set-up
     def write_cluster(self) -> None:
@@ -140,6 +154,11 @@ class Demo:
                     for i, vm in enumerate(self.vms)],
             "policy": {"host_failures_to_tolerate": 1},
         }
+        if self.qemu is not None:
+            for entry in cluster["hosts"]:
+                entry.update(self.qemu.host_entry(entry["name"]))
+            for entry in cluster["vms"]:
+                entry.update(self.qemu.vm_entry(entry["name"]))
         if self.options.alert_webhooks:
             cluster["alerts"] = [
                 *({"kind": "webhook", "name": f"webhook{i + 1}", "url": url}
@@ -149,7 +168,9 @@ class Demo:
         if self.options.fencing:
             cluster["fencing"] = {h.name: {"agent": str(fence_script),
                                            "params": {"plug": h.name,
-                                                      "workdir": str(self.workdir)}}
+                                                      "workdir": str(self.workdir),
+                                                      **(self.qemu.fence_params(h.name)
+                                                         if self.qemu is not None else {})}}
                                   for h in self.hosts}
         self.config_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
         write_demo_pointer(self.config_path)
@@ -157,14 +178,18 @@ class Demo:
     def start_host(self, host: DemoHost) -> None:
         (self.power / f"{host.name}.off").unlink(missing_ok=True)
         host.log = self.workdir / f"{host.name}.log"
+        argv = [sys.executable, "-m", "ringfence.cli", "agent", "--config",
+                str(self.config_path), "--host", host.name, "--state-dir", str(self.state),
+                "--watchdog", "process", "--disk-file", str(self.disk),
+                *(["--migration-delay", f"{self.options.migration_delay:g}"]
+                  if self.options.migration_delay else [])]
+        if self.qemu is not None:  # the agent runs in its host's namespace
+            argv.append("--libvirt-unsafe-migration")  # the lab's "shared" disks are local
+            host.process = self.qemu.start_agent(host.name, argv, host.log)
+            return
         with host.log.open("ab") as log:
             host.process = subprocess.Popen(
-                [sys.executable, "-m", "ringfence.cli", "agent", "--config",
-                 str(self.config_path), "--host", host.name, "--state-dir", str(self.state),
-                 "--watchdog", "process", "--disk-file", str(self.disk),
-                 *(["--migration-delay", f"{self.options.migration_delay:g}"]
-                   if self.options.migration_delay else [])],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+                argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
 
     # ------------------------------------------------------------------ ground truth
     def writes(self) -> list[dict[str, Any]]:
@@ -175,8 +200,10 @@ class Demo:
                     records.append(json.loads(line))
         return records
 
-    def placement_now(self, window: float = 1.0) -> dict[str, str]:
-        """Which host wrote for each VM in the last `window` seconds."""
+    def placement_now(self, window: float | None = None) -> dict[str, str]:
+        """Which host wrote for each VM in the last `window` seconds (default:
+        `RUNNING_WINDOW`)."""
+        window = self.RUNNING_WINDOW if window is None else window
         now = time.time()
         placed: dict[str, str] = {}
         for record in self.writes():
@@ -227,6 +254,9 @@ class Demo:
         now = time.time()
         if kind == "none":
             return
+        if self.qemu is not None:
+            self._inject_qemu(kind, now)
+            return
         if kind == "vm_crash":
             vm = self.vms[0]
             host = self.placement_now().get(vm)
@@ -248,6 +278,18 @@ class Demo:
                 os.kill(pid, sig)
         self.faults.append(Fault(now - self.started, kind, victim, now))
 
+    def _inject_qemu(self, kind: str, now: float) -> None:
+        if kind == "vm_crash":
+            vm = self.vms[0]
+            self.faults.append(Fault(now - self.started, kind, self.qemu.crash(vm), now, vm))
+            return
+        victim = self.target()
+        if kind == "power_off":
+            (self.power / f"{victim}.off").write_text("power cut by the demo\n")
+        agent = next(h.process for h in self.hosts if h.name == victim)
+        self.qemu.fault(kind, victim, agent.pid if agent is not None else None)
+        self.faults.append(Fault(now - self.started, kind, victim, now))
+
     def handle_power_requests(self) -> None:
         """The demo's power controller: a fence agent asked to power a host on again."""
         for host in self.hosts:
@@ -258,6 +300,9 @@ class Demo:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(host.process.pid, signal.SIGKILL)
                     host.process.wait()
+                if self.qemu is not None:
+                    self.qemu.power_off(host.name)  # whatever was left (e.g. a frozen host)
+                    self.qemu.power_on(host.name)
                 self.start_host(host)
 
     # ------------------------------------------------------------------ summary
@@ -395,6 +440,8 @@ class Demo:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(host.process.pid, signal.SIGKILL)
                 host.process.wait()
+        if self.qemu is not None:
+            self.qemu.close()
         remove_demo_pointer(self.config_path)
 
 
@@ -482,10 +529,15 @@ def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
 
     server = None
     interrupted = False
+    if demo.qemu is not None:
+        say("starting one libvirtd per host and defining the guests ...")
+        demo.qemu.start()  # torn down by itself if it fails
     try:
         demo.write_cluster()
-        say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, process "
-            f"VMs; work dir {demo.workdir}")
+        kind = ("QEMU guests (TCG) under one libvirtd per host namespace"
+                if demo.qemu is not None else "process VMs")
+        say(f"ringfence demo: {options.hosts} hosts, {options.vms} VMs, SQLite store, {kind}; "
+            f"work dir {demo.workdir}")
         for host in demo.hosts:
             demo.start_host(host)
         if options.port:
@@ -500,10 +552,12 @@ def _run(demo: Demo, options: DemoOptions, received: list[int]) -> int:
                 if options.browser and not options.as_json:
                     with contextlib.suppress(Exception):
                         webbrowser.open(url)
-        deadline = time.time() + 60
+        boot_limit = 60 if demo.qemu is None else 180
+        deadline = time.time() + boot_limit
         while len(demo.placement_now()) < len(demo.vms):
             if time.time() > deadline:
-                say("not every VM started within 60 s; see the host logs in the work dir")
+                say(f"not every VM started within {boot_limit} s; see the host logs in the "
+                    f"work dir")
                 break
             time.sleep(0.25)
         say(f"all {len(demo.placement_now())} VMs run: {_where(demo)}")

@@ -88,6 +88,7 @@ class AgentOptions:
     # that live-migrate process VMs to each other must share it.
     vm_dir: Path | None = None
     migration_delay: float = 0.0  # the process hypervisor's migration "copy" (tests, demo)
+    unsafe_migration: bool = False  # libvirt: VIR_MIGRATE_UNSAFE (the QEMU demo's local disks)
     bootstrap: bool = False  # may create the cluster identity in an empty store
     forget_store: bool = False  # forget the remembered store identity (no VM may run)
     on_status: Callable[[str], None] | None = None
@@ -187,7 +188,32 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
                           path=f"hosts[{index}].hypervisor") from None
     from ringfence.probes.guest import NetworkGuestChecks
 
-    return LibvirtHypervisor(kind, domain_xml_source(config, store)), NetworkGuestChecks(config)
+    return (LibvirtHypervisor(kind, domain_xml_source(config, store),
+                              target_uri=migration_target_uri(config),
+                              unsafe_migration=options.unsafe_migration),
+            NetworkGuestChecks(config))
+
+
+def migration_target_uri(config: ClusterConfig) -> Callable[[str], str]:
+    """Where this host's libvirtd sends a live migration to host `target`: the target's own
+    `hypervisor` URI from the cluster file when it names a remote host (``qemu+tcp://ADDR/
+    system``, ``qemu+ssh://...``: the source libvirtd connects there), else the target's
+    system libvirtd over ssh by its name (`ssh_uri`)."""
+    from urllib.parse import urlsplit
+
+    from ringfence.hypervisor.libvirt import ssh_uri
+
+    def uri(target: str) -> str:
+        try:
+            spec = config.host(target)
+        except KeyError:
+            spec = None
+        given = spec.hypervisor if spec is not None else None
+        if given and given != "process" and urlsplit(given).hostname:
+            return given
+        return ssh_uri(target)
+
+    return uri
 
 
 def _notify_ready() -> None:

@@ -2,8 +2,10 @@
 
 `ringfence demo` gives every host this fence agent: `action=off` kills every process of the
 host (its agent, its VMs, its watchdog supervisor: what a power cut does), `status` reports off
-(exit 2) once none is left, `on` asks the demo to start the host's agent again. It imports
-nothing heavy, because a fence agent's start-up time is part of the failover time.
+(exit 2) once none is left, `on` asks the demo to start the host's agent again. With
+`netns=NAME` (the QEMU demo: each host is a network namespace with its own libvirtd), every
+process of that namespace is the host's too: libvirtd, virtlockd and the QEMU guests. It
+imports nothing heavy, because a fence agent's start-up time is part of the failover time.
 """
 
 from __future__ import annotations
@@ -38,6 +40,25 @@ def pids_of(workdir: Path, host: str, *, vm: str | None = None) -> list[int]:
     return sorted(pids)
 
 
+def _kill_namespace(name: str) -> None:
+    from ringfence.lab import netns
+
+    with contextlib.suppress(OSError, netns.LabError):
+        inode = netns.inode(name)
+        before = netns.alive_in(inode)
+        netns.kill_all(inode)
+        netns.wait_exited(before, 10.0)  # the guests' disk locks are free once "off"
+
+
+def _namespace_alive(name: str) -> bool:
+    from ringfence.lab import netns
+
+    try:
+        return bool(netns.alive_in(netns.inode(name)))
+    except OSError:
+        return False  # the namespace is gone: nothing of the host runs
+
+
 # ---------------------------------------------------------------------- power fence agent
 def power_agent(argv: list[str]) -> int:
     """A fence agent for demo hosts, speaking the ClusterLabs stdin protocol:
@@ -55,8 +76,11 @@ def power_agent(argv: list[str]) -> int:
         return 1
     if action in ("monitor", "list", "metadata"):
         return 0
+    namespace = params.get("netns", "")
     if action in ("off", "reboot"):
         (power / f"{host}.off").write_text("fenced\n")
+        if namespace:
+            _kill_namespace(namespace)
         for pid in pids_of(workdir, host):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -66,7 +90,8 @@ def power_agent(argv: list[str]) -> int:
         (power / f"{host}.on").write_text("power on\n")
         return 0
     if action == "status":
-        off = (power / f"{host}.off").exists() and not pids_of(workdir, host)
+        off = ((power / f"{host}.off").exists() and not pids_of(workdir, host)
+               and not (namespace and _namespace_alive(namespace)))
         return 2 if off else 0
     sys.stderr.write(f"fence_demo: unknown action {action}\n")
     return 1

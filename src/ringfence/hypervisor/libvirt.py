@@ -28,6 +28,26 @@ completed anyway is destroyed again.
 the target's). The token is set on the domain first, so it arrives with it. A migration that
 runs longer than `migrate_timeout`, or whose job is cancelled, is aborted
 (``virDomainAbortJob``): the guest then stays here, unless the switchover already happened.
+`stream_uri(target)` (optional) is where QEMU's migration stream goes
+(``VIR_MIGRATE_PARAM_URI``, e.g. ``tcp://ADDRESS`` on a dedicated network). The job is a
+`MigrationJob`: while it runs, its `progress` holds libvirt's job statistics (polled every
+half second), and when it ends, the completed job's statistics (libvirt's job-completed
+event): its detail says the downtime, the memory sent and the iterations.
+`unsafe_migration` adds ``VIR_MIGRATE_UNSAFE``: libvirt calls a disk "shared storage" only
+on a network or cluster file system it knows (NFS, GFS2, Ceph, ...), so the lab, whose hosts
+share one local file system, needs it; a real cluster on NFS or Ceph does not.
+
+The token is checked before every action, against the one in the domain's live metadata:
+`stop` is refused when the domain runs with another token than the one it is asked to stop
+(it was re-tokened or restarted since the caller listed it: the caller lists again); `start`
+and `migrate` are refused when the domain runs with a newer token than theirs (the caller's
+view is stale), and when a running domain carries no ringfence token (not ours).
+`destroy` (the self-fence) checks nothing: it must always be able to pull the plug.
+
+Life-cycle events (`libvirt_events.DomainEvents`, `events`): a domain that stops without this
+driver asking (its QEMU killed, the guest crashed) is reported at once by `take_lost()`, and
+`changed` is set, so that the agent can run a cycle at once instead of waiting for its next
+listing.
 
 Bounded calls: libvirt calls can hang (a wedged libvirtd, an unreachable ssh peer). Every call
 runs in a helper thread and is given up after `call_timeout` seconds (`migrate_timeout` for the
@@ -39,6 +59,8 @@ Failure semantics (the `Hypervisor` protocol): `HypervisorError` whenever an act
 its outcome is unknown; `destroy` of a domain that does not run is not an error; a failed
 `migrate` says whether the domain still runs here ("still runs on this host") or may run in
 both places.
+
+`close()` drops the connection, deregistering the event callbacks first.
 
 libvirt's default error handler prints every error on stderr; creating a `LibvirtHypervisor`
 replaces it (process-wide) with a silent one: errors reach us as exceptions anyway.
@@ -57,9 +79,10 @@ import libvirt
 
 from ringfence.hypervisor.base import HypervisorError
 from ringfence.hypervisor.jobs import ThreadJob
+from ringfence.hypervisor.libvirt_events import DomainEvents, ensure_event_loop
 
-__all__ = ["METADATA_KEY", "METADATA_NS", "MIGRATE_FLAGS", "LibvirtHypervisor",
-           "migration_request", "ssh_uri"]
+__all__ = ["METADATA_KEY", "METADATA_NS", "MIGRATE_FLAGS", "LibvirtHypervisor", "MigrationJob",
+           "MigrationProgress", "migration_request", "ssh_uri"]
 
 METADATA_NS = "https://ringfence.invalid/1"
 METADATA_KEY = "ringfence"
@@ -79,14 +102,48 @@ def ssh_uri(host: str) -> str:
 
 
 def migration_request(target: str, target_uri: Callable[[str], str] = ssh_uri,
-                      bandwidth_mib: int | None = None) -> tuple[str, dict[str, Any], int]:
+                      bandwidth_mib: int | None = None, *, stream_uri: str | None = None,
+                      unsafe: bool = False) -> tuple[str, dict[str, Any], int]:
     """The arguments of ``virDomainMigrateToURI3`` for a migration to `target`:
     (destination URI, typed parameters, flags)."""
     uri = target_uri(target)
     params: dict[str, Any] = {}
     if bandwidth_mib is not None:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib
-    return uri, params, MIGRATE_FLAGS
+    if stream_uri is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = stream_uri
+    return uri, params, MIGRATE_FLAGS | (libvirt.VIR_MIGRATE_UNSAFE if unsafe else 0)
+
+
+class MigrationProgress:
+    """What a running migration has done so far (`latest`: libvirt's ``jobStats`` of the
+    source's job) and, once it ended, the completed job's statistics (`completed`)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] = {}
+        self.completed: dict[str, Any] = {}
+
+    def summary(self) -> str:
+        stats = self.completed or self.latest
+        parts = []
+        if "downtime" in stats:
+            parts.append(f"downtime {int(stats['downtime'])} ms")
+        if "memory_processed" in stats:
+            parts.append(f"{int(stats['memory_processed']) >> 20} MiB sent")
+        if "memory_iteration" in stats:
+            parts.append(f"{int(stats['memory_iteration'])} iterations")
+        if "time_elapsed" in stats:
+            parts.append(f"{int(stats['time_elapsed'])} ms in all")
+        return ", ".join(parts)
+
+
+class MigrationJob(ThreadJob):
+    """A migration's job, with its `progress` (see `MigrationProgress`)."""
+
+    def __init__(self, name: str, work: Callable[[MigrationProgress], str], *,
+                 abort: Callable[[], None]) -> None:
+        self.progress = MigrationProgress()
+        super().__init__(name, lambda: work(self.progress), abort=abort)
 
 
 def _token_xml(token: int) -> str:
@@ -112,8 +169,17 @@ class LibvirtHypervisor:
     def __init__(self, uri: str, domain_xml: Callable[[str], str], *,
                  target_uri: Callable[[str], str] = ssh_uri, stop_grace: float = 60.0,
                  call_timeout: float = 10.0, migrate_timeout: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stream_uri: Callable[[str], str] | None = None,
+                 unsafe_migration: bool = False, events: bool = True) -> None:
         self.uri = uri
+        self.stream_uri = stream_uri
+        self.unsafe_migration = unsafe_migration
+        self.events = DomainEvents()
+        self.changed = self.events.changed
+        self._want_events = events
+        if events:
+            ensure_event_loop()
         self.domain_xml = domain_xml
         self.target_uri = target_uri
         self.stop_grace = stop_grace
@@ -168,8 +234,32 @@ class LibvirtHypervisor:
             connection = self._bounded(f"connect {self.uri}", lambda: libvirt.open(self.uri))
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"can not connect to {self.uri}: {exc}") from exc
+        if self._want_events:
+            try:
+                self._bounded("register events", lambda: self.events.attach(connection))
+            except libvirt.libvirtError as exc:
+                raise HypervisorError(f"{self.uri} refuses domain events: {exc}") from exc
         self._connection = connection
         return connection
+
+    def take_lost(self) -> dict[str, str]:
+        """Domains that stopped since the last call without this driver asking, with why
+        (from libvirt's life-cycle events)."""
+        return self.events.take_lost()
+
+    def _check_token(self, domain: Any, vm: str, token: int, action: str, *,
+                     exact: bool) -> None:
+        """Refuse `action` on running `vm` when its token says the caller's view is stale
+        (see the module docstring)."""
+        if not self._active(domain, vm):
+            return
+        current = self._token(domain, vm)
+        if current is None:
+            raise HypervisorError(f"{vm} runs without a ringfence token: not ours, "
+                                  f"refusing to {action} it")
+        if (current != token) if exact else (current > token):
+            raise HypervisorError(f"{vm} runs with token {current}, not {token}: refusing to "
+                                  f"{action} it (list again)")
 
     def _lookup(self, vm: str) -> Any:
         """The domain `vm`, or None if libvirt does not know it."""
@@ -243,28 +333,47 @@ class LibvirtHypervisor:
                 if defined != vm:
                     raise HypervisorError(f"the domain XML for {vm} defines {defined!r}")
             if self._active(domain, vm):
+                self._check_token(domain, vm, token, "start", exact=False)
                 if self._token(domain, vm) != token:
                     self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_LIVE
                                     | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                 return f"{vm} runs with token {token}"
             self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            # A start that fails half-way (QEMU launched, then refused a lock) stops the
+            # domain: that stop is this start's failure, not a lost guest.
+            self.events.expect_stop(vm, 2 * self.call_timeout)
             self._bounded(f"start {vm}", domain.create)
+            self.events.done_stopping(vm)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"can not start {vm}: {exc}") from exc
         return f"{vm} started"
 
+    def close(self) -> None:
+        """Drop the connection (its event callbacks first). Bounded; never raises. A later
+        call connects again."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+            self._bounded("deregister events", lambda: self.events.detach(connection),
+                          exclusive=False)
+        with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+            self._bounded("close", connection.close, exclusive=False)
+
     def stop(self, vm: str, token: int) -> ThreadJob:
         """Ask the guest to shut down; destroy it if it still runs `stop_grace` seconds
         later (a job)."""
-        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm))
+        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm, token))
 
-    def _stop_now(self, vm: str) -> str:
+    def _stop_now(self, vm: str, token: int) -> str:
         domain = self._lookup(vm)
         if domain is None:
             return f"{vm} is not defined"
         try:
             if not self._active(domain, vm):
                 return f"{vm} does not run"
+            self._check_token(domain, vm, token, "stop", exact=True)
+            self.events.expect_stop(vm, self.stop_grace + 2 * self.call_timeout)
             self._bounded(f"shutdown {vm}", domain.shutdown)
             deadline = self.clock() + self.stop_grace
             while self.clock() < deadline:
@@ -280,6 +389,7 @@ class LibvirtHypervisor:
         domain = self._lookup(vm)
         if domain is None:
             return
+        self.events.expect_stop(vm, 2 * self.call_timeout)
         try:
             self._bounded(f"destroy {vm}", domain.destroy)
         except libvirt.libvirtError as exc:
@@ -290,7 +400,7 @@ class LibvirtHypervisor:
             if still:
                 raise HypervisorError(f"can not destroy {vm}: {exc}") from exc
 
-    def migrate(self, vm: str, target: str, token: int) -> ThreadJob:
+    def migrate(self, vm: str, target: str, token: int) -> MigrationJob:
         def abort() -> None:
             domain = self._lookup(vm)
             if domain is not None:
@@ -298,38 +408,82 @@ class LibvirtHypervisor:
                     self._bounded(f"abort migration of {vm}", domain.abortJob,
                                   exclusive=False)
 
-        return ThreadJob(f"migrate {vm} to {target}",
-                         lambda: self._migrate_now(vm, target, token), abort=abort)
+        return MigrationJob(f"migrate {vm} to {target}",
+                            lambda progress: self._migrate_now(vm, target, token, progress),
+                            abort=abort)
 
-    def _migrate_now(self, vm: str, target: str, token: int) -> str:
+    def _migrate_now(self, vm: str, target: str, token: int,
+                     progress: MigrationProgress | None = None) -> str:
+        progress = progress if progress is not None else MigrationProgress()
         domain = self._lookup(vm)
         if domain is None:
             raise HypervisorError(f"{vm} is not defined on {self.uri}")
         try:
-            uri, params, flags = migration_request(target, self.target_uri)
+            uri, params, flags = migration_request(
+                target, self.target_uri,
+                stream_uri=self.stream_uri(target) if self.stream_uri else None,
+                unsafe=self.unsafe_migration)
         except ValueError as exc:
             raise HypervisorError(f"{vm}: {exc}") from exc
         try:
             if not self._active(domain, vm):
                 raise HypervisorError(f"{vm} does not run on {self.uri}")
+            self._check_token(domain, vm, token, "migrate", exact=False)
             self._set_token(domain, vm, token, libvirt.VIR_DOMAIN_AFFECT_LIVE
                             | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"can not prepare {vm} for migration: {exc}") from exc
+        self.events.forget_completed(vm)
+        self.events.expect_stop(vm, self.migrate_timeout + 2 * self.call_timeout)
+        done = threading.Event()
+        threading.Thread(target=self._poll_progress, args=(domain, progress, done),
+                         name=f"progress {vm}", daemon=True).start()
         try:
             self._bounded(f"migrate {vm} to {target}",
                           lambda: domain.migrateToURI3(uri, params, flags),
                           self.migrate_timeout)
         except libvirt.libvirtError as exc:
+            done.set()
+            self.events.done_stopping(vm)
             raise HypervisorError(self._after_failed_migration(domain, vm, target, exc)) from exc
         except HypervisorError as exc:  # timed out: abort the job, then see where it runs
+            done.set()
+            self.events.done_stopping(vm)
             hung = self._hung
             with contextlib.suppress(libvirt.libvirtError, HypervisorError):
                 self._bounded(f"abort migration of {vm}", domain.abortJob, exclusive=False)
             if hung is not None:
                 hung[0].join(self.call_timeout)  # an aborted migration returns soon
             raise HypervisorError(self._after_failed_migration(domain, vm, target, exc)) from exc
-        return f"{vm} live-migrated to {target}"
+        done.set()
+        progress.completed = self._completed_stats(domain, vm)
+        summary = progress.summary()
+        return f"{vm} live-migrated to {target}" + (f": {summary}" if summary else "")
+
+    def _poll_progress(self, domain: Any, progress: MigrationProgress,
+                       done: threading.Event) -> None:
+        """libvirt's statistics of the running migration, every half second (its own
+        thread: the migration call blocks the job's)."""
+        while not done.wait(0.5):
+            with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+                stats = self._bounded("migration progress", domain.jobStats, exclusive=False)
+                if stats and done.is_set() is False:
+                    progress.latest = dict(stats)
+
+    def _completed_stats(self, domain: Any, vm: str) -> dict[str, Any]:
+        """The finished migration's statistics: from the job-completed event (it may come a
+        moment after the call returned), else asked of the source while it still knows."""
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            stats = self.events.completed(vm)
+            if stats:
+                return stats
+            time.sleep(0.05)
+        with contextlib.suppress(libvirt.libvirtError, HypervisorError):
+            stats = self._bounded("completed job statistics", lambda: domain.jobStats(
+                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED), exclusive=False)
+            return dict(stats or {})
+        return {}
 
     def _after_failed_migration(self, domain: Any, vm: str, target: str,
                                 exc: Exception) -> str:

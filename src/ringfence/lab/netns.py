@@ -146,3 +146,20 @@ def _alive(pid: int) -> bool:
 
 def alive_in(ns_inode: int, keep: Callable[[int], bool] = lambda pid: True) -> list[int]:
     return [p for p in pids_in(ns_inode) if _alive(p) and keep(p)]
+
+
+def wait_exited(pids: Iterable[int], within: float) -> None:
+    """Wait (at most `within` seconds) until every one of `pids` has really exited and
+    closed its files (a killed QEMU's disk locks are then free). `kill_all` is not enough for
+    that: a killed multi-threaded process's leader shows as a zombie while its other threads
+    still tear down and hold its files, and it leaves its namespace before it is gone."""
+    deadline = time.monotonic() + within
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                threads = len(os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                break  # gone
+            if threads <= 1 and not _alive(pid):
+                break  # a zombie whose threads are all gone holds no files
+            time.sleep(0.01)
