@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,3 +191,55 @@ def no_new_namespaces() -> Iterator[None]:
     yield None
     leftover = sorted(set(netns.names()) - before)
     assert not leftover, f"namespaces left behind: {leftover}"
+
+
+# ---------------------------------------------------------------------------- real VMs
+# The fixtures of the real-VM tests (marker `qemu`, tests/qemu): a QEMU lab of two libvirt
+# hosts, each its own libvirtd and virtlockd in network and mount namespaces
+# (`ringfence.guest.libvirtd`), with tiny real guests (TCG: no KVM needed). They live here, not
+# in a tests/qemu/conftest.py: a second module named `conftest` would shadow this one for the
+# test modules that import helpers from it. What the machine needs is installed by
+# ``scripts/install-qemu`` (idempotent), which the lab fixture runs first; the tests skip,
+# saying why, when the machine can not run them (not root, no libvirt-python, the install
+# failing). Everything the lab starts is torn down afterwards even when a test fails, and the
+# teardown is checked: no namespace of the lab (prefix ``rfq-``) is left.
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+def skip_unless_able() -> None:
+    """Skip (saying why) unless this machine can run QEMU guests; installs what they need."""
+    if os.geteuid() != 0:
+        pytest.skip("the QEMU tests need root (network and mount namespaces, apt-get): "
+                    "run them as root, e.g. `sudo .venv/bin/python -m pytest -m qemu tests/qemu`")
+    try:
+        import libvirt  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"import libvirt failed ({exc}): install it with "
+                    f"PYTHON=.venv/bin/python bash scripts/install-libvirt")
+    done = subprocess.run(["bash", str(REPO / "scripts" / "install-qemu")],
+                          env={**os.environ, "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"scripts/install-qemu failed, so this machine can not run QEMU guests: "
+                    f"{(done.stderr or done.stdout).strip()[-600:]}")
+
+
+@pytest.fixture(scope="session")
+def qemu_ready() -> None:
+    skip_unless_able()
+
+
+@pytest.fixture(scope="module")
+def qemu_lab(qemu_ready: None) -> Iterator[Any]:
+    from ringfence.guest.libvirtd import QemuLab
+
+    made = QemuLab(2)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.close()
+        assert made.namespaces() == [], f"namespaces left: {made.namespaces()}"
+        assert made.leftovers == []
+        assert not made.root.exists()

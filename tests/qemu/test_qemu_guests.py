@@ -38,17 +38,17 @@ def beats_after(disk: Path, seq: int) -> Beat | None:
     return head if head is not None and head.seq > seq else None
 
 
-def test_guest_boots_answers_over_http_and_its_disk_heartbeat_advances(lab: Any) -> None:
-    guests = {"web1": lab.guest("web1", 1)}
-    h1 = lab.driver("h1")
+def test_guest_boots_answers_over_http_and_its_disk_heartbeat_advances(qemu_lab: Any) -> None:
+    guests = {"web1": qemu_lab.guest("web1", 1)}
+    h1 = qemu_lab.driver("h1")
     ok(h1.start("web1", 11))
     assert h1.list_running() == {"web1": 11}
     disk = guests["web1"].disk
     first = wait_for("first heartbeat on the disk", lambda: read_head(disk))
     later = wait_for("the heartbeat advancing", lambda: beats_after(disk, first.seq + 5))
     assert (later.name, later.boot) == ("web1", first.boot)
-    assert lab.http_get(guests["web1"].address, "/").strip() == "hello from web1"
-    assert int(wait_for("the guest's HTTP counter", lambda: lab.http_get(
+    assert qemu_lab.http_get(guests["web1"].address, "/").strip() == "hello from web1"
+    assert int(wait_for("the guest's HTTP counter", lambda: qemu_lab.http_get(
         guests["web1"].address, "/counter"))) >= first.seq
     assert one_writer_problems(read_ring(disk)) == []
     ok(h1.stop("web1", 11))
@@ -56,9 +56,9 @@ def test_guest_boots_answers_over_http_and_its_disk_heartbeat_advances(lab: Any)
     assert h1.take_lost() == {}  # stopped by the driver: not a lost guest
 
 
-def test_stop_with_a_stale_token_is_refused(lab: Any) -> None:
-    lab.guest("tok1", 2)
-    h1 = lab.driver("h1")
+def test_stop_with_a_stale_token_is_refused(qemu_lab: Any) -> None:
+    qemu_lab.guest("tok1", 2)
+    h1 = qemu_lab.driver("h1")
     ok(h1.start("tok1", 20))
     stale = h1.stop("tok1", 19).wait(60)
     assert stale is not None and not stale.ok and "token 20" in stale.detail
@@ -67,13 +67,13 @@ def test_stop_with_a_stale_token_is_refused(lab: Any) -> None:
     assert h1.list_running() == {}
 
 
-def test_killed_qemu_is_noticed_through_a_life_cycle_event(lab: Any) -> None:
-    guests = {"crash1": lab.guest("crash1", 3)}
-    h2 = lab.driver("h2")
+def test_killed_qemu_is_noticed_through_a_life_cycle_event(qemu_lab: Any) -> None:
+    guests = {"crash1": qemu_lab.guest("crash1", 3)}
+    h2 = qemu_lab.driver("h2")
     ok(h2.start("crash1", 30))
     disk = guests["crash1"].disk
     wait_for("crash1 heartbeating", lambda: read_head(disk))
-    pid = wait_for("crash1's QEMU pid", lambda: lab.qemu_pid("h2", "crash1"))
+    pid = wait_for("crash1's QEMU pid", lambda: qemu_lab.qemu_pid("h2", "crash1"))
     h2.changed.clear()
     os.kill(pid, signal.SIGKILL)
     assert h2.changed.wait(30), "no life-cycle event after QEMU was killed"
@@ -89,9 +89,9 @@ def test_killed_qemu_is_noticed_through_a_life_cycle_event(lab: Any) -> None:
     h2.destroy("crash1")
 
 
-def test_live_migration_keeps_the_guest_running_without_restart(lab: Any) -> None:
-    guests = {"mig1": lab.guest("mig1", 4)}
-    h1, h2 = lab.driver("h1"), lab.driver("h2")
+def test_live_migration_keeps_the_guest_running_without_restart(qemu_lab: Any) -> None:
+    guests = {"mig1": qemu_lab.guest("mig1", 4)}
+    h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
     ok(h1.start("mig1", 40))
     disk = guests["mig1"].disk
     first = wait_for("mig1 heartbeating", lambda: read_head(disk))
@@ -105,18 +105,18 @@ def test_live_migration_keeps_the_guest_running_without_restart(lab: Any) -> Non
     assert after.uptime > before.uptime
     assert one_writer_problems(read_ring(disk)) == []
     assert h1.take_lost() == {} and h2.take_lost() == {}
-    assert lab.http_get(guests["mig1"].address, "/boot").strip() == first.boot
+    assert qemu_lab.http_get(guests["mig1"].address, "/boot").strip() == first.boot
     h2.destroy("mig1")
 
 
 def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
-        lab: Any) -> None:
+        qemu_lab: Any) -> None:
     """Shared block storage: each host opens its own device node for one disk, so QEMU's
     image locks (local to one kernel) do not see the other host's QEMU; the lock manager's
     lease in the shared lock space, named by the disk's path, is what refuses."""
-    guests = {"lease1": lab.guest("lease1", 6)}
-    h1, h2 = lab.driver("h1"), lab.driver("h2")
-    own = lab.shadow("h2", guests["lease1"].disk)  # h2 sees another file at the same path
+    guests = {"lease1": qemu_lab.guest("lease1", 6)}
+    h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
+    own = qemu_lab.shadow("h2", guests["lease1"].disk)  # h2 sees another file at the same path
     ok(h1.start("lease1", 60))
     wait_for("lease1 heartbeating", lambda: read_head(guests["lease1"].disk))
     refused = h2.start("lease1", 61).wait(120)
@@ -127,9 +127,9 @@ def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
     h1.destroy("lease1")
 
 
-def test_a_second_start_on_another_host_is_refused_while_the_first_runs(lab: Any) -> None:
-    guests = {"lock1": lab.guest("lock1", 5)}
-    h1, h2 = lab.driver("h1"), lab.driver("h2")
+def test_a_second_start_on_another_host_is_refused_while_the_first_runs(qemu_lab: Any) -> None:
+    guests = {"lock1": qemu_lab.guest("lock1", 5)}
+    h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
     ok(h1.start("lock1", 50))
     disk = guests["lock1"].disk
     first = wait_for("lock1 heartbeating", lambda: read_head(disk))
@@ -139,12 +139,12 @@ def test_a_second_start_on_another_host_is_refused_while_the_first_runs(lab: Any
     assert h2.list_running() == {}
     # virtlockd holds the disk's lease in the shared lock space (a second line of defence:
     # on this one machine QEMU's own image lock refuses first, see ringfence.guest.libvirtd).
-    leases = list((lab.shared / "locks").iterdir())
+    leases = list((qemu_lab.shared / "locks").iterdir())
     assert leases and any(_held(lease) for lease in leases)
     wait_for("more beats of the one copy", lambda: beats_after(disk, first.seq + 3))
     assert {b.boot for b in read_ring(disk)} == {first.boot}
     # Power cut on h1: the locks go with its processes, and h2 may now start the guest.
-    lab.power_off("h1")
+    qemu_lab.power_off("h1")
     last = read_head(disk)
     assert last is not None
     ok(h2.start("lock1", 52))
