@@ -99,6 +99,7 @@ def test_live_migration_keeps_the_guest_running_without_restart(qemu_lab: Any) -
     job = h1.migrate("mig1", "h2", 41)
     result = ok(job)
     assert "downtime" in result.detail and int(job.progress.completed["downtime"]) > 0
+    assert result.downtime is not None and 0 < result.downtime < 5  # seconds, as journaled
     assert h1.list_running() == {} and h2.list_running() == {"mig1": 41}
     after = wait_for("beats after the migration", lambda: beats_after(disk, before.seq + 5))
     assert after.boot == first.boot  # the same boot of the guest: not restarted

@@ -273,7 +273,9 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
                                                                           "where")),
     "vm_migrating": _vm_migrating,
     "vm_migrated": lambda f: (f"{_s(f.vm)} live-migrated from {_s(f.source)} to "
-                              f"{_s(f.target)}"),
+                              f"{_s(f.target)}"
+                              + ("" if f.duration is None else
+                                 f" (paused {f.duration * 1000:.0f} ms)")),
     "vm_migrate_failed": _vm_migrate_failed,
     "vm_migrate_refused": lambda f: _with(f, f"migration of {_s(f.vm)} to {_s(f.target)} "
                                              f"refused: {_s(f.reason)}"),

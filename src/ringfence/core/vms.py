@@ -310,7 +310,7 @@ class VmKeeper:
         done = {k: v for k, v in kv.value.items() if k not in ("after", "migrate", "cause")}
         self._write_owner(vm, kv, done)
         self.parts.journal.record("vm_migrated", host=target, vm=vm, token=kv.mod_revision,
-                                  source=self.host, target=target,
+                                  source=self.host, target=target, duration=result.downtime,
                                   cause=_text(kv.value.get("cause")),
                                   planned=kv.value.get("cause") != "degraded")
 

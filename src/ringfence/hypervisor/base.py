@@ -31,10 +31,12 @@ class HypervisorError(Exception):
 @dataclass(frozen=True, slots=True)
 class JobResult:
     """How a job ended. `ok`: the action was done (for `migrate`: the VM runs on the target
-    and no longer here). `detail`: what happened, for the journal."""
+    and no longer here). `detail`: what happened, for the journal. `downtime`: for a live
+    migration whose driver measured it, how long the guest was paused (seconds)."""
 
     ok: bool
     detail: str = ""
+    downtime: float | None = None
 
 
 class HypervisorJob(Protocol):

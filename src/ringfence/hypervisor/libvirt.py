@@ -69,6 +69,7 @@ replaces it (process-wide) with a silent one: errors reach us as exceptions anyw
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -77,7 +78,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from ringfence.hypervisor.base import HypervisorError
+from ringfence.hypervisor.base import HypervisorError, JobResult
 from ringfence.hypervisor.jobs import ThreadJob
 from ringfence.hypervisor.libvirt_events import DomainEvents, ensure_event_loop
 
@@ -144,6 +145,14 @@ class MigrationJob(ThreadJob):
                  abort: Callable[[], None]) -> None:
         self.progress = MigrationProgress()
         super().__init__(name, lambda: work(self.progress), abort=abort)
+
+    def result(self) -> JobResult | None:
+        """The job's result, with the downtime libvirt measured once the migration is done."""
+        result = super().result()
+        downtime = self.progress.completed.get("downtime")
+        if result is None or not result.ok or downtime is None:
+            return result
+        return dataclasses.replace(result, downtime=float(downtime) / 1000)
 
 
 def _token_xml(token: int) -> str:
