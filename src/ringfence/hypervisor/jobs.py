@@ -77,7 +77,7 @@ class ThreadJob:
     def wait(self, timeout: float | None = None) -> JobResult | None:
         """Block until the job ends (tools and tests, never decision code)."""
         self._done.wait(timeout)
-        return self._result
+        return self.result()  # as `result` says it (a subclass may add to it)
 
     def cancel(self) -> None:
         with self._lock:
