@@ -91,8 +91,10 @@ class Hosts:
                 "ringfence.cli", "agent", "--config", str(self.paths.config(host)),
                 "--host", host, "--state-dir", str(self.paths.state(host)),
                 "--watchdog", "process", "--disk-file", str(self.paths.disk),
-                # One parent for every host's process VMs, so that a live migration hands
-                # the VM to the target host's agent (the lab shares one file system).
+                # One parent for every host's process VMs, so that a migrated VM's state is
+                # where the target's agent looks (the lab shares one file system). Its process
+                # still starts in the source's namespace, which is why the lab refuses
+                # scenarios that migrate (docs/lab.md).
                 "--vm-dir", str(self.paths.root / "vms")]
 
     def start_agent(self, host: str) -> None:
