@@ -35,13 +35,7 @@ from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.event_text import render
 from ringfence.core.events import Fact
-from ringfence.core.failsafe import (
-    FailsafeView,
-    LeaseReporter,
-    SentTimes,
-    failsafe_view,
-    vouched_until,
-)
+from ringfence.core.failsafe import LeaseReporter, SentTimes, failsafe_view, vouched_until
 from ringfence.core.forced import HELD_KEY, ForcedStarts
 from ringfence.core.health import HealthMonitor
 from ringfence.core.identity import IDENTITY_MEMORY, Remembered, judge
@@ -148,8 +142,7 @@ class Agent:
         self.failsafe = False
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
         self.sent = SentTimes()  # our heartbeats' send times, for the peers' lease reports
-        self.vouched_by: str | None = None  # in failsafe: the peer vouching for our lease
-        self.vouched_said: str | None = None  # the voucher last journaled
+        self.vouched_said: str | None = None  # in failsafe: the voucher last journaled
         self.published_health: tuple[str, tuple[str, ...], bool] | None = None
         self.published_links: tuple[int, str] | None = None
         self.jeopardy_alerted: dict[str, float] = {}
@@ -316,36 +309,33 @@ class Agent:
             if service is not None:
                 service.pet()
 
-    def _failsafe_until(self, view: FailsafeView | None = None) -> tuple[float, str | None]:
+    def _failsafe_until(self) -> tuple[float, str | None, str | None]:
         """Until when (own clock) failsafe lets this host keep its VMs and pet its watchdog,
-        and if that is not forever, why (`core.failsafe`): forever while nobody is missing and
-        nobody reaches the store; once a peer reaches it, until the latest deadline that a
-        peer's report about our lease gives (only for a host already in failsafe)."""
-        if view is None:
-            view = failsafe_view(self.membership, self.manager.host_names, self.host,
-                                 self.departed)
+        if that is not forever why, and the peer whose report gives the time (`core.failsafe`):
+        forever while nobody is missing and nobody reaches the store; once a peer reaches it,
+        until the latest deadline that a peer's report about our lease gives (only for a host
+        already in failsafe)."""
+        view = failsafe_view(self.membership, self.manager.host_names, self.host,
+                             self.departed)
         if view.broken is not None:
-            return float("-inf"), view.broken
+            return float("-inf"), view.broken, None
         if not view.back:
-            return float("inf"), None
+            return float("inf"), None, None
         reaches = f"{', '.join(view.back)} {'reach' if len(view.back) > 1 else 'reaches'} " \
                   f"the store"
         if not self.failsafe:
-            return float("-inf"), reaches
+            return float("-inf"), reaches, None
         mine = self._fingerprint()
         reports = {peer: report for peer, report in self.membership.reports.items()
                    if peer in view.back and self.membership.store_of(peer) == mine}
         until, peer = vouched_until(reports, self.lease_id, self.sent, self.timing)
-        self.vouched_by = peer
         if peer is None:
-            return until, f"{reaches}, and none vouches for {self.host}'s lease there"
-        return until, f"{reaches}; {peer} vouched for {self.host}'s lease only so long"
+            return until, f"{reaches}, and none vouches for {self.host}'s lease there", None
+        return until, f"{reaches}; {peer} vouched for {self.host}'s lease only so long", peer
 
     def _report_leases(self) -> None:
         """Tell the peers in failsafe how long their leases live in the store (`core.failsafe`):
         only with a fresh lease of our own, which says the store answers us."""
-        if not self.reporter.wanted(self._fingerprint()) and not self.reporter.reports:
-            return
         if not self._lease_fresh(self.parts.clock.now()):
             return
         # On StoreUnavailable the reports made so far stay valid; the next cycle tries again.
@@ -357,13 +347,13 @@ class Agent:
         if self._lease_fresh(now):
             if self.failsafe:
                 self.failsafe = False
-                self.vouched_by = self.vouched_said = None
+                self.vouched_said = None
                 self.parts.journal.record("failsafe_left", host=self.host, cause="store_back")
             return
-        until, blocker = self._failsafe_until()
+        until, blocker, voucher = self._failsafe_until()
         if now < until:
-            if self.failsafe and until != float("inf"):
-                self._journal_vouched(now, until)
+            if self.failsafe and voucher is not None:
+                self._journal_vouched(now, until, voucher)
                 return
             if not self.failsafe:
                 self.failsafe = True
@@ -379,13 +369,13 @@ class Agent:
                                       reason=blocker)
         self._self_fence(now, "store_unreachable", blocker)
 
-    def _journal_vouched(self, now: float, until: float) -> None:
+    def _journal_vouched(self, now: float, until: float, voucher: str) -> None:
         """Once per voucher: a peer reaches the store and vouches for our lease; we keep our
         VMs (petting) until we reach the store ourselves or the vouched time runs out."""
-        if self.vouched_said == self.vouched_by:
+        if self.vouched_said == voucher:
             return
-        self.vouched_said = self.vouched_by
-        self.parts.journal.record("failsafe_vouched", host=self.host, peer=self.vouched_by,
+        self.vouched_said = voucher
+        self.parts.journal.record("failsafe_vouched", host=self.host, peer=voucher,
                                   duration=until - now)
 
     # ----------------------------------------------------------------- probes
@@ -457,6 +447,8 @@ class Agent:
     def _flags(self) -> int:
         flags = 0
         if self.lease_id is None or self.store_lost_since is not None:
+            # At every heartbeat while the store is lost, not once: a report tried (and
+            # failed) meanwhile must not count as tried when the store comes back.
             self.reporter.store_lost()
         elif not self.reporter.owed(self._fingerprint()):
             flags |= FLAG_STORE_OK  # after the first lease reports (`LeaseReporter`)

@@ -33,7 +33,6 @@ hears those hosts again (`core.agent`). Only then do the others stop counting on
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -71,19 +70,18 @@ def failsafe_view(membership: Membership, hosts: list[str], me: str,
 
 class SentTimes:
     """When this host sent its recent heartbeats, by heartbeat number, on its own clock (read
-    before the send, so never later than the send itself)."""
+    before the send, so never later than the send itself). Numbers only grow, so the dict's
+    insertion order is their order and the oldest goes first."""
 
     def __init__(self) -> None:
         self.at: dict[int, float] = {}
-        self.order: deque[int] = deque()
 
     def note(self, seq: int, now: float) -> None:
         if seq in self.at:
             return
         self.at[seq] = now
-        self.order.append(seq)
-        while len(self.order) > SENT_KEPT:
-            self.at.pop(self.order.popleft(), None)
+        if len(self.at) > SENT_KEPT:
+            del self.at[next(iter(self.at))]
 
     def of(self, seq: int) -> float | None:
         return self.at.get(seq)

@@ -160,7 +160,7 @@ class IdentifiedStore:
         self.strict = strict
         self.on_foreign = on_foreign  # told the reason each time a call finds another store
         self.learn_cluster = learn_cluster  # tools: take the store's identity if it is ours
-        self.writes = 0  # transactions tried through this connection (see `Agent.revision`)
+        self.writes = 0  # writes (transactions, revokes) tried here (see `Agent.revision`)
 
     # ----------------------------------------------------------------- the guard
     def _identity(self) -> StoreIdentity | None:
@@ -281,5 +281,6 @@ class IdentifiedStore:
         return self.inner.time_to_live(lease)
 
     def revoke(self, lease: int) -> None:
+        self.writes += 1  # deleting the lease's keys moves the revision like a transaction
         self._identity()
         self.inner.revoke(lease)
