@@ -460,14 +460,24 @@ class Agent:
         changes = self.membership.observe(now, self.parts.transport.receive())
         for change in changes:
             self._journal_peer_change(change, now)
-        if self.store_lost_since is not None or self.lease_id is None:
-            for host in self.manager.host_names:
-                if host != self.host and self.membership.flags_of(host) & FLAG_LEAVING:
-                    self.departed.add(host)
+        self._note_departures()
         seq = self.parts.transport.send(self.membership.heard(), self._flags(),
                                         self._fingerprint(), self.reporter.reports or None)
         self.sent.note(seq, now)  # `now` was read before the send: never later than it
         self._check_other_stores()
+
+    def _note_departures(self) -> None:
+        """A host that says it leaves while the store is lost no longer counts for failsafe
+        (`core.failsafe`). One heard again without saying so has come back (it may reach the
+        store and act): it counts again from then on."""
+        for host in self.manager.host_names:
+            if host == self.host:
+                continue
+            leaving = self.membership.flags_of(host) & FLAG_LEAVING
+            if leaving and (self.store_lost_since is not None or self.lease_id is None):
+                self.departed.add(host)
+            elif not leaving and self.membership.hears(host):
+                self.departed.discard(host)
 
     def _fingerprint(self) -> int:
         identity = self.identity.identity
