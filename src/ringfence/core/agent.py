@@ -35,7 +35,14 @@ from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.event_text import render
 from ringfence.core.events import Fact
-from ringfence.core.failsafe import LeaseReporter, SentTimes, failsafe_view, vouched_until
+from ringfence.core.failsafe import (
+    LeaseReporter,
+    SentTimes,
+    failsafe_view,
+    heard_fresh,
+    store_news_window,
+    vouched_until,
+)
 from ringfence.core.forced import HELD_KEY, ForcedStarts
 from ringfence.core.health import HealthMonitor
 from ringfence.core.identity import IDENTITY_MEMORY, Remembered, judge
@@ -44,6 +51,8 @@ from ringfence.core.membership import Membership, PeerChange, PeerState
 from ringfence.core.ports import (
     FLAG_FAILSAFE,
     FLAG_LEAVING,
+    FLAG_SAYS_FRESHNESS,
+    FLAG_STORE_FRESH,
     FLAG_STORE_OK,
     AlertSink,
     Clock,
@@ -115,13 +124,15 @@ class Agent:
         # Every store call of this host proves the store is the one it joined.
         self.identity = IdentityRef()
         self.raw_store = parts.store
-        self.store = IdentifiedStore(parts.store, self.identity, on_foreign=self._store_foreign)
+        self.store = IdentifiedStore(parts.store, self.identity, on_foreign=self._store_foreign,
+                                     clock=parts.clock.now)
         self.parts = dataclasses.replace(parts, store=self.store)
         # The lease cycle's store: its own connection where the runtime gives one, so that a
         # slow decision cycle's call never queues a renewal behind it.
-        self.lease_store = (self.parts.store if parts.lease_store is None else
+        self.lease_store = (self.store if parts.lease_store is None else
                             IdentifiedStore(parts.lease_store, self.identity,
-                                            on_foreign=self._store_foreign))
+                                            on_foreign=self._store_foreign,
+                                            clock=parts.clock.now))
         self.bootstrap = bootstrap
         self.foreign_said: str | None = None
         self.store_conflict: tuple[str, ...] = ()  # peers heard that joined another store
@@ -140,6 +151,7 @@ class Agent:
         self.next_probe = 0.0
         self.store_lost_since: float | None = None
         self.failsafe = False
+        self.fresh_seen: set[str] = set()  # peers heard with fresh store news in this failsafe
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
         self.sent = SentTimes()  # our heartbeats' send times, for the peers' lease reports
         self.vouched_said: str | None = None  # in failsafe: the voucher last journaled
@@ -316,7 +328,7 @@ class Agent:
         until the latest deadline that a peer's report about our lease gives (only for a host
         already in failsafe)."""
         view = failsafe_view(self.membership, self.manager.host_names, self.host,
-                             self.departed)
+                             self.departed, self.fresh_seen if self.failsafe else None)
         if view.broken is not None:
             return float("-inf"), view.broken, None
         if not view.back:
@@ -357,6 +369,7 @@ class Agent:
                 return
             if not self.failsafe:
                 self.failsafe = True
+                self.fresh_seen = set()
                 self.parts.journal.record("failsafe_entered", host=self.host,
                                           count=len(self.vms.seen))
                 self.parts.alerts.send("critical", f"store lost: {self.host} in failsafe",
@@ -444,24 +457,33 @@ class Agent:
             self.published_links = published
 
     # ----------------------------------------------------------------- heartbeats
-    def _flags(self) -> int:
-        flags = 0
+    def _flags(self, now: float) -> int:
+        flags = FLAG_SAYS_FRESHNESS
         if self.lease_id is None or self.store_lost_since is not None:
             # At every heartbeat while the store is lost, not once: a report tried (and
             # failed) meanwhile must not count as tried when the store comes back.
             self.reporter.store_lost()
         elif not self.reporter.owed(self._fingerprint()):
             flags |= FLAG_STORE_OK  # after the first lease reports (`LeaseReporter`)
+            if self._store_news_fresh(now):
+                flags |= FLAG_STORE_FRESH
         if self.failsafe:
             flags |= FLAG_FAILSAFE
         return flags
+
+    def _store_news_fresh(self, now: float) -> bool:
+        """Did the store answer a call of ours sent within `store_news_window`?"""
+        answered = [t for t in (self.store.answered, self.lease_store.answered) if t is not None]
+        return bool(answered) and now - max(answered) < store_news_window(self.timing)
 
     def _exchange_heartbeats(self, now: float) -> None:
         changes = self.membership.observe(now, self.parts.transport.receive())
         for change in changes:
             self._journal_peer_change(change, now)
+        if self.failsafe:
+            self.fresh_seen |= heard_fresh(self.membership, self.manager.host_names, self.host)
         self._note_departures()
-        seq = self.parts.transport.send(self.membership.heard(), self._flags(),
+        seq = self.parts.transport.send(self.membership.heard(), self._flags(now),
                                         self._fingerprint(), self.reporter.reports or None)
         self.sent.note(seq, now)  # `now` was read before the send: never later than it
         self._check_other_stores()

@@ -26,6 +26,25 @@ manager moves nothing before it has seen the lease gone and waited `watchdog_tim
 clock_margin`. Without a report (or with a report about another lease, or one that has run
 out), the host self-fences at once, as before.
 
+"Reaches the store" is news of some age: a host says so until one of its store calls fails, and
+a call to a store without a leader waits its whole deadline before it fails. CI's lab saw a
+host whose lease went stale while its peer's renewal was still waiting: the peer still said
+"reaches", and the host self-fenced, then the peer (the host no longer heard). So a heartbeat
+also says whether the sender's newest answered store call is recent (`FLAG_STORE_FRESH`,
+within `store_news_window` of its send time), and the hosts weigh the claim by what it
+decides:
+
+- a host whose lease goes stale, not yet in failsafe, counts a peer as reaching the store only
+  on fresh news: an old "reaches" does not say that the store answers the peer and not us.
+  The window ends early enough that a peer which last reached the store before our own
+  renewal was due no longer says so when our lease goes stale (renewals out of phase by up
+  to the renewal interval, two heartbeats for the news to arrive);
+- a host in failsafe counts a peer's "reaches" once that peer has had fresh news at any time
+  during this failsafe (`FailsafeView` with `fresh_seen`), then as before on the flag alone.
+  This loses nothing of the argument above: a manager moves a VM only after a store call
+  answered that the lease is gone, and that answer makes its news fresh for the whole window,
+  longer than the heartbeat timeout in which we must hear it (or self-fence anyway).
+
 A host that shuts down cleanly while the store is lost says so in its last heartbeats
 (`FLAG_LEAVING`, VMs already stopped), and promises on its own disk not to rejoin before it
 hears those hosts again (`core.agent`). Only then do the others stop counting on hearing it.
@@ -39,7 +58,13 @@ from dataclasses import dataclass
 from ringfence.config import Timing
 from ringfence.core.leases import host_lease_key
 from ringfence.core.membership import Membership
-from ringfence.core.ports import FLAG_FAILSAFE, FLAG_STORE_OK, LeaseReport
+from ringfence.core.ports import (
+    FLAG_FAILSAFE,
+    FLAG_SAYS_FRESHNESS,
+    FLAG_STORE_FRESH,
+    FLAG_STORE_OK,
+    LeaseReport,
+)
 from ringfence.store.base import Store
 
 SENT_KEPT = 1024  # heartbeat send times remembered (at 0.2 s: over three minutes)
@@ -55,17 +80,47 @@ class FailsafeView:
     back: tuple[str, ...]
 
 
-def failsafe_view(membership: Membership, hosts: list[str], me: str,
-                  departed: set[str]) -> FailsafeView:
+def store_news_window(timing: Timing) -> float:
+    """How long after the send of its newest answered store call a host says its news of the
+    store is fresh (see the module). A peer renewing up to one renewal interval after us, and
+    its news two heartbeats on the way, must have lost it before our lease is stale; and the
+    window is never shorter than the heartbeat timeout and one heartbeat, in which a host in
+    failsafe must hear it."""
+    renewal = timing.host_lease_ttl / 3  # `leases.renewal_interval`
+    out_of_phase = (timing.host_lease_ttl - timing.safety_margin - renewal
+                    - 2 * timing.heartbeat_interval)
+    return max(out_of_phase, timing.effective_heartbeat_timeout + timing.heartbeat_interval)
+
+
+def has_fresh_news(flags: int) -> bool:
+    """Does a heartbeat with these flags say its sender reached the store lately?"""
+    if not flags & FLAG_STORE_OK:
+        return False
+    return bool(flags & FLAG_STORE_FRESH or not flags & FLAG_SAYS_FRESHNESS)
+
+
+def failsafe_view(membership: Membership, hosts: list[str], me: str, departed: set[str],
+                  fresh_seen: set[str] | None = None) -> FailsafeView:
+    """`fresh_seen`: None for a host not in failsafe (a peer counts as back on fresh news
+    only); in failsafe, the peers heard with fresh news since it began (each of them counts
+    as back on its flag alone)."""
     back: list[str] = []
     for host in hosts:
         if host == me or host in departed:
             continue
         if not membership.hears(host):
             return FailsafeView(f"{host} is not heard", ())
-        if membership.flags_of(host) & FLAG_STORE_OK:
+        flags = membership.flags_of(host)
+        if has_fresh_news(flags) or (fresh_seen is not None and host in fresh_seen
+                                     and flags & FLAG_STORE_OK):
             back.append(host)
     return FailsafeView(None, tuple(back))
+
+
+def heard_fresh(membership: Membership, hosts: list[str], me: str) -> set[str]:
+    """The peers heard now whose heartbeats bring fresh news of the store."""
+    return {h for h in hosts if h != me and membership.hears(h)
+            and has_fresh_news(membership.flags_of(h))}
 
 
 class SentTimes:

@@ -22,6 +22,11 @@ IntArray = npt.NDArray[np.int64]
 FLAG_STORE_OK = 1  # the sender reaches the store
 FLAG_LEAVING = 2  # the sender is shutting down cleanly (its VMs are stopped)
 FLAG_FAILSAFE = 4  # the sender keeps its VMs in failsafe
+# With FLAG_STORE_OK: the store answered the sender lately (`core.failsafe.store_news_window`).
+FLAG_STORE_FRESH = 8
+# The sender sets FLAG_STORE_FRESH when it applies: from an older agent, which never does,
+# FLAG_STORE_OK alone is taken as fresh news (the rule it was written for).
+FLAG_SAYS_FRESHNESS = 16
 
 
 class Clock(Protocol):

@@ -39,7 +39,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ringfence.store.base import (
     Compare,
@@ -149,18 +149,40 @@ class IdentityRef:
             self.max_revision = max(self.max_revision, revision)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _answers(method: Callable[Concatenate[IdentifiedStore, _P], _R]
+             ) -> Callable[Concatenate[IdentifiedStore, _P], _R]:
+    """Keep when (the caller's clock, read before the call) the newest call that the store
+    answered was made: a call that raised, StoreForeign included, is not an answer."""
+    def call(self: IdentifiedStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        sent = None if self.clock is None else self.clock()
+        result = method(self, *args, **kwargs)
+        if sent is not None and (self.answered is None or sent > self.answered):
+            self.answered = sent
+        return result
+    return call
+
+
 class IdentifiedStore:
-    """A `Store` that answers only while it is the store of `ref.identity` (see the module)."""
+    """A `Store` that answers only while it is the store of `ref.identity` (see the module).
+    With a `clock`, `answered` is when the newest call that this store answered was sent (the
+    agent's heartbeats say how fresh its news of the store is: `core.failsafe`)."""
 
     def __init__(self, inner: Store, ref: IdentityRef, *, strict: bool = False,
                  on_foreign: Callable[[str], None] | None = None,
-                 learn_cluster: str | None = None) -> None:
+                 learn_cluster: str | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         self.inner = inner
         self.ref = ref
         self.strict = strict
         self.on_foreign = on_foreign  # told the reason each time a call finds another store
         self.learn_cluster = learn_cluster  # tools: take the store's identity if it is ours
         self.writes = 0  # writes (transactions, revokes) tried here (see `Agent.revision`)
+        self.clock = clock
+        self.answered: float | None = None
 
     # ----------------------------------------------------------------- the guard
     def _identity(self) -> StoreIdentity | None:
@@ -227,24 +249,28 @@ class IdentifiedStore:
             raise self._tell(str(exc)) from None
 
     # ----------------------------------------------------------------- the Store protocol
+    @_answers
     def revision(self) -> int:
         identity = self._identity()
         if identity is None:
             return self.inner.revision()
         return self._range(IDENTITY_KEY, identity).revision
 
+    @_answers
     def get(self, key: str) -> KeyValue | None:
         identity = self._identity()
         if identity is None:
             return self.inner.get(key)
         return next((kv for kv in self._range(key, identity).items if kv.key == key), None)
 
+    @_answers
     def get_prefix(self, prefix: str, guard: Compare | None = None) -> RangeResult:
         identity = self._identity()
         if identity is None or guard is not None:
             return self.inner.get_prefix(prefix, guard)
         return self._range(prefix, identity)
 
+    @_answers
     def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] | None = None
             ) -> TxnResult:
         self.writes += 1  # counted before the call: one that raised may have been applied
@@ -263,10 +289,12 @@ class IdentifiedStore:
         self._saw(result.revision, floor)
         return result
 
+    @_answers
     def grant(self, ttl: float) -> int:
         self._identity()
         return self.inner.grant(ttl)
 
+    @_answers
     def keepalive(self, lease: int) -> bool:
         identity = self._identity()
         alive = self.inner.keepalive(lease)
@@ -276,10 +304,12 @@ class IdentifiedStore:
                 raise self._foreign(identity)
         return alive
 
+    @_answers
     def time_to_live(self, lease: int) -> float | None:
         self._identity()
         return self.inner.time_to_live(lease)
 
+    @_answers
     def revoke(self, lease: int) -> None:
         self.writes += 1  # deleting the lease's keys moves the revision like a transaction
         self._identity()
