@@ -165,3 +165,30 @@ def _held(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def test_the_guest_agent_answers_guest_ping_and_moves_with_the_guest(qemu_lab: Any) -> None:
+    """`verify: {guest_agent: true}`: the guest runs QEMU's guest agent on the domain's
+    org.qemu.guest_agent.0 channel; ringfence's check asks it for guest-ping, on the host
+    that runs the guest, and gets no answer where it does not run."""
+    from ringfence.probes.guest import LibvirtGuestAgent
+
+    qemu_lab.guest("qga1", 7)
+    h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
+    on1, on2 = LibvirtGuestAgent(qemu_lab.hosts["h1"].uri), \
+        LibvirtGuestAgent(qemu_lab.hosts["h2"].uri)
+    try:
+        assert not on1.answers("qga1", 1.0)  # not running: no answer, no exception
+        ok(h1.start("qga1", 70))
+        assert wait_for("the guest agent answering on h1", lambda: on1.answers("qga1", 2.0),
+                        timeout=90)
+        assert not on2.answers("qga1", 1.0)
+        ok(h1.migrate("qga1", "h2", 71))
+        assert wait_for("the guest agent answering on h2", lambda: on2.answers("qga1", 2.0),
+                        timeout=60)
+        assert not on1.answers("qga1", 1.0)
+        h2.destroy("qga1")
+        assert not on2.answers("qga1", 1.0)
+    finally:
+        on1.close()
+        on2.close()

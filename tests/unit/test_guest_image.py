@@ -3,6 +3,7 @@ records read back from a disk image, and the domain XML."""
 
 from __future__ import annotations
 
+import gzip
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from ringfence.guest.heartbeat import (
     read_head,
     read_ring,
 )
-from ringfence.guest.image import INIT_SCRIPT, MODULES, GuestImage, newc_archive
+from ringfence.guest.image import (
+    INIT_SCRIPT,
+    LOADER,
+    MODULES,
+    GuestImage,
+    _initramfs,
+    newc_archive,
+    shared_libraries,
+)
 
 
 def newc_entries(data: bytes) -> list[tuple[str, int, bytes]]:
@@ -91,6 +100,8 @@ def test_domain_xml_is_well_formed_with_disk_nic_and_kernel(tmp_path: Path) -> N
     disk = root.find("devices/disk")
     assert disk is not None and disk.find("driver").get("cache") == "none"  # type: ignore[union-attr]
     assert root.find("devices/interface/mac").get("address") == mac_for("vm1")  # type: ignore[union-attr]
+    channel = root.find("devices/channel/target")
+    assert channel is not None and channel.get("name") == "org.qemu.guest_agent.0"
     no_net = ET.fromstring(domain_xml(GuestSpec("vm2", GuestImage(tmp_path), tmp_path / "d",
                                                 tmp_path / "c")))
     assert no_net.find("devices/interface") is None
@@ -104,3 +115,34 @@ def test_domain_xml_refuses_what_libvirt_would_misread(tmp_path: Path,
             "console": tmp_path / "c"}
     with pytest.raises(ValueError):
         domain_xml(GuestSpec(**{**base, **change}))  # type: ignore[arg-type]
+
+
+def test_the_initramfs_holds_the_guest_agent_with_its_libraries_parents_first(
+        tmp_path: Path) -> None:
+    image = GuestImage(tmp_path)
+    (tmp_path / "modules").mkdir()
+    for name, _ in MODULES:
+        (tmp_path / "modules" / f"{name}.ko").write_bytes(name.encode())
+    agent = image.guest_agent
+    (agent / "usr" / "sbin").mkdir(parents=True)
+    (agent / "usr" / "sbin" / "qemu-ga").write_bytes(b"\x7fELF agent")
+    (agent / "lib64").mkdir()
+    (agent / "lib64" / "ld-linux-x86-64.so.2").write_bytes(b"loader")
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"box")
+    data, digest = _initramfs(image, busybox)
+    entries = newc_entries(gzip.decompress(data))
+    names = [name for name, _, _ in entries]
+    assert ("usr/sbin/qemu-ga", 0o100755, b"\x7fELF agent") in entries
+    assert names.index("usr") < names.index("usr/sbin") < names.index("usr/sbin/qemu-ga")
+    assert names.index("lib64") < names.index("lib64/ld-linux-x86-64.so.2")
+    assert len(names) == len(set(names))  # no directory twice
+    (agent / "usr" / "sbin" / "qemu-ga").write_bytes(b"\x7fELF newer agent")
+    assert _initramfs(image, busybox)[1] != digest  # a new agent rebuilds the initramfs
+
+
+def test_shared_libraries_are_what_the_loader_finds_on_this_host() -> None:
+    libraries = shared_libraries(Path("/bin/ls"))
+    assert LOADER in libraries
+    assert any(Path(p).name.startswith("libc.so") for p in libraries)
+    assert all(Path(p).is_file() for p in libraries)

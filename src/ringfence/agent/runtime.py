@@ -186,12 +186,12 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
         index = [h.name for h in config.hosts].index(host)
         raise ConfigError(libvirt_missing(kind, sys.executable),
                           path=f"hosts[{index}].hypervisor") from None
-    from ringfence.probes.guest import NetworkGuestChecks
+    from ringfence.probes.guest import LibvirtGuestAgent, NetworkGuestChecks
 
     return (LibvirtHypervisor(kind, domain_xml_source(config, store),
                               target_uri=migration_target_uri(config),
                               unsafe_migration=options.unsafe_migration),
-            NetworkGuestChecks(config))
+            NetworkGuestChecks(config, agent=LibvirtGuestAgent(kind).answers))
 
 
 def migration_target_uri(config: ClusterConfig) -> Callable[[str], str]:
@@ -409,6 +409,27 @@ def _lease_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) 
         halt.wait(delay)
 
 
+def relay_changes(changed: threading.Event, loop: asyncio.AbstractEventLoop,
+                  wake: asyncio.Event, halt: threading.Event) -> None:
+    """The hypervisor's life-cycle events (`LibvirtHypervisor.changed`: a guest crashed or its
+    QEMU was killed) wake the decision cycle at once instead of at its next slot."""
+    while not halt.is_set():
+        if changed.wait(0.5):
+            changed.clear()
+            loop.call_soon_threadsafe(wake.set)
+
+
+async def pause(stop: asyncio.Event, wake: asyncio.Event, delay: float) -> None:
+    """Wait `delay` seconds, or less if `stop` or `wake` is set meanwhile."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        wake.clear()
+
+
 async def _drive(agent: Agent, options: AgentOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -438,6 +459,12 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
                                 name="ringfence-beat", daemon=True),
                threading.Thread(target=_lease_loop, args=(agent, gate, origin, halt),
                                 name="ringfence-lease", daemon=True)]
+    wake = asyncio.Event()
+    changed = getattr(agent.parts.hypervisor, "changed", None)
+    if isinstance(changed, threading.Event):
+        helpers.append(threading.Thread(target=relay_changes,
+                                        args=(changed, loop, wake, halt),
+                                        name="ringfence-vm-events", daemon=True))
     for helper in helpers:
         helper.start()
     try:
@@ -450,8 +477,7 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
                 if options.on_status is not None:
                     options.on_status(status)
                 count, delay = _on_grid(origin, interval, count)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await pause(stop, wake, delay)
             reboot = host_is_rebooting()
             done = await loop.run_in_executor(
                 executor, gated(lambda: agent.begin_shutdown(reboot=reboot)))

@@ -253,7 +253,8 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
     "vm_started": lambda f: f"{_s(f.vm)} started on {_s(f.host)} (token {_s(f.token)})",
     "vm_restarted": lambda f: f"{_s(f.vm)} restarted on {_s(f.host)} (token {_s(f.token)})",
     "vm_stopped": _vm_stopped,
-    "vm_crashed": lambda f: f"{_s(f.vm)} died on {_s(f.host)}",
+    "vm_crashed": lambda f: f"{_s(f.vm)} died on {_s(f.host)}" + (f": {f.reason}"
+                                                                   if f.reason else ""),
     "vm_verified": lambda f: (f"{_s(f.vm)} answers on {_s(f.host)}, {_secs(f.duration)} after "
                               f"its start"),
     "vm_verify_failed": lambda f: (f"{_s(f.vm)} started on {_s(f.host)} but does not answer "

@@ -86,6 +86,7 @@ class VmKeeper:
         self.confirmed_revision = -1  # the records we last checked for handovers
         self.seen: dict[str, int] = {}  # VMs seen running here, with their token
         self.restarts: dict[str, deque[float]] = {}
+        self.lost_reasons: dict[str, str] = {}  # why VMs stopped, from life-cycle events
         self.verifying: dict[str, float] = {}
         self.forced: set[str] = set()  # VMs an operator forced on here without a lease
         self.jobs: dict[str, Job] = {}
@@ -121,6 +122,7 @@ class VmKeeper:
         except HypervisorError as exc:
             self.parts.journal.record("hypervisor_error", host=self.host, detail=str(exc))
             return
+        self._note_lost(running)
         self.left.clear()
         for vm in sorted(running):
             if vm in self.owned or vm in self.forced or vm in self.jobs:
@@ -184,7 +186,19 @@ class VmKeeper:
                                       target=target if isinstance(target, str) else None)
 
     def _crashed(self, now: float, vm: str) -> None:
-        self.parts.journal.record("vm_crashed", host=self.host, vm=vm)
+        self.parts.journal.record("vm_crashed", host=self.host, vm=vm,
+                                  reason=self.lost_reasons.pop(vm, None))
+
+    def _note_lost(self, running: dict[str, int]) -> None:
+        """Why VMs stopped, where the hypervisor's life-cycle events said (libvirt's driver:
+        "its QEMU process died", "the guest crashed"), for the crash to say. Best effort: the
+        event may come after the listing that shows the VM gone. A reason is forgotten once
+        its VM runs again, so that it never explains a later crash."""
+        take_lost = getattr(self.parts.hypervisor, "take_lost", None)
+        if callable(take_lost):
+            self.lost_reasons.update(take_lost())
+        for vm in running:
+            self.lost_reasons.pop(vm, None)
 
     def _may_restart(self, now: float, vm: str) -> bool:
         window = self.restarts.setdefault(vm, deque())

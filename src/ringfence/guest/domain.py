@@ -2,7 +2,8 @@
 of the uncompressed kernel, 96 MiB, one vCPU, the heartbeat disk as a virtio disk with
 cache='none' (needed both for the records to reach the image file at once and for libvirt to
 call a live migration on shared storage safe), a virtio NIC on a bridge, the serial console to
-a file, and no USB, balloon or graphics.
+a file, the virtio-serial channel ``org.qemu.guest_agent.0`` for the guest's ``qemu-ga`` (libvirt
+picks the socket on the host), and no USB, balloon or graphics.
 
 ``virt='qemu'`` is software emulation (TCG), the only kind that boots in reasonable time on a
 machine without usable KVM; ``'kvm'`` on real virtualisation hosts.
@@ -104,6 +105,9 @@ def domain_xml(spec: GuestSpec) -> str:
         f"      <target port='0'/>\n"
         f"    </serial>\n"
         f"{nic}"
+        f"    <channel type='unix'>\n"
+        f"      <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
+        f"    </channel>\n"
         f"    <memballoon model='none'/>\n"
         f"  </devices>\n"
         f"</domain>\n")

@@ -11,13 +11,21 @@ What `build(directory)` makes there:
   decompressor costs ~8 s of a 12-16 s boot.
 - ``modules/``: the nine virtio modules the guest needs (Debian builds virtio as modules) and
   virtio_blk for the heartbeat disk.
+- ``qemu-ga/``: QEMU's guest agent (``qemu-ga`` from the Debian package
+  ``qemu-guest-agent``, fetched and unpacked like the kernel, never installed) and the shared
+  libraries it needs, copied from this host (where ``ldd`` finds them: glib, libudev, libnuma,
+  liburing, libc and the dynamic loader; ``scripts/install-qemu`` installs them with QEMU), so
+  that ``verify: {guest_agent: true}`` can ask a guest for ``guest-ping``.
 - ``initrd.gz``: a newc cpio archive (written here, the host needs no ``cpio``) holding the
-  static busybox of the ``busybox-static`` package, the modules, and ``/init`` (``init.sh``
-  next to this module: what the guest does is documented there).
-- ``manifest.json``: the kernel version and a digest of what the initramfs was built from.
+  static busybox of the ``busybox-static`` package, the modules, the guest agent with its
+  libraries (``/usr/sbin/qemu-ga``, ``/lib/...``, ``/lib64/ld-linux-x86-64.so.2``), and
+  ``/init`` (``init.sh`` next to this module: what the guest does is documented there).
+- ``manifest.json``: the kernel version, the guest agent's package version and a digest of
+  what the initramfs was built from.
 
-Idempotent: the kernel is fetched only if ``vmlinux`` is missing, and the initramfs is rebuilt
-only if ``init.sh``, the module list or busybox changed. Everything is written to temporary
+Idempotent: the kernel is fetched only if ``vmlinux`` is missing, the guest agent only if
+``qemu-ga/`` is, and the initramfs is rebuilt only if ``init.sh``, the module list, busybox
+or the guest agent's files changed. Everything is written to temporary
 names and renamed, so an interrupted build leaves no half-written file under a final name.
 
 Failure semantics: `ImageError` (a `RuntimeError`) names the step and the command's output when
@@ -59,6 +67,8 @@ MODULES: tuple[tuple[str, str], ...] = (
 )
 BUSYBOX = Path("/bin/busybox")
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
+GUEST_AGENT_PACKAGE = "qemu-guest-agent"
+LOADER = "/lib64/ld-linux-x86-64.so.2"  # the interpreter named by the x86_64 ELF binaries
 
 
 class ImageError(RuntimeError):
@@ -83,8 +93,14 @@ class GuestImage:
     def manifest(self) -> Path:
         return self.directory / "manifest.json"
 
+    @property
+    def guest_agent(self) -> Path:
+        """The guest agent's files: ``usr/sbin/qemu-ga`` and its libraries, by guest path."""
+        return self.directory / "qemu-ga"
+
     def ready(self) -> bool:
-        return self.kernel.is_file() and self.initrd.is_file() and self.manifest.is_file()
+        return (self.kernel.is_file() and self.initrd.is_file() and self.manifest.is_file()
+                and (self.guest_agent / "usr" / "sbin" / "qemu-ga").is_file())
 
 
 def default_image_dir() -> Path:
@@ -122,14 +138,7 @@ def kernel_package() -> str:
 
 def _fetch_kernel(image: GuestImage, work: Path) -> str:
     package = kernel_package()
-    try:
-        _run(["apt-get", "download", package], f"download {package}", cwd=work)
-    except ImageError:
-        if os.geteuid() != 0:
-            raise
-        # stale package lists on a fresh machine: refresh them once (root only)
-        _run(["apt-get", "update", "-qq"], "apt-get update")
-        _run(["apt-get", "download", package], f"download {package}", cwd=work)
+    _download(package, work)
     debs = sorted(work.glob(f"{package}_*.deb"))
     if not debs:
         raise ImageError(f"download {package}: apt-get download left no .deb in {work}")
@@ -157,6 +166,70 @@ def _fetch_kernel(image: GuestImage, work: Path) -> str:
         shutil.copyfile(source, modules / f"{name}.ko")
     _write_atomically(image.kernel, elf)
     return version
+
+
+def _fetch_guest_agent(image: GuestImage, work: Path) -> str:
+    """Unpack ``qemu-ga`` from its Debian package into a fresh ``qemu-ga/`` (renamed into
+    place at the end), with every shared library ``ldd`` says it needs, under the path the
+    guest's loader looks for it at. Returns the package's version."""
+    _download(GUEST_AGENT_PACKAGE, work)
+    debs = sorted(work.glob(f"{GUEST_AGENT_PACKAGE}_*.deb"))
+    if not debs:
+        raise ImageError(f"download {GUEST_AGENT_PACKAGE}: apt-get download left no .deb "
+                         f"in {work}")
+    root = work / "agent-root"
+    _run(["dpkg-deb", "-x", str(debs[0]), str(root)], f"unpack {debs[0].name}")
+    binary = root / "usr" / "sbin" / "qemu-ga"
+    if not binary.is_file():
+        raise ImageError(f"{debs[0].name} holds no usr/sbin/qemu-ga")
+    staging = image.directory / ".qemu-ga.tmp"  # on the image's file system: renamed
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "usr" / "sbin").mkdir(parents=True)
+    shutil.copy2(binary, staging / "usr" / "sbin" / "qemu-ga")
+    for library in shared_libraries(binary):
+        target = staging / library.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(library).resolve(), target)
+        target.chmod(0o755)
+    version = _run(["dpkg-deb", "-f", str(debs[0]), "Version"],
+                   f"read {debs[0].name}").strip()
+    if image.guest_agent.exists():
+        shutil.rmtree(image.guest_agent)
+    os.replace(staging, image.guest_agent)
+    return version
+
+
+def shared_libraries(binary: Path) -> list[str]:
+    """The shared libraries (paths on this host, as the loader finds them) that `binary`
+    needs, the loader included; ImageError naming the ones not found."""
+    out = _run(["ldd", str(binary)], f"list the libraries of {binary.name}")
+    found: list[str] = []
+    missing: list[str] = []
+    for line in out.splitlines():
+        name, arrow, rest = line.strip().partition("=>")
+        where = (rest if arrow else name).split("(")[0].strip()
+        if "not found" in rest:
+            missing.append(name.strip())
+        elif where.startswith("/"):
+            found.append(where)
+    if missing:
+        raise ImageError(f"{binary.name} needs {', '.join(missing)}, not on this host "
+                         f"(scripts/install-qemu installs them with QEMU)")
+    if LOADER not in found:
+        found.append(LOADER)
+    return found
+
+
+def _download(package: str, work: Path) -> None:
+    try:
+        _run(["apt-get", "download", package], f"download {package}", cwd=work)
+    except ImageError:
+        if os.geteuid() != 0:
+            raise
+        # stale package lists on a fresh machine: refresh them once (root only)
+        _run(["apt-get", "update", "-qq"], "apt-get update")
+        _run(["apt-get", "download", package], f"download {package}", cwd=work)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -189,7 +262,7 @@ def _initramfs(image: GuestImage, busybox: Path) -> tuple[bytes, str]:
     box = busybox.read_bytes()
     entries: list[tuple[str, int, bytes]] = [
         (d, 0o40755, b"") for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "www", "etc",
-                                     "lib", "lib/modules")]
+                                     "lib", "lib/modules", "run", "var", "var/run")]
     entries.append(("bin/busybox", 0o100755, box))
     entries.append(("init", 0o100755, init.encode()))
     digest = hashlib.sha256(init.encode() + box)
@@ -197,6 +270,16 @@ def _initramfs(image: GuestImage, busybox: Path) -> tuple[bytes, str]:
         data = (image.directory / "modules" / f"{name}.ko").read_bytes()
         entries.append((f"lib/modules/{name}.ko", 0o100644, data))
         digest.update(data)
+    have = {name for name, _, _ in entries}
+    for path in sorted(image.guest_agent.rglob("*")):
+        relative = path.relative_to(image.guest_agent).as_posix()
+        if path.is_dir():
+            if relative not in have:
+                entries.append((relative, 0o40755, b""))
+            continue
+        data = path.read_bytes()
+        entries.append((relative, 0o100755, data))
+        digest.update(relative.encode() + data)
     return gzip.compress(newc_archive(entries), compresslevel=6, mtime=0), digest.hexdigest()
 
 
@@ -217,6 +300,10 @@ def build(directory: Path | None = None, *, busybox: Path = BUSYBOX) -> GuestIma
     if not image.kernel.is_file() or not have_modules or "kernel" not in manifest:
         with tempfile.TemporaryDirectory(prefix="rfq-kernel-") as work:
             manifest["kernel"] = _fetch_kernel(image, Path(work))
+    if not (image.guest_agent / "usr" / "sbin" / "qemu-ga").is_file() \
+            or "guest_agent" not in manifest:
+        with tempfile.TemporaryDirectory(prefix="rfq-agent-") as work:
+            manifest["guest_agent"] = _fetch_guest_agent(image, Path(work))
     initrd, digest = _initramfs(image, busybox)
     if manifest.get("initramfs") != digest or not image.initrd.is_file():
         _write_atomically(image.initrd, initrd)
