@@ -23,6 +23,7 @@ bad input (unknown VM or host, no cluster file).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sys
@@ -150,6 +151,13 @@ def maintenance(config_path: str | None, host: str, on: bool, operator: str | No
                   store, wait)
 
 
+def _audit_refusal(store: Store, note: Put) -> None:
+    """Leave the audit note of a request refused at once (the leader journals it, as it does
+    every request's). Best effort: the refusal stands whether or not the note is written."""
+    with contextlib.suppress(StoreUnavailable):
+        store.txn([], [note])
+
+
 def submit_migrate(config: ClusterConfig, store: Store, vm: str, target: str,
                    who: str) -> Submitted:
     """Ask the leader to live-migrate `vm` to `target` (it checks room and refuses with the
@@ -167,6 +175,8 @@ def submit_migrate(config: ClusterConfig, store: Store, vm: str, target: str,
         return _no_quorum("migrate", vm, exc)
     if not result.succeeded:
         reason = f"a migration of {vm} is already pending"
+        _audit_refusal(store, audit_put("vm_migrate_refused", who, request, vm=vm,
+                                        target=target, reason=reason))
         return Submitted("migrate", vm, None, f"refused: {reason}", reason)
     return Submitted("migrate", vm, request,
                      f"migration of {vm} to {target} requested: the leader checks room and "
@@ -285,6 +295,8 @@ def submit_force(config: ClusterConfig, store: Store, vm: str, host: str,
             info = first.value if first else {}
             reason = (f"a forced start of {vm} by {info.get('operator')} onto "
                       f"{info.get('host')} is already pending")
+            _audit_refusal(store, audit_put("force_start_refused", who, request, vm=vm,
+                                            host=host, reason=reason))
             return Submitted("force_start", vm, None, f"refused: {reason}", reason)
     except StoreUnavailable as exc:
         return _no_quorum("force_start", vm, exc)

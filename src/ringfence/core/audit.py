@@ -3,7 +3,9 @@
 Every operator action (the CLI, the simulator's scripted operator, the API) is a request written
 to the store. In the same transaction as the request itself, the requester writes an *audit
 note* under `requests/audit/<id>`: the event kind it stands for (`maintenance_on`,
-`maintenance_off`, `vm_stop_requested`, `vm_start_requested`, `operator_request`), the
+`maintenance_off`, `vm_stop_requested`, `vm_start_requested`, `operator_request`; and
+`force_start_refused` / `vm_migrate_refused` for a request refused at once because another
+operator's request for that VM is still pending: written alone, since nothing else is), the
 operator's name, the request id, the subject (host or VM) and, in words, what was asked. The
 request value carries the same id, and everything done for it (the `vm_stopped`, the
 `vm_migrating`, the refusal) journals that id and the operator: the journal links a request to
@@ -34,7 +36,9 @@ __all__ = ["AUDIT_KINDS", "AUDIT_PREFIX", "AuditNote", "audit_put", "new_request
 
 AUDIT_PREFIX = "requests/audit/"
 AUDIT_KINDS = frozenset({"maintenance_on", "maintenance_off", "vm_stop_requested",
-                         "vm_start_requested", "operator_request"})
+                         "vm_start_requested", "operator_request",
+                         # refused at once, because another request for the VM is pending
+                         "force_start_refused", "vm_migrate_refused"})
 _NOTE_FIELDS = ("host", "vm", "target", "reason")
 
 
