@@ -209,6 +209,23 @@ def test_a_single_store_member_is_the_embedded_sqlite_store(tmp_path: Path) -> N
     assert data["store"]["kind"] == "sqlite" and data["store"]["path"].endswith("store.db")
 
 
+def test_alert_routes_are_written_with_their_own_kind_s_fields_only(tmp_path: Path) -> None:
+    # Found replaying the library: every route was written with every kind's defaults
+    # (command, starttls, to ...), which the agents' loader rightly refuses.
+    cluster = load_scenario(SCENARIOS / "alert-route-behind-a-dead-host.yaml").cluster
+    topology = Topology(cluster, 0)
+    store = LabStore(topology, cluster.store_members(), tmp_path)
+    data = lab_cluster(cluster, topology, store, LabPaths(tmp_path), "host1")
+    parsed = parse_cluster(yaml.safe_load(yaml.safe_dump(data)))
+    assert [(r.kind, r.name) for r in parsed.alerts] == [(r.kind, r.name) for r in cluster.alerts]
+
+
+def test_route_delivery_expectations_are_refused() -> None:
+    # Which route reaches its receiver is the simulator's model; the lab runs no receivers.
+    (reason,) = refusals(load_scenario(SCENARIOS / "alert-route-behind-a-dead-host.yaml"))
+    assert reason.startswith("expect[1]: an alert's route and delivery")
+
+
 # ---------------------------------------------------------------------- refusals
 def test_every_schema_fault_is_done_or_refused_with_a_reason() -> None:
     for kind in EVENT_FIELDS:
