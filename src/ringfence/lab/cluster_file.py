@@ -27,6 +27,9 @@ def lab_cluster(cluster: ClusterConfig, topology: Topology, store: LabStore, pat
                 host: str | None, *, implicit_datastore: bool = False) -> dict[str, Any]:
     """The cluster file that `host` (None: the operator tools) uses in this lab."""
     data: dict[str, Any] = cluster.model_dump(mode="json", exclude_none=True)
+    # A route takes only its own kind's fields: the others' defaults must not be written.
+    data["alerts"] = [{"kind": route.kind, **route.model_dump(mode="json", exclude_defaults=True)}
+                      for route in cluster.alerts]
     data["key_file"] = str(paths.key)
     data.pop("api", None)
     for network in data["networks"]:

@@ -292,4 +292,10 @@ def refusals(scenario: Scenario) -> list[str]:
                      f"carrier flaps) by live migration, and {MIGRATION}")
     if scenario.sim.clock_drift_ppm:
         found.append("sim.clock_drift_ppm: the lab's hosts share this machine's clock")
+    for index, expectation in enumerate(scenario.expect):
+        if expectation.route is not None or expectation.delivered is not None:
+            found.append(f"expect[{index}]: an alert's route and delivery are judged by the "
+                         f"simulator's model of which route reaches its receiver; the lab runs "
+                         f"no receivers at the routes' addresses")
+            break
     return found

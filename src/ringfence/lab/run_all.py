@@ -85,9 +85,12 @@ def run_all(directory: Path, options: LabOptions, *, out: Path | None = None,
             rows.append(Row(path.name, scenario.name, sim, recovery(simulated), "refused",
                             None, 0.0, "; ".join(exc.reasons)))
             continue
-        except LabError as exc:
+        except (LabError, ConfigError) as exc:
+            # One scenario the lab could not build (a cluster file its agents refuse, say)
+            # is that row's error, not the end of the whole run.
             rows.append(Row(path.name, scenario.name, sim, recovery(simulated), "error", None,
                             time.monotonic() - started, str(exc)))
+            say(f"{path.name}: lab error: {exc}")
             continue
         if out is not None:
             (out / f"{path.stem}.lab.json").write_text(json.dumps(document, indent=2) + "\n")
