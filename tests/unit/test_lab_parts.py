@@ -220,6 +220,16 @@ def test_alert_routes_are_written_with_their_own_kind_s_fields_only(tmp_path: Pa
     assert [(r.kind, r.name) for r in parsed.alerts] == [(r.kind, r.name) for r in cluster.alerts]
 
 
+def test_a_hanging_fence_controller_is_passed_to_the_lab_s_fence_agent(tmp_path: Path) -> None:
+    # Found replaying fence-agent-hangs: the lab's controller answered at once, so the
+    # scenario's hung fence never happened for real.
+    cluster = load_scenario(SCENARIOS / "fence-agent-hangs.yaml").cluster
+    topology = Topology(cluster, 0)
+    store = LabStore(topology, cluster.store_members(), tmp_path)
+    data = lab_cluster(cluster, topology, store, LabPaths(tmp_path), "host1")
+    assert data["fencing"]["host2"]["params"]["hang"] == 60.0
+
+
 def test_route_delivery_expectations_are_refused() -> None:
     # Which route reaches its receiver is the simulator's model; the lab runs no receivers.
     (reason,) = refusals(load_scenario(SCENARIOS / "alert-route-behind-a-dead-host.yaml"))

@@ -69,6 +69,7 @@ def lab_cluster(cluster: ClusterConfig, topology: Topology, store: LabStore, pat
         target: {"agent": str(paths.fence_agent),
                  "params": {"plug": target, "lab": str(paths.root),
                             **({"delay": spec.delay} if spec.delay else {}),
+                            **({"hang": spec.hang} if spec.hang else {}),
                             **({"via": spec.network} if spec.network else {})}}
         for target, spec in cluster.fencing.items()}
     datastores = [d.name for d in cluster.datastores]

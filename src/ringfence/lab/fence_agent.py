@@ -1,7 +1,7 @@
 """The lab's power fence agent, speaking the ClusterLabs stdin protocol.
 
     action=off|on|reboot|status|monitor|list|metadata   plug=HOST   lab=LABDIR
-    [delay=SECONDS]   [via=NETWORK]
+    [delay=SECONDS]   [via=NETWORK]   [hang=SECONDS]
 
 It is the power controller of a namespace host, reached out of band (through ``/proc``, not
 through any lab network, so partitions do not stop it). ``off`` records the host as off
@@ -12,7 +12,9 @@ the host (``LABDIR/power/HOST.on``; the lab boots it after the scenario's boot t
 ``reboot`` is both. ``status`` exits 2 (off) once the host is recorded off and nothing of it is
 left, else 0 (on). ``delay`` waits before acting (a slow controller). ``via`` names a network
 the controller is reached on: the fence fails (exit 1) when the fencing host has no carrier on
-it, as in the simulator.
+it, as in the simulator. ``hang`` (the scenario's ``fencing.<host>.hang``) makes every action
+answer only after that long, and then act, as a wedged controller does: the caller's timeout is
+what stops it.
 
 Only the standard library is imported: its start-up time is part of every failover.
 """
@@ -77,6 +79,7 @@ def main(stdin: str) -> int:
         return 0
     inode = int((root / "netns" / f"{host}.ino").read_text().split()[0])
     off_marker, on_request = root / "power" / f"{host}.off", root / "power" / f"{host}.on"
+    time.sleep(float(params.get("hang", "0") or 0))
     if action == "status":
         return OFF if off_marker.exists() and not pids_in(inode) else ON
     if action not in ("off", "on", "reboot"):
