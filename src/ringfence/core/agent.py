@@ -422,7 +422,8 @@ class Agent:
             return
         if self._put_under_lease(leases.host_health_key(self.host), {
                 "state": assessment.state, "reasons": list(assessment.reasons),
-                "settled": settled, "incarnation": self.incarnation}):
+                "causes": list(assessment.causes), "settled": settled,
+                "incarnation": self.incarnation}):
             self.published_health = current
 
     def _put_under_lease(self, key: str, value: dict[str, object]) -> bool:

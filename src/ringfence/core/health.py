@@ -41,6 +41,10 @@ class HealthEvent:
 class HealthAssessment:
     state: HealthState
     reasons: tuple[str, ...]
+    # What the reasons are about, as data: "network" (a NIC missing or without carrier),
+    # "storage" (a datastore not writable). The manager waits a moment before it moves VMs off
+    # a host that is ineligible for storage only: that fault is often every host's.
+    causes: tuple[str, ...] = ()
 
 
 class HealthMonitor:
@@ -96,7 +100,10 @@ class HealthMonitor:
             self.no_carrier[network] = 0 if nic.carrier else self.no_carrier.get(network, 0) + 1
             if self.no_carrier[network] >= CARRIER_LOSSES and network in self.required:
                 reasons.append(f"no carrier on {network} ({nic.name})")
+        network_reasons = len(reasons)
         events += self._storage(reading, reasons)
+        causes = (("network",) if network_reasons else ()) + (
+            ("storage",) if len(reasons) > network_reasons else ())
         # A datastore whose last probe failed stays "failing" until a probe succeeds (a reading
         # may carry no new probe result for it).
         self.failing_now = self.failing_now or any(self.storage_failures.values())
@@ -107,7 +114,8 @@ class HealthMonitor:
         elif now < self.degraded_until:
             state = "degraded"
             reasons = [self.degraded_why]
-        events += self._transition(HealthAssessment(state, tuple(reasons)))
+        events += self._transition(HealthAssessment(state, tuple(reasons),
+                                                    causes if state == "ineligible" else ()))
         return events
 
     @property

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 TTL_RESOLUTION = 1.05  # etcd's time-to-live is whole seconds
 REBOOT_GRACE = 300.0  # how long a cleanly rebooting host keeps its VMs (policy freeze/conditional)
+# How long a host ineligible for storage only must have been so before its VMs move: the hosts'
+# probes see a fault they share (storage unwritable for everyone) up to two probe rounds apart,
+# and the first to see it must not lose its VMs to a host about to see it too (found in the
+# lab). A NIC without carrier moves its VMs at once (seed 000).
+UNFIT_SETTLE = 3.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,13 @@ class HostRecord:
     @property
     def ineligible(self) -> bool:
         return self.health is not None and self.health.value.get("state") == "ineligible"
+
+    @property
+    def unfit_for_storage_only(self) -> bool:
+        """Ineligible, and only because a datastore is not writable (an agent of an older
+        version says no causes: not this)."""
+        causes = self.health.value.get("causes") if self.health is not None else None
+        return self.ineligible and causes == ["storage"]
 
     @property
     def degraded(self) -> bool:
@@ -185,6 +197,7 @@ class Manager:
         self.quiet_moves: tuple[int, int] | None = None
         self.quiet_unfit: tuple[int, int] | None = None
         self.stranded: dict[str, str] = {}  # vm -> the ineligible host it stays on
+        self.unfit_since: dict[str, float] = {}  # host -> when we first saw it ineligible
         self.rebooting_since: dict[tuple[str, int], float] = {}
         self.view: dict[str, str] = {}
         self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
@@ -228,7 +241,7 @@ class Manager:
             self._force_requests(snapshot)
             self._confirm_stopped_holders(snapshot)
             self._recover(snapshot)
-            self._evacuate_unfit(snapshot)
+            self._evacuate_unfit(now, snapshot)
             self._migrate_requests(snapshot)
             self._planned_moves(snapshot)
         except StoreUnavailable:
@@ -547,24 +560,31 @@ class Manager:
                     baseline[target].take(spec)
             self._move(snapshot, spec.name, target, reason, notes)
 
-    def _evacuate_unfit(self, snapshot: ClusterSnapshot) -> None:
+    def _evacuate_unfit(self, now: float, snapshot: ClusterSnapshot) -> None:
         """VMs on a live host that says it is ineligible (storage unwritable, NIC gone) move,
-        by restart, to an eligible host with room; where none exists they stay where they
-        run, and an alert says so (stopping them would help nobody: VM Component Protection's
-        rule). The holder stops each VM and confirms (`after`) before the target starts it."""
+        by restart, to an eligible host with room (a host ineligible for storage only once it
+        has been so for `UNFIT_SETTLE`: a fault all hosts share shows as one); where none
+        exists they stay
+        where they run, and an alert says so (stopping them would help nobody: VM Component
+        Protection's rule). The holder stops each VM and confirms (`after`) before the target
+        starts it."""
         state = (snapshot.revision, self.view_version)
         if state == self.quiet_unfit:
             return
         unfit = {h for h, r in snapshot.hosts.items()
                  if r.ineligible and r.lease is not None
                  and self.view.get(h) in ("online", "jeopardy", "degraded", "ineligible")}
+        self.unfit_since = {h: self.unfit_since.get(h, now) for h in unfit}
+        settled = {h for h in unfit if now - self.unfit_since[h] >= UNFIT_SETTLE
+                   or not snapshot.hosts[h].unfit_for_storage_only}
         on_unfit = sorted((vm, str(kv.value["host"])) for vm, kv in snapshot.owners.items()
-                          if kv.value.get("host") in unfit and kv.value.get("after") is None
+                          if kv.value.get("host") in settled and kv.value.get("after") is None
                           and vm in self.vm_specs)
         for vm in [v for v, h in self.stranded.items() if (v, h) not in on_unfit]:
             del self.stranded[vm]
         if not on_unfit:
-            self.quiet_unfit = state
+            if settled == unfit:  # nobody still settling: nothing to look at until a change
+                self.quiet_unfit = state
             return
         rooms = self._rooms(snapshot)
         before = {n: HostRoom(r.name, r.free_cpus, r.free_memory, set(r.vms))
