@@ -24,6 +24,10 @@ FLAP_WINDOW = 60.0
 FLAP_COUNT = 4  # carrier changes (two drops and returns) within the window
 DEGRADED_HOLD = 600.0
 STORAGE_FAILURES = 2  # consecutive failed probes before a datastore counts as unwritable
+# How often the real probes write to a datastore (`probes.host.LinuxProbes`). Hosts see a
+# storage fault they share up to this much (and a reading or two) apart: the manager lets a
+# host's storage-only ineligibility settle that long before it moves VMs (`UNFIT_SETTLE`).
+STORAGE_PROBE_EVERY = 3.0
 CARRIER_LOSSES = 2  # consecutive readings without carrier before a VM network counts as lost
 
 HealthState = Literal["eligible", "degraded", "ineligible"]

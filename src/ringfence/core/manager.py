@@ -30,6 +30,7 @@ from ringfence.core.event_text import render
 from ringfence.core.events import Fact
 from ringfence.core.explain import placement_notes
 from ringfence.core.forced import REQUESTS_PREFIX, force_request_key
+from ringfence.core.health import STORAGE_PROBE_EVERY
 from ringfence.core.moves import admission_refusal, plan_moves
 from ringfence.core.placement import HostRoom, plan
 from ringfence.fence.base import FenceHandle
@@ -44,7 +45,7 @@ REBOOT_GRACE = 300.0  # how long a cleanly rebooting host keeps its VMs (policy 
 # probes see a fault they share (storage unwritable for everyone) up to two probe rounds apart,
 # and the first to see it must not lose its VMs to a host about to see it too (found in the
 # lab). A NIC without carrier moves its VMs at once (seed 000).
-UNFIT_SETTLE = 3.0
+UNFIT_SETTLE = STORAGE_PROBE_EVERY + 3.0
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ringfence.config import ClusterConfig, ProbeConfig
+from ringfence.core.health import STORAGE_PROBE_EVERY
 from ringfence.core.ports import HostReading, NicReading
 
 __all__ = ["EDAC_DIR_ENV", "LinuxProbes", "command_probe", "file_probe"]
@@ -148,7 +149,8 @@ class LinuxProbes:
     def __init__(self, config: ClusterConfig, host: str, *,
                  sysfs: Path = Path("/sys/class/net"),
                  edac: Path | None = None,
-                 interval: float = 10.0, retry_interval: float = 1.0, timeout: float = 10.0,
+                 interval: float = STORAGE_PROBE_EVERY, retry_interval: float = 1.0,
+                 timeout: float = 10.0,
                  first_wait: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         spec = config.host(host)
