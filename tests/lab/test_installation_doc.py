@@ -200,10 +200,33 @@ class Lab:
                 netns.delete_quiet(name)
 
 
+# The real programs the page has the operator run, and the Debian packages that bring them:
+# a fresh machine may lack some (installed here, as root, like the QEMU tests' packages).
+TOOLS = {"etcdctl": "etcd-client", "logrotate": "logrotate", "openssl": "openssl",
+         "nft": "nftables"}
+
+
+def ensure_tools() -> None:
+    missing = sorted({package for tool, package in TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for attempt in (["apt-get", "install", "-y", "-qq", *missing],
+                    ["sh", "-c", "apt-get update -qq && apt-get install -y -qq "
+                     + " ".join(missing)]):
+        done = subprocess.run(attempt, env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
+        if done.returncode == 0:
+            return
+    pytest.fail(f"apt-get install {' '.join(missing)} failed: "
+                f"{(done.stderr or done.stdout).strip()[-600:]}")
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.skip("the installation walk-through runs as root (namespaces)")
+    ensure_tools()
     for name in (*(f"{PREFIX}{h}" for h in HOSTS), f"{PREFIX}sw"):
         if netns.exists(name):
             pytest.fail(f"namespace {name} exists already: another run of this test?")
