@@ -110,6 +110,33 @@ def test_live_migration_keeps_the_guest_running_without_restart(qemu_lab: Any) -
     h2.destroy("mig1")
 
 
+def test_the_guest_agent_answers_guest_ping_and_moves_with_the_guest(qemu_lab: Any) -> None:
+    """`verify: {guest_agent: true}`: the guest runs QEMU's guest agent on the domain's
+    org.qemu.guest_agent.0 channel; ringfence's check asks it for guest-ping, on the host
+    that runs the guest, and gets no answer where it does not run."""
+    from ringfence.probes.guest import LibvirtGuestAgent
+
+    qemu_lab.guest("qga1", 7)
+    h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
+    on1, on2 = LibvirtGuestAgent(qemu_lab.hosts["h1"].uri), \
+        LibvirtGuestAgent(qemu_lab.hosts["h2"].uri)
+    try:
+        assert not on1.answers("qga1", 1.0)  # not running: no answer, no exception
+        ok(h1.start("qga1", 70))
+        assert wait_for("the guest agent answering on h1", lambda: on1.answers("qga1", 2.0),
+                        timeout=90)
+        assert not on2.answers("qga1", 1.0)
+        ok(h1.migrate("qga1", "h2", 71))
+        assert wait_for("the guest agent answering on h2", lambda: on2.answers("qga1", 2.0),
+                        timeout=60)
+        assert not on1.answers("qga1", 1.0)
+        h2.destroy("qga1")
+        assert not on2.answers("qga1", 1.0)
+    finally:
+        on1.close()
+        on2.close()
+
+
 def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
         qemu_lab: Any) -> None:
     """Shared block storage: each host opens its own device node for one disk, so QEMU's
@@ -128,6 +155,7 @@ def test_the_lease_refuses_a_second_start_where_qemu_s_own_lock_can_not_see(
     h1.destroy("lease1")
 
 
+# Last of the module: it cuts h1's power, and the lab is shared by the module's tests.
 def test_a_second_start_on_another_host_is_refused_while_the_first_runs(qemu_lab: Any) -> None:
     guests = {"lock1": qemu_lab.guest("lock1", 5)}
     h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
@@ -166,29 +194,3 @@ def _held(path: Path) -> bool:
         os.close(fd)
     return False
 
-
-def test_the_guest_agent_answers_guest_ping_and_moves_with_the_guest(qemu_lab: Any) -> None:
-    """`verify: {guest_agent: true}`: the guest runs QEMU's guest agent on the domain's
-    org.qemu.guest_agent.0 channel; ringfence's check asks it for guest-ping, on the host
-    that runs the guest, and gets no answer where it does not run."""
-    from ringfence.probes.guest import LibvirtGuestAgent
-
-    qemu_lab.guest("qga1", 7)
-    h1, h2 = qemu_lab.driver("h1"), qemu_lab.driver("h2")
-    on1, on2 = LibvirtGuestAgent(qemu_lab.hosts["h1"].uri), \
-        LibvirtGuestAgent(qemu_lab.hosts["h2"].uri)
-    try:
-        assert not on1.answers("qga1", 1.0)  # not running: no answer, no exception
-        ok(h1.start("qga1", 70))
-        assert wait_for("the guest agent answering on h1", lambda: on1.answers("qga1", 2.0),
-                        timeout=90)
-        assert not on2.answers("qga1", 1.0)
-        ok(h1.migrate("qga1", "h2", 71))
-        assert wait_for("the guest agent answering on h2", lambda: on2.answers("qga1", 2.0),
-                        timeout=60)
-        assert not on1.answers("qga1", 1.0)
-        h2.destroy("qga1")
-        assert not on2.answers("qga1", 1.0)
-    finally:
-        on1.close()
-        on2.close()

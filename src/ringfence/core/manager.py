@@ -199,6 +199,7 @@ class Manager:
         self.quiet_unfit: tuple[int, int] | None = None
         self.stranded: dict[str, str] = {}  # vm -> the ineligible host it stays on
         self.unfit_since: dict[str, float] = {}  # host -> when we first saw it ineligible
+        self.fit_life: dict[str, int] = {}  # host -> the incarnation we last saw it fit in
         self.rebooting_since: dict[tuple[str, int], float] = {}
         self.view: dict[str, str] = {}
         self.view_version = 0  # bumped whenever `view` changes (cheap change detection)
@@ -576,8 +577,9 @@ class Manager:
                  if r.ineligible and r.lease is not None
                  and self.view.get(h) in ("online", "jeopardy", "degraded", "ineligible")}
         self.unfit_since = {h: self.unfit_since.get(h, now) for h in unfit}
+        self.fit_life.update({h: r.incarnation for h, r in snapshot.hosts.items() if r.fit})
         settled = {h for h in unfit if now - self.unfit_since[h] >= UNFIT_SETTLE
-                   or not snapshot.hosts[h].unfit_for_storage_only}
+                   or not self._may_share_the_fault(snapshot.hosts[h], h)}
         on_unfit = sorted((vm, str(kv.value["host"])) for vm, kv in snapshot.owners.items()
                           if kv.value.get("host") in settled and kv.value.get("after") is None
                           and vm in self.vm_specs)
@@ -625,6 +627,14 @@ class Manager:
                 self.parts.journal.record("vm_relocating", vm=vm, host=target,
                                           token=self.last_revision, source=source,
                                           target=target, reason=why, reasons=notes)
+
+    def _may_share_the_fault(self, record: HostRecord, host: str) -> bool:
+        """Is this an ineligibility to let settle (`UNFIT_SETTLE`)? Only a storage fault that
+        came while the host ran its VMs (fit earlier in this incarnation): a host that came
+        up unfit runs nothing (it starts nothing while unfit), so waiting would only be
+        downtime (seed 003: storage unwritable after a reboot)."""
+        return (record.unfit_for_storage_only
+                and self.fit_life.get(host) == record.incarnation)
 
     @staticmethod
     def _is_new_start(kv: KeyValue) -> bool:
