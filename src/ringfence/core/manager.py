@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 
 TTL_RESOLUTION = 1.05  # etcd's time-to-live is whole seconds
 REBOOT_GRACE = 300.0  # how long a cleanly rebooting host keeps its VMs (policy freeze/conditional)
-# How long a host ineligible for storage only must have been so before its VMs move: the hosts'
-# probes see a fault they share (storage unwritable for everyone) up to two probe rounds apart,
-# and the first to see it must not lose its VMs to a host about to see it too (found in the
-# lab). A NIC without carrier moves its VMs at once (seed 000).
+# How long a host ineligible for storage only (while it runs its VMs) must have been so before
+# its VMs move: the hosts' probes see a fault they share (storage unwritable for everyone) up to
+# a probe interval and a reading or two apart, and the first to see it must not lose its VMs to
+# a host about to see it too (found in the lab). A NIC without carrier moves them at once.
 UNFIT_SETTLE = STORAGE_PROBE_EVERY + 3.0
 
 
@@ -566,10 +566,9 @@ class Manager:
         """VMs on a live host that says it is ineligible (storage unwritable, NIC gone) move,
         by restart, to an eligible host with room (a host ineligible for storage only once it
         has been so for `UNFIT_SETTLE`: a fault all hosts share shows as one); where none
-        exists they stay
-        where they run, and an alert says so (stopping them would help nobody: VM Component
-        Protection's rule). The holder stops each VM and confirms (`after`) before the target
-        starts it."""
+        exists they stay where they run, and an alert says so (stopping them would help
+        nobody: VM Component Protection's rule). The holder stops each VM and confirms
+        (`after`) before the target starts it."""
         state = (snapshot.revision, self.view_version)
         if state == self.quiet_unfit:
             return
