@@ -62,9 +62,12 @@ def test_seed_scenario_passes_for_real(name: str, no_new_namespaces: None) -> No
 
 def test_failsafe_survives_a_staggered_store_return_for_real(no_new_namespaces: None) -> None:
     # Issue 11: found in the lab (002 row 7, the store back for one host a moment before the
-    # other); here nodeB's storage network really stays cut 2.5 s after the coordination
-    # points return. nodeA vouches for nodeB's lease, and nobody stops a VM.
+    # other); here nodeB's storage network really stays cut 4 s after the coordination
+    # points return (etcd takes 2-3 s to elect a leader again, and nodeA must reach the store
+    # before nodeB does). nodeA vouches for nodeB's lease, and nobody stops a VM.
     document = replay("failsafe-staggered-store-return.yaml")
     assert document["passed"], failures(document)
+    returns = [f"{e['t']:.2f}s {e['kind']} {e['host']}" for e in document["events"]
+               if e["kind"] in ("quorum_gained", "failsafe_left", "failsafe_vouched")]
     assert any(e["kind"] == "failsafe_vouched" and e["host"] == "nodeB"
-               for e in document["events"])
+               for e in document["events"]), returns
