@@ -9,7 +9,10 @@ The one exception is a forced start without quorum (seed 004: a node that can re
 its partner nor the quorum server): the request then goes to the agent of the host it must
 run on, through a file in that agent's state directory, and the agent applies its own rules
 (every other host confirmed down, none of them heard, power-fenced where a fence agent
-exists). The command waits for the agent's answer in its journal.
+exists). The command waits for the agent's answer in its journal. When that agent's own
+journal says it has no quorum (`agent_without_quorum`), the store is not tried first: its
+answer would only be a refusal after its whole deadline, and the agent tries the store itself
+first anyway when it holds a lease.
 
 Audit: each request gets an id (printed, e.g. ``request r-3f9c0a1b2c4d``), written with the
 request and, in the same transaction, as an audit note that the leader journals with the
@@ -42,6 +45,10 @@ from ringfence.status import find_config
 from ringfence.store.base import Compare, Delete, Put, Store, StoreUnavailable
 
 FORCE_WAIT = 60.0
+JOURNAL_TAIL = 1 << 20  # bytes of the agent's journal read for its latest quorum state
+NO_QUORUM_KINDS = frozenset({"quorum_lost", "waiting_for_quorum", "self_fence",
+                             "failsafe_entered"})
+QUORUM_KINDS = frozenset({"quorum_gained", "host_joined", "host_shutdown"})
 
 
 def _open(config_path: str | None) -> tuple[ClusterConfig, Store]:
@@ -309,10 +316,49 @@ def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[
                 operator: str | None, state_dir: Path, *, wait: float = 0.0) -> int:
     config, store = _open(config_path)
     who = operator or getpass.getuser()
+    since = agent_without_quorum(state_dir, host)
+    if since is not None:
+        _check_vm(config, vm)
+        _check_host(config, host)
+        for down in confirm_down:
+            _check_host(config, down, "confirm-down")
+        stamp = time.strftime("%H:%M:%S", time.localtime(since))
+        _say(f"{host}'s agent has had no store quorum since {stamp} (its journal): not "
+             f"waiting for the store")
+        return _force_without_quorum(state_dir, host, vm, who, confirm_down)
     submitted = submit_force(config, store, vm, host, confirm_down, who)
     if not submitted.no_quorum:
         return _print(submitted, store, wait)
     return _force_without_quorum(state_dir, host, vm, who, confirm_down)
+
+
+def agent_without_quorum(state_dir: Path, host: str) -> float | None:
+    """When `host`'s agent last said it lost (or could not reach) the store's quorum, by the
+    latest quorum event of its own journal in `state_dir`; None when its latest says it has
+    the store, it stopped cleanly since, or there is no journal (then the store is asked)."""
+    path = state_dir / f"journal-{host}.jsonl"
+    try:
+        with path.open("rb") as journal:
+            journal.seek(0, 2)
+            size = journal.tell()
+            journal.seek(max(0, size - JOURNAL_TAIL))
+            tail = journal.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail[1:] if len(tail) > 1 and size > JOURNAL_TAIL else tail):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn line (the agent writing it), or the cut first line of the tail
+        if not isinstance(entry, dict) or entry.get("host") != host:
+            continue
+        kind = entry.get("kind")
+        if kind in QUORUM_KINDS or (kind == "failsafe_left" and entry.get("cause") == "store_back"):
+            return None
+        if kind in NO_QUORUM_KINDS:
+            stamp = entry.get("t")
+            return float(stamp) if isinstance(stamp, (int, float)) else time.time()
+    return None
 
 
 def _force_without_quorum(state_dir: Path, host: str, vm: str, who: str,

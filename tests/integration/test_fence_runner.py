@@ -183,3 +183,30 @@ def test_a_cancelled_fence_is_stopped_and_never_acts(tmp_path: Path) -> None:
     assert _no_process_mentions(marker)
     time.sleep(3.5)
     assert power(tmp_path) == "on"
+
+
+def test_status_is_polled_soon_after_off_then_every_poll_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that is off a moment after its `off` is confirmed within that moment, not a
+    whole poll interval later (in the lab a fence took 1.6 s, most of it one 1 s wait)."""
+    import types
+
+    from ringfence.fence import runner as module
+
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(round(seconds, 3))
+        time.sleep(min(seconds, 0.01))
+
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(monotonic=time.monotonic,
+                                                              sleep=sleep))
+    log = tmp_path / "log"
+    slow = FenceAgentRunner("hv2", str(FAKE), {"state_file": str(tmp_path / "power"),
+                                               "on_for": 5, "log_file": str(log)},
+                            timeout=60.0, retries=0, poll_interval=1.0)
+    result = slow.fence("hv2", "off").wait(WAIT)
+    assert result is not None and result.ok, result
+    statuses = [line for line in log.read_text().splitlines() if line.startswith("status")]
+    assert len(statuses) == 6  # five "still on", then off
+    assert waited == [0.1, 0.25, 0.5, 1.0, 1.0]

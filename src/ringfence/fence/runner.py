@@ -19,7 +19,9 @@ The protocol spoken here (fence-agents' ``fencing.py``):
 A fence (`FenceAgentRunner.fence`) runs in a background thread and is polled through its
 handle, never blocking the decision cycle:
 
-1. ``action=off``; then ``action=status`` every `poll_interval` until it reports off. An
+1. ``action=off``; then ``action=status`` until it reports off: soon at first
+   (`STATUS_BACKOFF`: most devices are off within a moment of their ``off``, and each second
+   waited here is a second of the VMs' downtime), then every `poll_interval`. An
    ``off`` that fails, or a status that does not reach "off" within its share of the time
    left, is retried (at most `retries` more times); each attempt's share is the time left
    divided by the attempts left, so the last attempt gets a real chance.
@@ -62,6 +64,7 @@ log = logging.getLogger("ringfence.fence")
 
 AGENT_DIR = Path("/usr/sbin")
 STATUS_ON, STATUS_OFF = 0, 2
+STATUS_BACKOFF = (0.1, 0.25, 0.5)  # seconds before the first status polls after an "off"
 TAIL = 600  # characters of the agent's stderr quoted in a failure
 
 
@@ -266,15 +269,19 @@ class FenceAgentRunner:
                 self._pause(attempt_end, deadline)
                 continue
             last = "no status check finished"
+            polls = 0
             while True:
                 code, err = self._call(lines, "status", secrets, deadline)
                 if code == STATUS_OFF:
                     return (f"{self.host} is off: {self.agent} off, then status reported off "
                             f"(attempt {attempt})")
                 last = "still on" if code == STATUS_ON else self._describe(code, err)
-                if time.monotonic() + self.poll_interval >= min(attempt_end, deadline):
+                delay = min(self.poll_interval, STATUS_BACKOFF[polls]
+                            if polls < len(STATUS_BACKOFF) else self.poll_interval)
+                polls += 1
+                if time.monotonic() + delay >= min(attempt_end, deadline):
                     break
-                time.sleep(self.poll_interval)
+                time.sleep(delay)
             errors.append(f"attempt {attempt}: off succeeded but status: {last}")
         if not errors:
             errors.append("no attempt started")
