@@ -280,15 +280,19 @@ def reset(config_path: str | None, vm: str, operator: str | None, *,
     return _print(submit_reset(config, store, vm, operator or getpass.getuser()), store, wait)
 
 
+def _check_force(config: ClusterConfig, vm: str, host: str, confirm_down: list[str]) -> None:
+    _check_vm(config, vm)
+    _check_host(config, host)
+    for down in confirm_down:
+        _check_host(config, down, "confirm-down")
+
+
 def submit_force(config: ClusterConfig, store: Store, vm: str, host: str,
                  confirm_down: list[str], who: str) -> Submitted:
     """A forced start with quorum: a request the leader turns into an audited lease change.
     Without quorum the answer is a refusal with `no_quorum` set (the CLI then hands the
     request to the local agent). Raises ConfigError for an unknown VM or host."""
-    _check_vm(config, vm)
-    _check_host(config, host)
-    for down in confirm_down:
-        _check_host(config, down, "confirm-down")
+    _check_force(config, vm, host, confirm_down)
     request = new_request_id()
     try:
         value = {"host": host, "operator": who, "confirm_down": confirm_down,
@@ -318,10 +322,7 @@ def force_start(config_path: str | None, vm: str, host: str, confirm_down: list[
     who = operator or getpass.getuser()
     since = agent_without_quorum(state_dir, host)
     if since is not None:
-        _check_vm(config, vm)
-        _check_host(config, host)
-        for down in confirm_down:
-            _check_host(config, down, "confirm-down")
+        _check_force(config, vm, host, confirm_down)
         stamp = time.strftime("%H:%M:%S", time.localtime(since))
         _say(f"{host}'s agent has had no store quorum since {stamp} (its journal): not "
              f"waiting for the store")
@@ -339,13 +340,11 @@ def agent_without_quorum(state_dir: Path, host: str) -> float | None:
     path = state_dir / f"journal-{host}.jsonl"
     try:
         with path.open("rb") as journal:
-            journal.seek(0, 2)
-            size = journal.tell()
-            journal.seek(max(0, size - JOURNAL_TAIL))
+            journal.seek(max(0, journal.seek(0, 2) - JOURNAL_TAIL))
             tail = journal.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    for line in reversed(tail[1:] if len(tail) > 1 and size > JOURNAL_TAIL else tail):
+    for line in reversed(tail):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
