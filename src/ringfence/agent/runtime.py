@@ -4,8 +4,8 @@ It builds the real parts (monotonic clock, UDP heartbeats, the configured store,
 watchdog, fence agents, probes, a local journal and local state) and runs the agent's three
 cycles on a fixed grid of `heartbeat_interval` (`origin + k x interval`, skipping the slots a
 slow cycle overran), each in a thread of its own, as the simulator runs them
-(`sim.cycles`): heartbeats and the watchdog pet (`Agent.beat`), the host lease
-(`Agent.keep_leases`, over a store connection of its own) and decisions (`Agent.tick`). The
+(`sim.cycles`): heartbeats and the watchdog pet (`Agent.beat`), the host lease (its
+registration and renewals, `Agent.keep_leases`) and decisions (`Agent.tick`). The
 cycles share the agent through the gate (`agent.gate`): each lets it go while it waits in a
 store or hypervisor call, so a slow store delays decisions, never a heartbeat, a renewal or a
 pet. The asyncio loop handles signals. SIGTERM or SIGINT: a clean stop (the shutdown policy
@@ -330,7 +330,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     parts = AgentParts(
         clock=MonotonicClock(),
         store=GatedStore(store, gate),
-        lease_store=GatedStore(open_store(config, host=host), gate),
+        lease_store=GatedStore(open_store(config, host=host, create=bootstrap), gate),
         hypervisor=GatedHypervisor(hypervisor, gate),
         watchdog=_watchdog(host, options, journal),
         transport=transport,

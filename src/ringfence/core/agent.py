@@ -123,7 +123,6 @@ class Agent:
         self.host = host
         # Every store call of this host proves the store is the one it joined.
         self.identity = IdentityRef()
-        self.raw_store = parts.store
         self.store = IdentifiedStore(parts.store, self.identity, on_foreign=self._store_foreign,
                                      clock=parts.clock.now)
         self.parts = dataclasses.replace(parts, store=self.store)
@@ -133,6 +132,9 @@ class Agent:
                             IdentifiedStore(parts.lease_store, self.identity,
                                             on_foreign=self._store_foreign,
                                             clock=parts.clock.now))
+        # Registration (`_register`, with `_join_store`) runs in the lease cycle, over its
+        # connection.
+        self.raw_lease_store = parts.store if parts.lease_store is None else parts.lease_store
         self.bootstrap = bootstrap
         self.foreign_said: str | None = None
         self.store_conflict: tuple[str, ...] = ()  # peers heard that joined another store
@@ -205,7 +207,8 @@ class Agent:
             self.parts.journal.record("execution_gap", host=self.host, duration=gap)
 
     def tick(self) -> str:
-        """The decision cycle: probes, the host lease, the VMs and the manager. Its store
+        """The decision cycle: probes, forced starts, the lease guard, the VMs and the
+        manager (the host lease itself is the lease cycle's: `keep_leases`). Its store
         and hypervisor calls may take time (they are bounded); heartbeats and the watchdog do
         not wait for it (`beat`)."""
         now = self.parts.clock.now()
@@ -216,8 +219,8 @@ class Agent:
         self.revision_seen = None
         self._timed("probes", lambda: self._probe(now))
         self._timed("forced starts", lambda: self.forced.tick(now))
-        if self.lease_id is None:
-            self._timed("registration", lambda: self._register(now))
+        if self._claims_forced():
+            self._timed("forced claims", self.forced.claim)
         if self.mode == AgentMode.ACTIVE:
             self._guard(self.parts.clock.now())
         if self.stopping is not None:
@@ -257,15 +260,42 @@ class Agent:
         return revision
 
     def keep_leases(self) -> None:
-        """The lease cycle: renew the host lease when it is due, and nothing else, so that a
-        slow decision cycle never lets the host lease run out (`next_lease_due`)."""
+        """The lease cycle: take the host lease while this host has none (`_register`), and
+        renew it when it is due, and nothing else, so that a slow decision cycle never lets
+        the host lease run out (`next_lease_due`). Registration is here rather than in the
+        decision cycle because its calls wait their whole deadline while the store has no
+        quorum: the decision cycle meanwhile keeps picking up operator requests and polling
+        the fences of a forced start without quorum (issue 11: a forced start waited 1.5 s per
+        registration attempt)."""
+        if self._wants_lease():
+            self._register(self.parts.clock.now())
+            return
         if self.mode != AgentMode.ACTIVE or self.lease_id is None:
             return
         if self.parts.clock.now() >= self.next_renewal - TIMER_SLACK:
             self._renew()
 
+    def _claims_forced(self) -> bool:
+        """VMs forced on here without quorum, and a lease and a store to claim them with.
+        Claims are the decision cycle's, never the lease cycle's, although the lease cycle is
+        the one that (re)gains the store: the decision cycle is the one that starts a forced
+        VM, and a claim run beside it could miss a VM it was starting at that moment, which
+        would then run here lease-less while the manager recovers it elsewhere."""
+        return (bool(self.vms.forced) and self.mode == AgentMode.ACTIVE
+                and self.lease_id is not None and self.store_lost_since is None
+                and not self.failsafe and self.stopping is None)
+
+    def _wants_lease(self) -> bool:
+        """Waiting for quorum, with no lease and no clean stop under way."""
+        return (self.mode == AgentMode.WAITING_FOR_QUORUM and self.lease_id is None
+                and self.stopping is None)
+
     def next_lease_due(self) -> float:
-        """When `keep_leases` has work next (on this host's clock); inf: nothing to keep."""
+        """When `keep_leases` has work next (on this host's clock): -inf (at once) while this
+        host waits to register; inf: nothing to keep. Not "now": a caller that read its clock
+        a moment before would find it not due yet."""
+        if self._wants_lease():
+            return float("-inf")
         if self.mode != AgentMode.ACTIVE or self.lease_id is None:
             return float("inf")
         return self.next_renewal
@@ -563,7 +593,7 @@ class Agent:
         be trusted to stop its VMs), and says so."""
         if self._rejoin_blocked():
             return
-        store = self.parts.store
+        store = self.lease_store
         try:
             if not self._join_store():
                 return
@@ -606,7 +636,6 @@ class Agent:
         self.next_renewal = granted + leases.renewal_interval(self.timing)
         self.mode = AgentMode.ACTIVE
         self.parts.journal.record("host_joined", host=self.host, incarnation=incarnation)
-        self.forced.claim()
 
     def _join_store(self) -> bool:
         """Make sure the store is this cluster's store (see `core.identity`): join it,
@@ -615,12 +644,12 @@ class Agent:
             return True
         local = self.parts.local_state
         remembered = Remembered.parse(local.get(IDENTITY_MEMORY) if local else None)
-        raw, found = read_identity(self.raw_store)
-        revision = self.raw_store.revision()
+        raw, found = read_identity(self.raw_lease_store)
+        revision = self.raw_lease_store.revision()
         hosts_joined = False
         new_id = None
         if raw is None and remembered.identity is None:
-            hosts_joined = bool(self.raw_store.get_prefix(leases.HOSTS_PREFIX).items)
+            hosts_joined = bool(self.raw_lease_store.get_prefix(leases.HOSTS_PREFIX).items)
             new_id = self.parts.new_id() if self.parts.new_id is not None else None
         verdict = judge(cluster=self.config.name, found=found, found_raw=raw is not None,
                         store_revision=revision, hosts_joined=hosts_joined,
@@ -639,7 +668,7 @@ class Agent:
         identity = verdict.identity
         assert identity is not None
         if verdict.action == "bootstrap":
-            made = self.raw_store.txn([Compare.absent(IDENTITY_KEY)],
+            made = self.raw_lease_store.txn([Compare.absent(IDENTITY_KEY)],
                                       [Put(IDENTITY_KEY, identity.value())])
             if not made.succeeded:
                 return False  # another host bootstrapped it meanwhile: judge again
@@ -714,7 +743,6 @@ class Agent:
             lost_for = now - self.store_lost_since
             self.parts.journal.record("quorum_gained", host=self.host, duration=lost_for)
             self.store_lost_since = None
-            self.forced.claim()
         self.foreign_said = None
         if self.mode != AgentMode.ACTIVE:
             return  # self-fenced while the call was under way (the heartbeat cycle's guard)

@@ -3,10 +3,11 @@ heartbeat_interval`), as the real runtime runs them in three threads:
 
 - the heartbeat cycle (`Agent.beat`): heartbeats, the lease guard, the watchdog pet; it never
   calls the store and runs at every slot, whatever the others are waiting for;
-- the lease cycle (`Agent.keep_leases`): keepalives of the host lease, when due
-  (`Agent.next_lease_due`); the manager lease is kept by the decision cycle (`Manager._lead`),
-  so that a host whose decisions are slow gives the leadership to one whose decisions run;
-- the decision cycle (`Agent.tick`): probes, registration, VMs, the manager.
+- the lease cycle (`Agent.keep_leases`): registration while the host has no lease, then
+  keepalives of the host lease, when due (`Agent.next_lease_due`); the manager lease is kept
+  by the decision cycle (`Manager._lead`), so that a host whose decisions are slow gives the
+  leadership to one whose decisions run;
+- the decision cycle (`Agent.tick`): probes, forced starts, VMs, the manager.
 
 The lease and decision cycles run in greenlets, so that their calls can take simulated time
 (`sim.calls`): a waiting cycle is resumed when its call answers, while the world goes on. A
