@@ -166,8 +166,7 @@ class SimStore:
 
 class SimStoreClient:
     """The `Store` as one host sees it: every call first asks the world whether this host
-    reaches a store quorum right now; if not, the call is held until it does or its deadline
-    passes, then raises StoreUnavailable (`_wait_for_quorum`). A host whose own
+    reaches a store quorum right now, and raises StoreUnavailable if not. A host whose own
     store member lost its data (`store_wipe` with `member`) talks to that member alone: an
     empty store that always answers it (the world's `foreign_stores`)."""
 
