@@ -72,10 +72,6 @@ class Calls:
             return
         self.wait(host, self.latency(host, part) + extra)
 
-    def in_cycle(self, host: str) -> bool:
-        """Is `host` calling from one of its cycles, which can wait simulated time?"""
-        return self.world.cycles.cycle_of(self.world.hosts[host]) is not None
-
     def wait(self, host: str, seconds: float) -> None:
         sim_host = self.world.hosts[host]
         if seconds <= 0 or self.world.cycles.cycle_of(sim_host) is None:

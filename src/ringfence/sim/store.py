@@ -182,40 +182,16 @@ class SimStoreClient:
         return foreign.get(self.host, self.cluster_store)
 
     def _now(self) -> float:
-        if not self._reachable():
-            self._wait_for_quorum()
-        store = self.store
         now = self.world.now
-        store.expire(now)
-        return now
-
-    def _reachable(self) -> bool:
         store = self.store
         if store is self.cluster_store and not self.world.store_reachable(self.host):
-            return False
-        return store.available(self.world.now)
-
-    def _wait_for_quorum(self) -> None:
-        """A call to a store without quorum for this host is held, as a real etcd client's
-        is (a member cut off from its quorum, or one behind a partition that drops packets,
-        never answers "no"): it goes on once the store is back within the call's deadline
-        (`Timing.effective_store_timeout`), else fails at the deadline. The lab found that a
-        simulator failing such calls at once hid a forced start that waited 1.5 s per
-        registration attempt (docs/lab.md, C). Outside a cycle (no simulated time to
-        spend) the call fails at once."""
-        calls = getattr(self.world, "calls", None)
-        if calls is None or not calls.in_cycle(self.host):
+            self._wait()
             raise StoreUnavailable(f"{self.host} reaches no store quorum")
-        timing = self.world.config.timing
-        left = timing.effective_store_timeout
-        step = timing.heartbeat_interval / 4
-        while left > 1e-9:
-            wait = min(step, left)
-            calls.wait(self.host, wait)
-            left -= wait
-            if self._reachable():
-                return
-        raise StoreUnavailable(f"{self.host} reaches no store quorum")
+        if not store.available(now):
+            self._wait()
+            raise StoreUnavailable(f"{self.host} reaches no store quorum")
+        store.expire(now)
+        return now
 
     def _wait(self) -> None:
         """The call's latency (`sim.calls`): the request is applied when it is made, the
