@@ -101,11 +101,15 @@ class JournalAlerts:
         self.journal.record("alert_sent", host=host, vm=vm, severity=severity, detail=text)
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed line of a journal file (a torn last line is skipped)."""
+def read_journal(path: Path, tail: int | None = None) -> list[dict[str, Any]]:
+    """Every well-formed line of a journal file (a torn last line is skipped); with `tail`,
+    only those in its last `tail` bytes (the line cut there never parses, and is skipped)."""
     entries: list[dict[str, Any]] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as journal:
+            if tail is not None:
+                journal.seek(max(0, journal.seek(0, 2) - tail))
+            lines = journal.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return entries
     for line in lines:

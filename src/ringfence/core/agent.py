@@ -127,14 +127,15 @@ class Agent:
                                      clock=parts.clock.now)
         self.parts = dataclasses.replace(parts, store=self.store)
         # The lease cycle's store: its own connection where the runtime gives one, so that a
-        # slow decision cycle's call never queues a renewal behind it.
-        self.lease_store = (self.store if parts.lease_store is None else
-                            IdentifiedStore(parts.lease_store, self.identity,
-                                            on_foreign=self._store_foreign,
-                                            clock=parts.clock.now))
-        # Registration (`_register`, with `_join_store`) runs in the lease cycle, over its
-        # connection.
-        self.raw_lease_store = parts.store if parts.lease_store is None else parts.lease_store
+        # slow decision cycle's call never queues a renewal behind it. Registration
+        # (`_register`, with `_join_store`, which needs it unidentified) runs over it too.
+        if parts.lease_store is None:
+            self.raw_lease_store, self.lease_store = parts.store, self.store
+        else:
+            self.raw_lease_store = parts.lease_store
+            self.lease_store = IdentifiedStore(parts.lease_store, self.identity,
+                                               on_foreign=self._store_foreign,
+                                               clock=parts.clock.now)
         self.bootstrap = bootstrap
         self.foreign_said: str | None = None
         self.store_conflict: tuple[str, ...] = ()  # peers heard that joined another store

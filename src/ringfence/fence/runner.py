@@ -276,8 +276,8 @@ class FenceAgentRunner:
                     return (f"{self.host} is off: {self.agent} off, then status reported off "
                             f"(attempt {attempt})")
                 last = "still on" if code == STATUS_ON else self._describe(code, err)
-                delay = min(self.poll_interval, STATUS_BACKOFF[polls]
-                            if polls < len(STATUS_BACKOFF) else self.poll_interval)
+                delay = (min(self.poll_interval, STATUS_BACKOFF[polls])
+                         if polls < len(STATUS_BACKOFF) else self.poll_interval)
                 polls += 1
                 if time.monotonic() + delay >= min(attempt_end, deadline):
                     break
