@@ -210,3 +210,25 @@ def test_status_is_polled_soon_after_off_then_every_poll_interval(
     statuses = [line for line in log.read_text().splitlines() if line.startswith("status")]
     assert len(statuses) == 6  # five "still on", then off
     assert waited == [0.1, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_on_done_is_called_once_the_result_is_known(tmp_path: Path) -> None:
+    # The runtime passes its Nudge here, so the decision cycle polls the handle at once.
+    seen: list[object] = []
+    agent = FenceAgentRunner("hv2", str(FAKE), {"state_file": str(tmp_path / "power")},
+                             timeout=5.0, retries=0, poll_interval=0.1,
+                             on_done=lambda: seen.append(handle.result()))
+    handle = agent.fence("hv2", "off")
+    result = handle.wait(WAIT)
+    assert result is not None and result.ok
+    assert seen == [result]  # called once, with the result already in place
+
+
+def test_on_done_is_called_for_a_fence_that_can_not_start(tmp_path: Path) -> None:
+    calls: list[int] = []
+    agent = FenceAgentRunner("hv2", str(FAKE), {}, timeout=5.0, retries=0,
+                             on_done=lambda: calls.append(1))
+    handle = agent.fence("hv3", "off")  # not the host this agent fences
+    result = handle.result()
+    assert result is not None and not result.ok
+    assert calls == [1]

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
-from ringfence.agent.runtime import pause, relay_changes
+from ringfence.agent.wakeup import MIN_GAP, Nudge, pause, relay_changes
 
 
 def test_a_life_cycle_event_ends_the_pause_and_is_used_up() -> None:
@@ -44,3 +45,41 @@ def test_a_stop_ends_the_pause() -> None:
         return waited in done
 
     assert asyncio.run(run())
+
+
+def test_a_nudge_from_another_thread_ends_the_pause_early() -> None:
+    async def run() -> tuple[bool, bool, int]:
+        loop = asyncio.get_running_loop()
+        stop, wake = asyncio.Event(), asyncio.Event()
+        nudge = Nudge()
+        nudge()  # before bind: a no-op, nothing is woken
+        early_before_bind = wake.is_set()
+        nudge.bind(loop, wake)
+        threading.Thread(target=nudge).start()  # e.g. a fence agent's thread
+        woken = await asyncio.wait_for(pause(stop, wake, 3600.0), 30)
+        nudge.unbind()
+        nudge()
+        return woken, early_before_bind or wake.is_set(), nudge.count
+
+    woken, stray, count = asyncio.run(run())
+    assert woken, "the pause did not end early, or did not say so"
+    assert not stray
+    assert count == 3
+
+
+def test_a_pause_that_runs_to_its_slot_is_not_woken() -> None:
+    async def run() -> bool:
+        return await pause(asyncio.Event(), asyncio.Event(), 0.01)
+
+    assert asyncio.run(run()) is False
+
+
+def test_a_wake_right_after_a_cycle_waits_min_gap() -> None:
+    async def run() -> float:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        wake.set()
+        start = time.monotonic()
+        await pause(stop, wake, 3600.0, last_start=start)
+        return time.monotonic() - start
+
+    assert asyncio.run(run()) >= MIN_GAP

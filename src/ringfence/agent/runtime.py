@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
+from ringfence.agent.wakeup import Nudge, pause, relay_changes
 from ringfence.alerts.watch import checks_of
 from ringfence.alerts.worker import AlertWorker, RoutedAlerts
 from ringfence.config import ClusterConfig
@@ -94,6 +95,7 @@ class AgentOptions:
     on_status: Callable[[str], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     gate: Gate = field(default_factory=Gate)
+    nudge: Nudge = field(default_factory=Nudge)  # wakes the decision cycle (`agent.wakeup`)
 
 
 def read_key(config: ClusterConfig) -> bytes:
@@ -174,7 +176,8 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
 
         state = process_vm_dir(options, host)
         disk = options.disk_file or options.state_dir / "disk.jsonl"
-        return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay),
+        return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay,
+                                  on_job_done=options.nudge),
                 ProcessGuestChecks(state))
     try:
         from ringfence.hypervisor.libvirt import LibvirtHypervisor
@@ -190,7 +193,8 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
 
     return (LibvirtHypervisor(kind, domain_xml_source(config, store),
                               target_uri=migration_target_uri(config),
-                              unsafe_migration=options.unsafe_migration),
+                              unsafe_migration=options.unsafe_migration,
+                              on_job_done=options.nudge),
             NetworkGuestChecks(config, agent=LibvirtGuestAgent(kind).answers))
 
 
@@ -271,13 +275,14 @@ def _watchdog(host: str, options: AgentOptions, journal: FileJournal) -> Watchdo
                            beat_file=options.state_dir / f"{host}.beat")
 
 
-def _fence_agents(config: ClusterConfig) -> dict[str, FenceAgent]:
+def _fence_agents(config: ClusterConfig, nudge: Nudge) -> dict[str, FenceAgent]:
     from ringfence.fence.runner import FenceAgentRunner
 
     agents: dict[str, FenceAgent] = {}
     for target, spec in sorted(config.fencing.items()):
         agents[target] = FenceAgentRunner(target, spec.agent, spec.params,
-                                          timeout=config.timing.fence_timeout, retries=2)
+                                          timeout=config.timing.fence_timeout, retries=2,
+                                          on_done=nudge)
     return agents
 
 
@@ -336,7 +341,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
         transport=transport,
         journal=journal,
         alerts=RoutedAlerts(journal, alert_worker) if alert_worker else JournalAlerts(journal),
-        fence_agents=_fence_agents(config),
+        fence_agents=_fence_agents(config, options.nudge),
         probes=_probes(config, host),
         guest_checks=checks,
         local_state=local_state,
@@ -388,12 +393,17 @@ def _on_grid(origin: float, interval: float, count: int) -> tuple[int, float]:
     return count, max(0.0, origin + count * interval - time.monotonic())
 
 
-def _beat_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) -> None:
-    """The heartbeat cycle's thread: never waits for the store."""
+def _beat_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event,
+               nudge: Nudge) -> None:
+    """The heartbeat cycle's thread: never waits for the store. A peer that changed state
+    wakes the decision cycle (`agent.wakeup`)."""
     interval, count = agent.timing.heartbeat_interval, 0
     while not halt.is_set():
         with gate.held():
             agent.beat()
+            news = agent.take_news()
+        if news:
+            nudge()
         count, delay = _on_grid(origin, interval, count)
         halt.wait(delay)
 
@@ -407,27 +417,6 @@ def _lease_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) 
                 agent.keep_leases()
         count, delay = _on_grid(origin, interval, count)
         halt.wait(delay)
-
-
-def relay_changes(changed: threading.Event, loop: asyncio.AbstractEventLoop,
-                  wake: asyncio.Event, halt: threading.Event) -> None:
-    """The hypervisor's life-cycle events (`LibvirtHypervisor.changed`: a guest crashed or its
-    QEMU was killed) wake the decision cycle at once instead of at its next slot."""
-    while not halt.is_set():
-        if changed.wait(0.5):
-            changed.clear()
-            loop.call_soon_threadsafe(wake.set)
-
-
-async def pause(stop: asyncio.Event, wake: asyncio.Event, delay: float) -> None:
-    """Wait `delay` seconds, or less if `stop` or `wake` is set meanwhile."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        wake.clear()
 
 
 async def _drive(agent: Agent, options: AgentOptions) -> int:
@@ -454,12 +443,14 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
         return run
 
     origin, count = time.monotonic(), 0
+    chained = False  # this cycle was run at once for the manager's own writes
     halt = threading.Event()
-    helpers = [threading.Thread(target=_beat_loop, args=(agent, gate, origin, halt),
+    helpers = [threading.Thread(target=_beat_loop, args=(agent, gate, origin, halt, options.nudge),
                                 name="ringfence-beat", daemon=True),
                threading.Thread(target=_lease_loop, args=(agent, gate, origin, halt),
                                 name="ringfence-lease", daemon=True)]
     wake = asyncio.Event()
+    options.nudge.bind(loop, wake)
     changed = getattr(agent.parts.hypervisor, "changed", None)
     if isinstance(changed, threading.Event):
         helpers.append(threading.Thread(target=relay_changes,
@@ -470,14 +461,20 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
             while not stop.is_set():
+                started = time.monotonic()
                 for request in _operator_requests(options.state_dir):
                     await loop.run_in_executor(executor, gated(functools.partial(
                         _force, agent, request)))
                 status = await loop.run_in_executor(executor, gated(agent.tick))
                 if options.on_status is not None:
                     options.on_status(status)
+                # The manager's own writes: one more cycle at once, never a chain of them.
+                chained = agent.take_own_writes() and not chained
+                if chained:
+                    wake.set()
                 count, delay = _on_grid(origin, interval, count)
-                await pause(stop, wake, delay)
+                if await pause(stop, wake, delay, started):
+                    count -= 1  # woken early: the slot waited for is still the next one
             reboot = host_is_rebooting()
             done = await loop.run_in_executor(
                 executor, gated(lambda: agent.begin_shutdown(reboot=reboot)))
@@ -486,6 +483,7 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
                 await loop.run_in_executor(executor, gated(agent.tick))
                 await asyncio.sleep(interval)
     finally:
+        options.nudge.unbind()
         halt.set()
         for helper in helpers:
             helper.join(timeout=2 * interval + 1.0)

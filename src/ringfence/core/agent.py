@@ -156,6 +156,7 @@ class Agent:
         self.failsafe = False
         self.fresh_seen: set[str] = set()  # peers heard with fresh store news in this failsafe
         self.departed: set[str] = set()  # hosts that left cleanly while the store was lost
+        self.news = False  # a peer changed state since `take_news` was last asked
         self.sent = SentTimes()  # our heartbeats' send times, for the peers' lease reports
         self.vouched_said: str | None = None  # in failsafe: the voucher last journaled
         self.published_health: tuple[str, tuple[str, ...], bool] | None = None
@@ -246,6 +247,21 @@ class Agent:
         if self.want_status:
             self.status = self._status_line(now)
         return self.status
+
+    def take_news(self) -> bool:
+        """Did a heartbeat cycle see a peer change state (a link or a host lost or back)
+        since the last call? The real runtime then runs the decision cycle at once rather
+        than at its next slot, so that a lost host is assessed (and fenced) up to a cycle
+        sooner. The simulator runs its cycles on their slots and never asks."""
+        news, self.news = self.news, False
+        return news
+
+    def take_own_writes(self) -> bool:
+        """Did this host's manager write records (a VM recovered or moved, a host fenced)
+        since the last call? The real runtime then runs one more decision cycle at once, so
+        that this host's own VM keeper acts on them without waiting for its next slot."""
+        wrote, self.manager.wrote = self.manager.wrote, False
+        return wrote
 
     def revision(self) -> int:
         """The store's revision, asked once per decision cycle rather than by each of its
@@ -512,6 +528,7 @@ class Agent:
         changes = self.membership.observe(now, self.parts.transport.receive())
         for change in changes:
             self._journal_peer_change(change, now)
+        self.news = self.news or bool(changes)
         if self.failsafe:
             self.fresh_seen |= heard_fresh(self.membership, self.manager.host_names, self.host)
         self._note_departures()

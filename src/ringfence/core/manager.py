@@ -193,6 +193,7 @@ class Manager:
         self.now = 0.0
         self.leading_since = 0.0
         self.last_revision = 0
+        self.wrote = False  # a write of ours succeeded since `Agent.take_own_writes` asked
         # (store revision, view version) last found to need nothing: skip re-deciding it
         self.quiet_recovery: tuple[int, int] | None = None
         self.quiet_moves: tuple[int, int] | None = None
@@ -272,6 +273,7 @@ class Manager:
         if result.succeeded:
             self.snapshot = None
             self.last_revision = result.revision  # the token of what this write granted
+            self.wrote = True
         return result.succeeded
 
     def _lead(self, now: float, snapshot: ClusterSnapshot) -> bool:

@@ -36,12 +36,16 @@ class ThreadJob:
     `HypervisorError` a failure with its message, anything else a failure saying it crashed.
     `abort` (optional) is called, in its own thread, when the job is cancelled while it runs
     (libvirt: abort the migration job); `undo` (optional) runs when the work succeeded after a
-    cancel (a start that completed anyway: destroy what it started)."""
+    cancel (a start that completed anyway: destroy what it started); `on_done` (optional) is
+    called from the job's thread once the result is known (the runtime's `Nudge`: the decision
+    cycle polls the job at once instead of at its next slot)."""
 
     def __init__(self, name: str, work: Callable[[], str], *,
                  abort: Callable[[], None] | None = None,
-                 undo: Callable[[], None] | None = None) -> None:
+                 undo: Callable[[], None] | None = None,
+                 on_done: Callable[[], None] | None = None) -> None:
         self.name = name
+        self._on_done = on_done
         self._work = work
         self._abort = abort
         self._undo = undo
@@ -70,6 +74,8 @@ class ThreadJob:
                                            f"{exc}")
         self._result = outcome
         self._done.set()
+        if self._on_done is not None:
+            self._on_done()
 
     def result(self) -> JobResult | None:
         return self._result

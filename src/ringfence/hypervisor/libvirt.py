@@ -142,9 +142,9 @@ class MigrationJob(ThreadJob):
     """A migration's job, with its `progress` (see `MigrationProgress`)."""
 
     def __init__(self, name: str, work: Callable[[MigrationProgress], str], *,
-                 abort: Callable[[], None]) -> None:
+                 abort: Callable[[], None], on_done: Callable[[], None] | None = None) -> None:
         self.progress = MigrationProgress()
-        super().__init__(name, lambda: work(self.progress), abort=abort)
+        super().__init__(name, lambda: work(self.progress), abort=abort, on_done=on_done)
 
     def result(self) -> JobResult | None:
         """The job's result, with the downtime libvirt measured once the migration is done."""
@@ -180,8 +180,10 @@ class LibvirtHypervisor:
                  call_timeout: float = 10.0, migrate_timeout: float = 300.0,
                  clock: Callable[[], float] = time.monotonic,
                  stream_uri: Callable[[str], str] | None = None,
-                 unsafe_migration: bool = False, events: bool = True) -> None:
+                 unsafe_migration: bool = False, events: bool = True,
+                 on_job_done: Callable[[], None] | None = None) -> None:
         self.uri = uri
+        self.on_job_done = on_job_done  # called when a job ends (`ThreadJob(on_done=...)`)
         self.stream_uri = stream_uri
         self.unsafe_migration = unsafe_migration
         self.events = DomainEvents()
@@ -326,7 +328,7 @@ class LibvirtHypervisor:
 
     def start(self, vm: str, token: int) -> ThreadJob:
         return ThreadJob(f"start {vm}", lambda: self._start_now(vm, token),
-                         undo=lambda: self.destroy(vm))
+                         undo=lambda: self.destroy(vm), on_done=self.on_job_done)
 
     def _start_now(self, vm: str, token: int) -> str:
         domain = self._lookup(vm)
@@ -372,7 +374,8 @@ class LibvirtHypervisor:
     def stop(self, vm: str, token: int) -> ThreadJob:
         """Ask the guest to shut down; destroy it if it still runs `stop_grace` seconds
         later (a job)."""
-        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm, token))
+        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm, token),
+                         on_done=self.on_job_done)
 
     def _stop_now(self, vm: str, token: int) -> str:
         domain = self._lookup(vm)
@@ -419,7 +422,7 @@ class LibvirtHypervisor:
 
         return MigrationJob(f"migrate {vm} to {target}",
                             lambda progress: self._migrate_now(vm, target, token, progress),
-                            abort=abort)
+                            abort=abort, on_done=self.on_job_done)
 
     def _migrate_now(self, vm: str, target: str, token: int,
                      progress: MigrationProgress | None = None) -> str:

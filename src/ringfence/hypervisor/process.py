@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,10 @@ class ProcessHypervisor:
     def __init__(self, host: str, state_dir: Path, disk_file: Path, *,
                  python: str = sys.executable, start_timeout: float = 10.0,
                  stop_grace: float = 2.0, kill_wait: float = 2.0,
-                 migration_delay: float = 0.0) -> None:
+                 migration_delay: float = 0.0,
+                 on_job_done: Callable[[], None] | None = None) -> None:
         self.host = host
+        self.on_job_done = on_job_done  # called when a job ends (`ThreadJob(on_done=...)`)
         self.state_dir = Path(state_dir)
         self.disk_file = Path(disk_file)
         self.python = python
@@ -211,7 +214,7 @@ class ProcessHypervisor:
         `start_timeout`); if it runs already, only record the new token (the VM reads it on its
         next tick). Idempotent for the same token. Cancelled, a start that completed is undone."""
         return ThreadJob(f"start {vm}", lambda: self._start_now(vm, token),
-                         undo=lambda: self.destroy(vm))
+                         undo=lambda: self.destroy(vm), on_done=self.on_job_done)
 
     def _start_now(self, vm: str, token: int) -> str:
         record = self._record(vm)
@@ -229,7 +232,7 @@ class ProcessHypervisor:
     def stop(self, vm: str, token: int) -> ThreadJob:
         """Clean shutdown (a job): SIGTERM (and SIGCONT, so a paused VM can obey), SIGKILL
         after `stop_grace` seconds."""
-        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm))
+        return ThreadJob(f"stop {vm}", lambda: self._stop_now(vm), on_done=self.on_job_done)
 
     def _stop_now(self, vm: str) -> str:
         record = self._record(vm)
@@ -262,7 +265,7 @@ class ProcessHypervisor:
         aborted = threading.Event()
         return ThreadJob(f"migrate {vm} to {target}",
                          lambda: self._migrate_now(vm, target, token, aborted),
-                         abort=aborted.set)
+                         abort=aborted.set, on_done=self.on_job_done)
 
     def _migrate_now(self, vm: str, target: str, token: int, aborted: threading.Event) -> str:
         record = self._record(vm)

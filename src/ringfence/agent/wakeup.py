@@ -1,0 +1,85 @@
+"""When the real runtime's decision cycle runs: at its slot on the grid, or at once when
+something it waits for has happened.
+
+The decision cycle polls: a fence's handle, a VM job, the store's records. Polled only at its
+slots (every `heartbeat_interval`), each step of a failover waits up to a whole interval for
+the cycle that notices it: a host lost by the heartbeat cycle, a fence agent that confirmed
+off, a VM record another host wrote. Measured in the lab (issue 17), these waits were about
+a third of a failover. So whoever sees such news wakes the cycle (`Nudge`), from any thread:
+
+- the heartbeat cycle, when a peer changed state (`Agent.take_news`);
+- a fence agent's thread, when its result is known (`FenceAgentRunner(on_done=...)`);
+- the store's watch, when another host wrote (`store.etcd_watch.EtcdWatch`);
+- libvirt's event thread, when a guest crashed (`relay_changes`).
+
+A woken cycle is an ordinary cycle run early: the decision code is the same, it only sees the
+news sooner. Woken cycles are at least `MIN_GAP` apart, so a burst of news costs a few cycles,
+not one per message. The simulator runs its cycles on their slots, so it is never faster than
+the real runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+
+__all__ = ["MIN_GAP", "Nudge", "pause", "relay_changes"]
+
+MIN_GAP = 0.02  # seconds between the starts of two woken decision cycles, at least
+
+
+class Nudge:
+    """Wakes the decision cycle from any thread; does nothing until `bind` names the loop
+    and its event (the parts that nudge are built before the loop runs). Never blocks and
+    never raises: calling it after the loop closed is a no-op."""
+
+    def __init__(self) -> None:
+        self._target: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self.count = 0  # how many times it was called (for tests and `ringfence status`)
+
+    def bind(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+        self._target = (loop, wake)
+
+    def unbind(self) -> None:
+        self._target = None
+
+    def __call__(self) -> None:
+        self.count += 1
+        target = self._target
+        if target is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            target[0].call_soon_threadsafe(target[1].set)
+
+
+def relay_changes(changed: threading.Event, loop: asyncio.AbstractEventLoop,
+                  wake: asyncio.Event, halt: threading.Event) -> None:
+    """The hypervisor's life-cycle events (`LibvirtHypervisor.changed`: a guest crashed or its
+    QEMU was killed) wake the decision cycle at once instead of at its next slot."""
+    while not halt.is_set():
+        if changed.wait(0.5):
+            changed.clear()
+            loop.call_soon_threadsafe(wake.set)
+
+
+async def pause(stop: asyncio.Event, wake: asyncio.Event, delay: float,
+                last_start: float | None = None) -> bool:
+    """Wait `delay` seconds, or less if `stop` or `wake` is set meanwhile; a wake never
+    ends the pause sooner than `MIN_GAP` after `last_start` (the monotonic start of the
+    previous cycle), so that news arriving in a burst runs one cycle, not one per item.
+    True if a wake ended it before its time (the slot it waited for is still ahead)."""
+    deadline = time.monotonic() + delay
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set() and wake.is_set() and last_start is not None:
+            early = last_start + MIN_GAP - time.monotonic()
+            if early > 0:
+                await asyncio.wait([waiters[0]], timeout=min(early, deadline - time.monotonic()))
+        return wake.is_set() and time.monotonic() < deadline
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        wake.clear()
