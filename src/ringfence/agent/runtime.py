@@ -47,7 +47,7 @@ from ringfence.alerts.worker import AlertWorker, RoutedAlerts
 from ringfence.config import ClusterConfig
 from ringfence.core import leases
 from ringfence.core.agent import Agent, AgentMode, AgentParts
-from ringfence.core.ports import GuestChecks, LocalState, Probes
+from ringfence.core.ports import GuestChecks, LocalState, Probes, StoreWatch
 from ringfence.core.topology import Topology
 from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
@@ -333,6 +333,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
                                 checks=checks_of(config, host=host))
                     if config.alerts else None)
     parts = AgentParts(
+        store_watch=_store_watch(store, options),
         clock=MonotonicClock(),
         store=GatedStore(store, gate),
         lease_store=GatedStore(open_store(config, host=host, create=bootstrap), gate),
@@ -363,6 +364,21 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
                                            strict=True), lambda: agent.manager.is_leader)
         options.closers.append(alert_worker.close)
     return agent
+
+
+def _store_watch(store: Store, options: AgentOptions) -> StoreWatch | None:
+    """etcd: a watch stream that says when to re-read the store and wakes the decision cycle
+    when another host wrote (`store.etcd_watch`). SQLite is a file on this machine: asking it
+    at every cycle is cheap, so its agents go on doing that."""
+    from ringfence.store.etcd import EtcdStore
+
+    if not isinstance(store, EtcdStore):
+        return None
+    from ringfence.store.etcd_watch import EtcdWatch
+
+    watch = EtcdWatch(store, options.nudge).start()
+    options.closers.append(watch.close)
+    return watch
 
 
 def _forget_store(host: str, hypervisor: Hypervisor, local_state: LocalState,

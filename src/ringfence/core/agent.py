@@ -60,6 +60,7 @@ from ringfence.core.ports import (
     Journal,
     LocalState,
     Probes,
+    StoreWatch,
     Transport,
 )
 from ringfence.core.topology import Topology
@@ -78,6 +79,7 @@ DEPARTURE_KEY = "failsafe_departure"
 REMEMBER_EVERY = 30.0  # how often the highest revision seen is written to the host's disk
 OVERRUN_HOLD = 10.0  # a slow decision cycle is journaled at most this often
 GAP_CYCLES = 3  # heartbeat cycles missed before the agent says it did not run
+REVISION_REFRESH = 1.0  # with a store watch, the revision is read at least this often
 
 _T = TypeVar("_T")
 
@@ -87,6 +89,16 @@ class AgentMode(StrEnum):
     ACTIVE = "active"
     SELF_FENCED = "self_fenced"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionSeen:
+    """The store's revision as last read by the decision cycle."""
+
+    writes: int  # this host's writes through its store when it was read
+    revision: int
+    read_at: float  # the clock before the read was sent
+    cycle: int  # the decision cycle that read it
 
 
 @dataclass
@@ -107,6 +119,7 @@ class AgentParts:
     new_id: Callable[[], str] | None = None  # random ids (a store identity at bootstrap)
     lease_store: Store | None = None  # the lease cycle's own connection (default: `store`)
     service_watchdog: Watchdog | None = None  # systemd's (WatchdogSec=), beside the hardware one
+    store_watch: StoreWatch | None = None  # when to re-read the store (`Agent.revision`)
 
 
 class Agent:
@@ -169,7 +182,8 @@ class Agent:
         self.shutdown_after_drain: tuple[bool, float] | None = None  # (reboot, deadline)
         self.stopping: tuple[bool, int] | None = None  # a clean stop under way: (reboot, VMs)
         self.took: dict[str, float] = {}  # what the current decision cycle spent its time on
-        self.revision_seen: tuple[int, int] | None = None  # this cycle's (writes, revision)
+        self.cycles = 0  # decision cycles begun
+        self.revision_seen: RevisionSeen | None = None  # the last revision read
         self.overrun_said = float("-inf")
         self.last_beat: float | None = None
         self.vms = VmKeeper(self)
@@ -218,7 +232,7 @@ class Agent:
             self.status = f"{self.host}: {self.mode}"
             return self.status
         self.took.clear()
-        self.revision_seen = None
+        self.cycles += 1
         self._timed("probes", lambda: self._probe(now))
         self._timed("forced starts", lambda: self.forced.tick(now))
         if self._claims_forced():
@@ -268,13 +282,31 @@ class Agent:
         parts (the VM keeper and the manager each use it to skip re-reading an unchanged
         store): asked again only after this host wrote through its store, since its own write
         moved the revision. A revision another host moved since is seen one cycle later,
-        exactly as if the cycle had begun a moment earlier. Raises StoreUnavailable."""
+        exactly as if the cycle had begun a moment earlier. With a store watch
+        (`AgentParts.store_watch`) a later cycle asks again only when the watch told of a
+        newer revision, or when the last read is `REVISION_REFRESH` old: a watch that lags
+        makes the cycle see others' writes up to that much later, never miss them. Raises
+        StoreUnavailable."""
         writes = self.store.writes
-        if self.revision_seen is not None and self.revision_seen[0] == writes:
-            return self.revision_seen[1]
+        seen = self.revision_seen
+        if seen is not None and seen.writes == writes and (
+                seen.cycle == self.cycles or self._watch_vouches(seen)):
+            return seen.revision
+        now = self.parts.clock.now()  # before the call: the read is at least this fresh
         revision = self.store.revision()
-        self.revision_seen = (writes, revision)
+        self.revision_seen = RevisionSeen(writes, revision, now, self.cycles)
         return revision
+
+    def _watch_vouches(self, seen: RevisionSeen) -> bool:
+        """Does the store's watch say that nothing changed since `seen` was read, and is that
+        read recent enough to go on trusting it without asking?"""
+        watch = self.parts.store_watch
+        if watch is None:
+            return False
+        latest = watch.seen()
+        refresh = max(REVISION_REFRESH, self.timing.heartbeat_interval)
+        return (latest is not None and latest <= seen.revision
+                and self.parts.clock.now() - seen.read_at < refresh)
 
     def keep_leases(self) -> None:
         """The lease cycle: take the host lease while this host has none (`_register`), and

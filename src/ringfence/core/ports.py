@@ -128,6 +128,16 @@ class GuestChecks(Protocol):
         ...
 
 
+class StoreWatch(Protocol):
+    """A hint of the store's latest revision, pushed by the store (an etcd watch stream:
+    `store.etcd_watch.EtcdWatch`). Never a proof: it may lag."""
+
+    def seen(self) -> int | None:
+        """The newest revision the watch has told of; None while it follows nothing (then
+        the agent asks the store at every cycle). Never raises, never blocks."""
+        ...
+
+
 class LocalState(Protocol):
     """A few small facts this host keeps across reboots on its own disk (not in the store):
     promises it made, such as having left a failsafe cluster."""

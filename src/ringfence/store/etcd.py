@@ -241,6 +241,10 @@ class EtcdStore:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         tls = ca_file is not None or cert_file is not None
+        self._settings: dict[str, Any] = {
+            "endpoints": list(endpoints), "ca_file": ca_file, "cert_file": cert_file,
+            "key_file": key_file, "username": username, "password": password,
+            "timeout": timeout}
         self.endpoints = [parse_endpoint(text, tls=tls) for text in endpoints]
         self.timeout = timeout
         self._username = username
@@ -264,6 +268,24 @@ class EtcdStore:
             self._clients.append(client)
         self._current = 0
         self._lock = threading.RLock()
+
+    def clone(self) -> EtcdStore:
+        """A store on the same endpoints, TLS and credentials, with connections of its own
+        (for a thread that must not share this one's lock, such as the watch stream)."""
+        return EtcdStore(**self._settings)
+
+    def stream_session(self, index: int, path: str) -> tuple[Any, str]:
+        """The HTTP session (authenticated when credentials are set) and URL of `path` on
+        endpoint `index`, for a streaming request this class does not make itself
+        (`store.etcd_watch`). Raises `StoreUnavailable` when authentication fails."""
+        with self._lock:
+            client = self._clients[index]
+            if self._username is not None and "Authorization" not in client.session.headers:
+                try:
+                    self._authenticate(index)
+                except _Failure as failure:
+                    raise StoreUnavailable(failure.message) from failure
+            return client.session, client.get_url(path)
 
     def close(self) -> None:
         """Close the HTTP sessions (they reopen on the next call)."""
