@@ -166,7 +166,7 @@ def decode(key: bytes, data: bytes, hosts: int) -> Heartbeat:
     if len(data) < HEADER.size + TAIL_V2.size + DIGEST:
         raise ValueError("short datagram")
     body, digest = data[:-DIGEST], data[-DIGEST:]
-    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest):
+    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), digest):  # one-shot: C
         raise PermissionError("bad HMAC")
     magic, version, link, sender, epoch, seq, flags, store, count = HEADER.unpack_from(body)
     if magic != MAGIC or version not in (2, VERSION) or count != hosts or sender >= hosts:

@@ -35,6 +35,7 @@ mirror, operator tools) refuses every call with `StoreUnavailable` until then.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Callable
@@ -68,6 +69,13 @@ class StoreForeign(StoreUnavailable):
     """The store answers, but it is not the store this host joined (see the module)."""
 
 
+@functools.lru_cache(maxsize=64)
+def _fingerprint(identity: str, generation: int) -> int:
+    """Asked at every heartbeat: computed once per identity."""
+    digest = hashlib.sha256(f"{identity}/{generation}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1 or 1
+
+
 @dataclass(frozen=True, slots=True)
 class StoreIdentity:
     """`cluster`: the cluster's name; `id`: random, made at bootstrap; `generation`: 1 for the
@@ -83,8 +91,7 @@ class StoreIdentity:
     @property
     def fingerprint(self) -> int:
         """A 63-bit number that names this identity in heartbeats (0 means none)."""
-        digest = hashlib.sha256(f"{self.id}/{self.generation}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") >> 1 or 1
+        return _fingerprint(self.id, self.generation)
 
     def short(self) -> str:
         return f"{self.id[:8]} (cluster {self.cluster}, generation {self.generation})"
