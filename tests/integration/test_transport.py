@@ -112,6 +112,10 @@ class _Recorder:
     def recv(self, size: int) -> bytes:
         return self.sock.recv(size)
 
+    def recvmsg(self, size: int, ancillary: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]],
+                                                              int, object]:
+        return self.sock.recvmsg(size, ancillary)
+
     def close(self) -> None:
         self.sock.close()
 
@@ -303,3 +307,34 @@ def test_a_version_2_heartbeat_is_still_read() -> None:
     body = HEADER.pack(MAGIC, 2, 0, 1, 5, 9, 1, 0, 2) + bits + TAIL_V2.pack(0, 3)
     beat = decode(key, body + hmac.new(key, body, hashlib.sha256).digest(), 2)
     assert (beat.sender, beat.seq, beat.echo, beat.report) == (1, 9, 3, None)
+
+
+def test_a_heartbeat_counts_from_when_it_arrived_not_when_it_was_read() -> None:
+    # Issue 17: the heartbeat cycle reads its sockets once a slot; a heartbeat stamped when
+    # read looked up to one interval younger than it was, and a lost host was noticed late.
+    links = [LinkEndpoints("ring0", [("127.0.0.1", free_port()), ("127.0.0.1", free_port())])]
+    key = b"k" * 32
+    a = UdpTransport(key, 0, links, 2)
+    b = UdpTransport(key, 1, links, 2, arrival_cap=0.2)
+    try:
+        for _ in range(3):  # learn each other's epochs (freshness)
+            b.send(np.ones(2, dtype=np.bool_), 0)
+            a.send(np.ones(2, dtype=np.bool_), 0)
+            time.sleep(0.02)
+            a.receive()
+            b.receive()
+        a.send(np.ones(2, dtype=np.bool_), 0)
+        time.sleep(0.1)  # it waits in the socket, as it would until the next slot
+        before = time.monotonic()
+        heard = b.receive().heard_at[0, 0]
+        assert np.isfinite(heard)
+        assert before - 0.2 <= heard <= before - 0.05, before - heard
+        b.arrival_cap = 0.03  # a stamp is never taken for older than the cap
+        a.send(np.ones(2, dtype=np.bool_), 0)
+        time.sleep(0.1)
+        before = time.monotonic()
+        heard = b.receive().heard_at[0, 0]
+        assert before - 0.03 - 0.01 <= heard <= before
+    finally:
+        for t in (a, b):
+            t.close()

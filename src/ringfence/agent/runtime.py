@@ -313,7 +313,8 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     try:
         transport = UdpTransport(key, [h.name for h in config.hosts].index(host), links,
                                  len(config.hosts), cluster=config.name,
-                                 epoch_file=options.state_dir / f"epoch-{host}")
+                                 epoch_file=options.state_dir / f"epoch-{host}",
+                                 arrival_cap=config.timing.heartbeat_interval)
     except TransportError as exc:
         raise ConfigError(f"{exc.strerror or exc}", path="networks") from None
     options.closers.append(transport.close)

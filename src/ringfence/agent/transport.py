@@ -55,6 +55,9 @@ from ringfence.core.ports import BoolArray, HeartbeatBatch, LeaseReport
 
 MAGIC = b"RF"
 VERSION = 3
+SO_TIMESTAMPNS = 35  # Linux: SO_TIMESTAMPNS (= SCM_TIMESTAMPNS); the socket module lacks it
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 HEADER = struct.Struct("!2sBBHQQBQH")  # magic, version, link, sender, epoch, seq, flags, store, n
 TAIL_V2 = struct.Struct("!HQ")  # receiver, echo
 TAIL = struct.Struct("!HQQQI")  # receiver, echo, report: lease, echoed seq, remaining ms
@@ -219,6 +222,13 @@ class UdpTransport:
     cluster: str = ""
     epoch_file: Path | None = None
     drops: DropCounts = field(default_factory=DropCounts)
+    # How much earlier than its read a datagram may be taken to have arrived (the kernel's
+    # arrival stamp, bounded; 0: stamped when read). The heartbeat cycle reads its sockets
+    # once a slot, so without the stamp a heartbeat looks up to one interval younger than
+    # it is, and a lost host is noticed up to one interval late (issue 17). The runtime
+    # passes heartbeat_interval: a step of the wall clock (whose stamps the kernel gives)
+    # can then move a stamp by at most that, never later than the read.
+    arrival_cap: float = 0.0
 
     def __post_init__(self) -> None:
         self.mac_key = cluster_key(self.key, self.cluster)
@@ -253,6 +263,9 @@ class UdpTransport:
             self.down[link.name] = f"{where}: {exc.strerror}"
             return None
         sock.setblocking(False)
+        if self.arrival_cap > 0:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.down.pop(link.name, None)
         return sock
 
@@ -294,13 +307,13 @@ class UdpTransport:
         stores = np.zeros(n, dtype=np.int64)
         seqs = np.zeros(n, dtype=np.int64)
         reports: dict[int, LeaseReport] = {}
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         for j, sock in enumerate(self.sockets):
             if sock is None:
                 continue
             while True:
                 try:
-                    data = sock.recv(2048)
+                    data, ancillary, _, _ = sock.recvmsg(2048, _STAMP_SPACE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
@@ -308,7 +321,8 @@ class UdpTransport:
                 beat = self._check(data, j)
                 if beat is None:
                     continue
-                heard_at[beat.sender, j] = now
+                arrived = now - self._age(ancillary, wall)
+                heard_at[beat.sender, j] = max(heard_at[beat.sender, j], arrived)
                 views[beat.sender] = beat.heard
                 valid[beat.sender] = True
                 flags[beat.sender] = beat.flags
@@ -318,6 +332,16 @@ class UdpTransport:
                 if beat.report is not None:
                     reports[beat.sender] = beat.report
         return HeartbeatBatch(heard_at, views, valid, flags, stores, seqs, reports)
+
+    def _age(self, ancillary: list[tuple[int, int, bytes]], wall: float) -> float:
+        """How long before `wall` (the wall clock read with the monotonic one) the datagram
+        arrived, from the kernel's stamp, within [0, arrival_cap]; 0 without a stamp."""
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                age = wall - (int(seconds) + int(nanoseconds) / 1e9)
+                return min(self.arrival_cap, max(0.0, age))
+        return 0.0
 
     def _check(self, data: bytes, link: int) -> Heartbeat | None:
         """The heartbeat if it is to be believed; else None, counted by why."""
