@@ -11,6 +11,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,22 @@ class Cluster:
 
 def make_cluster(tmp: Path, size: int, **member_options: Any) -> Cluster:
     return Cluster([Member(f"m{i}", tmp / f"m{i}", **member_options) for i in range(size)])
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, size: int, **member_options: Any) -> Iterator[Cluster]:
+    """A local cluster of `size` members, started and ready (RuntimeError with the members'
+    logs if it does not answer); on exit its own members, and only those, are stopped."""
+    from ringfence.store.etcd import EtcdStore
+
+    cluster = make_cluster(tmp, size, **member_options)
+    cluster.start()
+    try:
+        with EtcdStore(cluster.endpoints, timeout=1.0) as store:
+            cluster.wait_ready(store)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 

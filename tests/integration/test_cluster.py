@@ -16,9 +16,8 @@ import pytest
 
 from conftest import new_demo, wait_for
 from ringfence.demo import Demo, split_brains
-from ringfence.etcd_local import ETCD, make_cluster
+from ringfence.etcd_local import ETCD, running_cluster
 from ringfence.hypervisor.process import ProcessGuestChecks
-from ringfence.store.etcd import EtcdStore
 
 
 @pytest.fixture
@@ -74,14 +73,8 @@ def etcd_endpoints(tmp_path: Path) -> Iterator[list[str]]:
     if ETCD is None:
         pytest.skip("the etcd binary is missing: install Debian's etcd-server")
     (tmp_path / "etcd").mkdir()
-    members = make_cluster(tmp_path / "etcd", 1)
-    members.start()
-    try:
-        with EtcdStore(members.endpoints, timeout=1.0) as store:
-            members.wait_ready(store)
+    with running_cluster(tmp_path / "etcd", 1) as members:
         yield members.endpoints
-    finally:
-        members.stop()
 
 
 def test_the_same_with_etcd(tmp_path: Path, etcd_endpoints: list[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.etcd_local import ETCD, Cluster, make_cluster
+from ringfence.etcd_local import ETCD, Cluster, running_cluster
 from ringfence.store.base import Put
 from ringfence.store.etcd import EtcdStore
 from ringfence.store.etcd_watch import EtcdWatch
@@ -33,14 +33,8 @@ def member(tmp_path: Path) -> Iterator[Cluster]:
     if ETCD is None:
         pytest.skip("the etcd binary is missing: install Debian's etcd-server")
     (tmp_path / "etcd").mkdir()
-    cluster = make_cluster(tmp_path / "etcd", 1)
-    cluster.start()
-    try:
-        with EtcdStore(cluster.endpoints, timeout=1.0) as store:
-            cluster.wait_ready(store)
+    with running_cluster(tmp_path / "etcd", 1) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_the_watch_follows_the_revision_and_wakes_only_for_watched_keys(

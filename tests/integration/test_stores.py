@@ -33,7 +33,7 @@ import pytest
 
 from ringfence.config import ClusterConfig
 from ringfence.errors import ConfigError
-from ringfence.etcd_local import ETCD, Cluster, free_port, make_cluster
+from ringfence.etcd_local import ETCD, Cluster, free_port, make_cluster, running_cluster
 from ringfence.etcd_local import wipe as etcd_cleanup
 from ringfence.sim.store import SimStore, SimStoreClient
 from ringfence.store.base import (
@@ -67,14 +67,8 @@ needs_etcd = pytest.mark.skipif(
 def etcd_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if ETCD is None:
         pytest.skip("the etcd binary is missing: install Debian's etcd-server")
-    cluster = make_cluster(tmp_path_factory.mktemp("etcd1"), 1)
-    cluster.start()
-    try:
-        with EtcdStore(cluster.endpoints, timeout=1.0) as store:
-            cluster.wait_ready(store)
+    with running_cluster(tmp_path_factory.mktemp("etcd1"), 1) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 # ----------------------------------------------------------------------------- backends
