@@ -16,7 +16,9 @@ def test_a_life_cycle_event_ends_the_pause_and_is_used_up() -> None:
         loop = asyncio.get_running_loop()
         stop, wake = asyncio.Event(), asyncio.Event()
         changed, halt = threading.Event(), threading.Event()
-        relay = threading.Thread(target=relay_changes, args=(changed, loop, wake, halt),
+        nudge = Nudge()
+        nudge.bind(loop, wake)
+        relay = threading.Thread(target=relay_changes, args=(changed, nudge, halt),
                                  daemon=True)
         relay.start()
         try:

@@ -479,7 +479,7 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
     changed = getattr(agent.parts.hypervisor, "changed", None)
     if isinstance(changed, threading.Event):
         helpers.append(threading.Thread(target=relay_changes,
-                                        args=(changed, loop, wake, halt),
+                                        args=(changed, options.nudge, halt),
                                         name="ringfence-vm-events", daemon=True))
     for helper in helpers:
         helper.start()

@@ -337,7 +337,8 @@ class UdpTransport:
         """How long before `wall` (the wall clock read with the monotonic one) the datagram
         arrived, from the kernel's stamp, within [0, arrival_cap]; 0 without a stamp."""
         for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            stamped = level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+            if stamped and len(data) >= _TIMESPEC.size:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(data)
                 age = wall - (int(seconds) + int(nanoseconds) / 1e9)
                 return min(self.arrival_cap, max(0.0, age))

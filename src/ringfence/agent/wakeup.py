@@ -37,7 +37,7 @@ class Nudge:
 
     def __init__(self) -> None:
         self._target: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self.count = 0  # how many times it was called (for tests and `ringfence status`)
+        self.count = 0  # how many times it was called (tests read it)
 
     def bind(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
         self._target = (loop, wake)
@@ -54,14 +54,13 @@ class Nudge:
             target[0].call_soon_threadsafe(target[1].set)
 
 
-def relay_changes(changed: threading.Event, loop: asyncio.AbstractEventLoop,
-                  wake: asyncio.Event, halt: threading.Event) -> None:
+def relay_changes(changed: threading.Event, nudge: Nudge, halt: threading.Event) -> None:
     """The hypervisor's life-cycle events (`LibvirtHypervisor.changed`: a guest crashed or its
     QEMU was killed) wake the decision cycle at once instead of at its next slot."""
     while not halt.is_set():
         if changed.wait(0.5):
             changed.clear()
-            loop.call_soon_threadsafe(wake.set)
+            nudge()
 
 
 async def pause(stop: asyncio.Event, wake: asyncio.Event, delay: float,
