@@ -59,6 +59,18 @@ def _url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _vm_launcher(text: str) -> Callable[[str], list[str]]:
+    """An argparse type: `--vm-launcher`'s command template (`launcher_from_template`)."""
+    from ringfence.hypervisor.process import launcher_from_template
+
+    if len(text) > 1000:
+        raise argparse.ArgumentTypeError("expected a command prefix of at most 1000 characters")
+    try:
+        return launcher_from_template(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _seconds(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
     """An argparse type: a duration (200ms, 6s, 2m, 1h) from `low` (excluded if `above`) to
     `high`, in seconds."""
@@ -166,6 +178,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="the process hypervisor's VM state, one directory per host "
                             "(default STATE_DIR/vms; hosts that migrate process VMs to each "
                             "other must share it: demo, tests)")
+    agent.add_argument("--vm-launcher", default=None, type=_vm_launcher, metavar="PREFIX",
+                       help="the command prefix that starts a migrated process VM on its "
+                            "target host, {host} naming it (the lab: 'ip netns exec NS-{host}')")
     agent.add_argument("--log-json", action="store_true", help="journal lines as JSON on stderr")
     agent.add_argument("--migration-delay", type=_seconds(0.0, 3600.0), default=0.0,
                        metavar="DURATION",
@@ -399,7 +414,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         unsafe_no_watchdog=args.unsafe_no_watchdog, log_json=args.log_json,
         disk_file=Path(args.disk_file) if args.disk_file else None,
         vm_dir=Path(args.vm_dir) if args.vm_dir else None,
-        migration_delay=args.migration_delay,
+        migration_delay=args.migration_delay, vm_launcher=args.vm_launcher,
         unsafe_migration=args.libvirt_unsafe_migration,
         bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)

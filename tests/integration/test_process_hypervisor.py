@@ -253,3 +253,90 @@ def test_vms_survive_an_agent_crash_and_are_found_again(cluster: tuple[Path, Pat
     restarted.destroy("web")
     restarted.destroy("db")
     assert restarted.list_running() == {}
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = [word.decode(errors="replace").partition("=") for word in raw if word]
+    return {name: value for name, _, value in pairs}
+
+
+def test_a_migrated_copy_starts_through_the_targets_launcher(
+        cluster: tuple[Path, Path]) -> None:
+    # Issue 11: in the lab every host is a network namespace, and the copy used to start in
+    # the source's (a power cut of the source killed it). The launcher names where a host's
+    # processes run; here `env` marks the process with the host it was launched for.
+    from ringfence.hypervisor.process import launcher_from_template
+
+    parent, disk = cluster
+    launcher = launcher_from_template("env RF_TEST_LAUNCHED_FOR={host}")
+    h1 = ProcessHypervisor("h1", parent / "h1", disk, launcher=launcher)
+    h2 = ProcessHypervisor("h2", parent / "h2", disk, launcher=launcher)
+    ok(h1.start("db", 4))
+    started = read_records(parent / "h1")[0].pid
+    assert "RF_TEST_LAUNCHED_FOR" not in _environ(started)  # its own VMs: started here
+    ok(h1.migrate("db", "h2", 6))
+    assert h2.list_running() == {"db": 6}
+    moved = read_records(parent / "h2")[0].pid
+    assert _environ(moved).get("RF_TEST_LAUNCHED_FOR") == "h2"
+    assert ProcessGuestChecks(parent / "h2").check("db") is True
+    h2.destroy("db")
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("ip netns exec lab", "naming the target host as {host}"),
+    ("", "naming the target host as {host}"),
+    ("ip 'netns exec {host}", "not a command prefix"),
+])
+def test_a_launcher_template_without_the_host_is_refused(template: str, expected: str) -> None:
+    from ringfence.hypervisor.process import launcher_from_template
+
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        launcher_from_template(template)
+
+
+def test_a_launcher_template_is_split_like_a_shell_command() -> None:
+    from ringfence.hypervisor.process import launcher_from_template
+
+    assert launcher_from_template("ip netns exec 'rf {host}'")("h2") == [
+        "ip", "netns", "exec", "rf h2"]
+
+
+def _incoming_pids(vm: str, host: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--incoming" in words and words[words.index("--vm") + 1] == vm and \
+                words[words.index("--host") + 1] == host and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_migration_target_waits_unseen_until_the_source_is_paused(
+        cluster: tuple[Path, Path]) -> None:
+    # The copy starts while the source runs (its slow start is not downtime) but shows
+    # itself nowhere and writes nothing until the switch-over; aborted, it leaves no trace.
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk, migration_delay=30.0)
+    h2 = ProcessHypervisor("h2", parent / "h2", disk)
+    ok(h1.start("db", 4))
+    job = h1.migrate("db", "h2", 6)
+    assert wait_for(lambda: len(_incoming_pids("db", "h2")) == 1, timeout=10)
+    (incoming,) = _incoming_pids("db", "h2")
+    written = len(disk_lines(disk))
+    assert wait_for(lambda: len(disk_lines(disk)) >= written + 3)  # the source still runs
+    assert h2.list_running() == {}
+    assert not (parent / "h2" / "db.port").exists()
+    assert {line["host"] for line in disk_lines(disk)} == {"h1"}
+    job.cancel()
+    result = job.wait(10)
+    assert result is not None and not result.ok and "still runs on h1" in result.detail
+    assert wait_for(lambda: not alive(incoming))
+    assert h1.list_running() == {"db": 4} and h2.list_running() == {}
+    assert {line["host"] for line in disk_lines(disk)} == {"h1"}
+    h1.destroy("db")

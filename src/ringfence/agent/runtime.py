@@ -90,6 +90,9 @@ class AgentOptions:
     # that live-migrate process VMs to each other must share it.
     vm_dir: Path | None = None
     migration_delay: float = 0.0  # the process hypervisor's migration "copy" (tests, demo)
+    # How the process hypervisor starts a migrated VM on another host (`--vm-launcher`, the
+    # lab's ``ip netns exec NS-{host}``); None: every host is this machine.
+    vm_launcher: Callable[[str], list[str]] | None = None
     unsafe_migration: bool = False  # libvirt: VIR_MIGRATE_UNSAFE (the QEMU demo's local disks)
     bootstrap: bool = False  # may create the cluster identity in an empty store
     forget_store: bool = False  # forget the remembered store identity (no VM may run)
@@ -178,7 +181,7 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
         state = process_vm_dir(options, host)
         disk = options.disk_file or options.state_dir / "disk.jsonl"
         return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay,
-                                  on_job_done=options.nudge),
+                                  launcher=options.vm_launcher, on_job_done=options.nudge),
                 ProcessGuestChecks(state))
     try:
         from ringfence.hypervisor.libvirt import LibvirtHypervisor

@@ -27,15 +27,27 @@ Failure semantics (the `Hypervisor` protocol): `start`, `stop` and `migrate` are
 start's job waits at most `start_timeout` for the VM to serve, a stop's at most `stop_grace`
 (then SIGKILL); `destroy` waits at most `kill_wait` for the process to vanish.
 
-`migrate` is a stand-in for libvirt's live migration, not a live migration: the source process
-is paused (SIGSTOP, like the final stop-and-copy phase), a new VM process is started under the
-target's state directory (``PARENT/TARGET``) with the new token, then the paused source is
-killed. The guest restarts briefly (no memory is copied; its ``seq`` starts again at 0), but it
-never runs on two hosts at once: the paused source writes nothing, so the disk shows the source's
-last line before the target's first. If the target can not be started the source is resumed
-and `HypervisorError` says that the VM still runs here. A target whose ``PARENT/TARGET`` does
-not say ``TARGET`` in ``.host`` keeps its VMs somewhere else (its own ``--vm-dir``): its agent
-would never see a copy started there and would start its own, so the migration is refused.
+`migrate` is a stand-in for libvirt's live migration, not a live migration. Like QEMU's, it
+starts the target first and switches over last: a new VM process is started for the target
+(``--incoming``: ready, but writing nothing and invisible to every listing) while the source
+keeps running (and, with `migration_delay`, "copies" for that long); then the source is paused
+(SIGSTOP, the final stop-and-copy phase), the target is told to take over (SIGUSR1: it writes its
+state file under ``PARENT/TARGET`` with the new token and its first disk line), and the paused
+source is killed. The guest restarts (no memory is copied; its ``seq`` starts again at 0), but
+the switch-over costs one signal and one disk tick, and it never runs on two hosts at once: the
+paused source writes nothing, so the disk shows the source's last line before the target's
+first. If the target can not be started or does not take over, it is killed, the source is
+resumed and `HypervisorError` says that the VM still runs here. A target whose
+``PARENT/TARGET`` does not say ``TARGET`` in ``.host`` keeps its VMs somewhere else (its own
+``--vm-dir``): its agent would never see a copy started there and would start its own, so the
+migration is refused.
+
+Where the target's copy runs: on one machine the hosts' VMs are processes of one kernel, so a
+copy started by the source's hypervisor runs wherever the source runs. When the hosts are
+separate machines in all but file system (the lab: one network namespace per host), that is the
+wrong place: the source's power cut would kill the migrated copy with it, and the target's guest
+check could not reach it. `launcher` names the target's place: a command prefix (``ip netns exec
+NS``) that the copy is started under, for every host but this one.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import contextlib
 import http.client
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -81,6 +94,24 @@ class VMRecord:
     token: int
     port_file: str
     path: Path
+
+
+def launcher_from_template(template: str) -> Callable[[str], list[str]]:
+    """The `ProcessHypervisor` launcher of a command template such as ``ip netns exec
+    lab-{host}``: split like a shell would, ``{host}`` replaced by the target host's name.
+    Raises ValueError saying what is expected."""
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise ValueError(f"not a command prefix ({exc}): {template!r}") from None
+    if not words or not any("{host}" in word for word in words):
+        raise ValueError(f"a command prefix naming the target host as {{host}} is expected, "
+                         f"e.g. 'ip netns exec lab-{{host}}'; got {template!r}")
+
+    def launcher(host: str) -> list[str]:
+        return [word.replace("{host}", host) for word in words]
+
+    return launcher
 
 
 def _parse_record(path: Path, data: object) -> VMRecord:
@@ -183,15 +214,18 @@ class ProcessHypervisor:
 
     `host`: this host's name (the VMs' ``--host``); `state_dir`: ``PARENT/HOST``, created if
     missing; `disk_file`: the shared disk every VM appends to; `python`: the interpreter that
-    runs the VMs.
+    runs the VMs; `launcher`: the command prefix that starts a process on another host (see the
+    module docstring; None: every host is this machine).
     """
 
     def __init__(self, host: str, state_dir: Path, disk_file: Path, *,
                  python: str = sys.executable, start_timeout: float = 10.0,
                  stop_grace: float = 2.0, kill_wait: float = 2.0,
                  migration_delay: float = 0.0,
+                 launcher: Callable[[str], list[str]] | None = None,
                  on_job_done: Callable[[], None] | None = None) -> None:
         self.host = host
+        self.launcher = launcher
         self.on_job_done = on_job_done  # called when a job ends (`ThreadJob(on_done=...)`)
         self.state_dir = Path(state_dir)
         self.disk_file = Path(disk_file)
@@ -281,16 +315,22 @@ class ProcessHypervisor:
                 f"runs on {self.host}")
         if any(r.vm == vm for r in self._running(target_dir, target)):
             raise HypervisorError(f"{vm} already runs on {target}; not migrating")
+        try:
+            incoming = self._launch(vm, target, target_dir, token, incoming=True)
+        except HypervisorError as exc:
+            raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
+                                  f"{self.host}: {exc}") from exc
         if aborted.wait(self.migration_delay):
+            self._kill_incoming(incoming)
             raise HypervisorError(f"the migration of {vm} to {target} was aborted; it still "
                                   f"runs on {self.host}")
         _signal(record.pid, signal.SIGSTOP)
-        try:
-            self._launch(vm, target, target_dir, token)
-        except HypervisorError as exc:
+        if not self._take_over(incoming, target_dir):
+            self._kill_incoming(incoming)
             _signal(record.pid, signal.SIGCONT)
             raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
-                                  f"{self.host}: {exc}") from exc
+                                  f"{self.host}: the copy did not take over within "
+                                  f"{self.start_timeout:g}s: {_tail(target_dir / f'{vm}.log')}")
         _signal(record.pid, signal.SIGKILL)
         if not _wait_gone(record.pid, self.kill_wait):
             raise HypervisorError(f"{vm} started on {target} but the paused source (pid "
@@ -336,14 +376,20 @@ class ProcessHypervisor:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _launch(self, vm: str, host: str, state_dir: Path, token: int) -> None:
+    def _launch(self, vm: str, host: str, state_dir: Path, token: int, *,
+                incoming: bool = False) -> VMRecord:
+        """Start a VM process for `host` and wait until it serves (`incoming`: until it waits
+        to take over, see `process_vm`). Returns what its state file will say."""
         state, port, log = (state_dir / f"{vm}.json", state_dir / f"{vm}.port",
                             state_dir / f"{vm}.log")
-        with contextlib.suppress(OSError):
-            port.unlink()
-        argv = [self.python, "-m", VM_MODULE, "--vm", vm, "--host", host,
+        if not incoming:
+            with contextlib.suppress(OSError):
+                port.unlink()
+        prefix = self.launcher(host) if self.launcher is not None and host != self.host else []
+        argv = [*prefix, self.python, "-m", VM_MODULE, "--vm", vm, "--host", host,
                 "--token", str(token), "--disk", str(self.disk_file), "--port-file", str(port),
-                "--state-file", str(state), "--log", str(log), "--detach"]
+                "--state-file", str(state), "--log", str(log), "--detach",
+                *(["--incoming"] if incoming else [])]
         env = dict(os.environ)
         package_root = str(Path(ringfence.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -352,15 +398,40 @@ class ProcessHypervisor:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                   timeout=self.start_timeout, env=env, check=False)
         except subprocess.TimeoutExpired:
-            self._kill_half_started(state, vm, host)
+            if not incoming:  # an incoming VM that never said so left no state file
+                self._kill_half_started(state, vm, host)
             raise HypervisorError(f"{vm} did not come up on {host} within "
                                   f"{self.start_timeout:g}s: {_tail(log)}") from None
         except OSError as exc:
-            raise HypervisorError(f"can not run {self.python}: {exc}") from exc
+            raise HypervisorError(f"can not run {argv[0]}: {exc}") from exc
         out = done.stdout.decode(errors="replace").split()
-        if done.returncode != 0 or len(out) != 2 or out[0] != "ready":
+        said = "incoming" if incoming else "ready"
+        if done.returncode != 0 or len(out) != 2 or out[0] != said or not out[1].isdigit():
             why = _tail(log) or done.stderr.decode(errors="replace").strip()[-400:]
             raise HypervisorError(f"{vm} failed to start on {host}: {why or 'no output'}")
+        pid = int(out[1])
+        return VMRecord(vm, host, pid, proc_starttime(pid), token, str(port), state)
+
+    def _take_over(self, incoming: VMRecord, target_dir: Path) -> bool:
+        """Tell an incoming VM to take over; True once its state file names it."""
+        if not is_ours(incoming):
+            return False
+        _signal(incoming.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if any(r.pid == incoming.pid for r in self._running(target_dir, incoming.host)):
+                return True
+            if not is_alive(incoming.pid):
+                return False
+            time.sleep(0.005)
+        return False
+
+    def _kill_incoming(self, incoming: VMRecord) -> None:
+        """Kill an incoming VM (if it is still that process) and remove what it wrote."""
+        if is_ours(incoming):
+            _signal(incoming.pid, signal.SIGKILL)
+            _wait_gone(incoming.pid, self.kill_wait)
+        self._kill_half_started(incoming.path, incoming.vm, incoming.host)
 
     def _kill_half_started(self, state: Path, vm: str, host: str) -> None:
         try:

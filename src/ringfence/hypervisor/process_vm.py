@@ -2,7 +2,7 @@
 and the integration tests.
 
     python -m ringfence.hypervisor.process_vm --vm NAME --host HOST --token T --disk FILE \
-        --port-file F [--state-file S] [--log L] [--detach]
+        --port-file F [--state-file S] [--log L] [--detach] [--incoming]
 
 While it runs it
 
@@ -23,6 +23,13 @@ re-parented to init, so that it survives its agent like a real VM survives a cra
 agent (only ``destroy``, a ``stop`` or the watchdog end it). It prints ``ready PID`` on standard
 output once it serves HTTP, then closes standard output; anything it has to say later goes to
 the ``--log`` file.
+
+With ``--incoming`` it is the target of a migration (QEMU's ``-incoming``): it starts, opens its
+disk and binds its port, prints ``incoming PID`` instead of ``ready PID``, and then waits, writing
+nothing and showing itself nowhere (no state file, no port file), until SIGUSR1 says that the
+source is paused: only then does it write its state and port files and its first disk line. So
+the slow part of a start (the interpreter, the imports) happens while the source still runs, and
+the switch-over costs one signal. SIGTERM while it waits ends it without a trace.
 
 Failure semantics: any error while starting (port file or state file not writable, disk file
 not openable) ends the program with exit status 1 and a message on stderr (the log file), and
@@ -84,6 +91,7 @@ class _VM:
         self.port_file = Path(args.port_file)
         self.state_file = Path(args.state_file) if args.state_file else None
         self.stopping = threading.Event()
+        self.resumed = threading.Event()  # --incoming: the source is paused, take over
         self.seq = 0
         self.server: http.server.ThreadingHTTPServer | None = None
         self.disk_fd = -1
@@ -109,9 +117,14 @@ class _VM:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, args=(0.05,), name="http",
                          daemon=True).start()
+
+    def show(self) -> None:
+        """Make the running VM findable: its port file, then its state file (a migration
+        waits for the state file: the VM is then complete)."""
+        assert self.server is not None
+        _write_atomically(self.port_file, f"{self.server.server_address[1]}\n")
         if self.state_file is not None:
             _write_atomically(self.state_file, json.dumps(self.identity()) + "\n")
-        _write_atomically(self.port_file, f"{self.server.server_address[1]}\n")
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -157,10 +170,12 @@ class _VM:
             return
         self.seq += 1
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, *, shown: bool = True) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+        if not shown:
+            return  # an incoming VM that never took over left no files
         with contextlib.suppress(OSError):
             self.port_file.unlink()
         if self.state_file is not None:
@@ -185,6 +200,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log", help="stderr of the detached VM")
     parser.add_argument("--detach", action="store_true",
                         help="fork into a new session; print 'ready PID' once serving")
+    parser.add_argument("--incoming", action="store_true",
+                        help="a migration's target: print 'incoming PID', wait for SIGUSR1")
     return parser.parse_args(argv)
 
 
@@ -203,20 +220,46 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         vm.stopping.set()
 
+    def on_usr1(signum: int, frame: FrameType | None) -> None:
+        vm.resumed.set()
+
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_usr1)
     try:
         vm.start()
+        if not args.incoming:
+            vm.show()
     except OSError as exc:
         print(f"vm {args.vm}: can not start: {exc}", file=sys.stderr, flush=True)
         return 1
-    print(f"ready {os.getpid()}", flush=True)
+    print(f"{'incoming' if args.incoming else 'ready'} {os.getpid()}", flush=True)
     if args.detach:
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
+    if args.incoming and not _take_over(vm):
+        return 0
     vm.run()
     return 0
+
+
+def _take_over(vm: _VM) -> bool:
+    """--incoming: wait for SIGUSR1 (True, the VM is shown) or SIGTERM (False, gone)."""
+    while not vm.resumed.is_set():
+        if vm.stopping.is_set():
+            vm._shutdown(shown=False)
+            return False
+        # A short wait, not signal.pause(): a signal that lands between the check and the
+        # pause would leave it waiting for ever.
+        vm.resumed.wait(0.01)
+    try:
+        vm.show()
+    except OSError as exc:
+        print(f"vm {vm.vm}: can not take over: {exc}", file=sys.stderr, flush=True)
+        vm._shutdown()
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -24,11 +24,6 @@ from ringfence.lab.records import LabRecords
 from ringfence.lab.topology import Topology
 from ringfence.sim.scenario import Event, Scenario
 
-MIGRATION = ("process VMs can not be live-migrated between lab hosts yet: the process "
-             "hypervisor starts the copy from the source's namespace, so it would run on in "
-             "the source host's namespace (a duplicate, not a hand-over) until migration of "
-             "process VMs hands over for real or refuses")
-
 
 @dataclass
 class FaultContext:
@@ -43,6 +38,8 @@ class FaultContext:
 
 
 Handler = Callable[[FaultContext, Event], None]
+
+OPERATOR = "operator"  # the name the simulator's operator actions carry
 
 
 def _field(event: Event, name: str) -> Any:
@@ -211,12 +208,42 @@ def force_start(lab: FaultContext, event: Event) -> None:
         lab.records.journal("force_start_refused", host=host, vm=vm, operator=event.operator,
                             reason=f"the host is {lab.records.power_at(host)}")
         return
-    argv = ["ip", "netns", "exec", lab.hosts.hosts[host].ns, sys.executable, "-m",
-            "ringfence.cli", "vm", "force-start", vm, "--host", host,
-            "--operator", event.operator, "--config", str(lab.paths.config(host)),
-            "--state-dir", str(lab.paths.state(host))]
+    words = ["vm", "force-start", vm, "--host", host, "--operator", event.operator,
+             "--state-dir", str(lab.paths.state(host))]
     if event.confirm_down:
-        argv += ["--confirm-down", *event.confirm_down]
+        words += ["--confirm-down", *event.confirm_down]
+    _operator_command(lab, host, words)
+
+
+def maintenance(lab: FaultContext, event: Event) -> None:
+    """`ringfence host maintenance HOST on|off`, as the simulator's operator does it."""
+    assert event.host is not None
+    _from_any_host(lab, f"maintenance {'on' if event.on else 'off'} {event.host}",
+                   ["host", "maintenance", event.host, "on" if event.on else "off"])
+
+
+def migrate(lab: FaultContext, event: Event) -> None:
+    """`ringfence vm migrate VM --to HOST`, as the simulator's operator does it."""
+    assert event.vm is not None and event.to is not None
+    _from_any_host(lab, f"migrate {event.vm}", ["vm", "migrate", event.vm, "--to", event.to])
+
+
+def _from_any_host(lab: FaultContext, what: str, words: list[str]) -> None:
+    """An operator command that goes to the store: run on the first host that is up, as an
+    operator would log in wherever they can (the simulator writes through any host)."""
+    up = [host for host in lab.hosts.hosts if lab.records.power_at(host) == "up"]
+    if not up:
+        lab.records.journal("operator_refused", operator=OPERATOR,
+                            reason=f"{what}: no host is up to run it on")
+        return
+    _operator_command(lab, up[0], [*words, "--operator", OPERATOR])
+
+
+def _operator_command(lab: FaultContext, host: str, words: list[str]) -> None:
+    """``ringfence WORDS`` inside `host`'s namespace with its cluster file, in the background;
+    its output goes to ``operators.log``."""
+    argv = ["ip", "netns", "exec", lab.hosts.hosts[host].ns, sys.executable, "-m",
+            "ringfence.cli", *words, "--config", str(lab.paths.config(host))]
     log = lab.paths.root / "operators.log"
     with log.open("ab") as out:
         out.write(f"--- {' '.join(argv)}\n".encode())
@@ -247,30 +274,18 @@ FAULTS: dict[str, Handler] = {
     "memory_errors": memory_errors,
     "vm_crash": vm_crash,
     "force_start": force_start,
+    "maintenance": maintenance,
+    "migrate": migrate,
 }
 """Every fault the lab does for real."""
 
 REFUSED: dict[str, str] = {
-    "maintenance": f"maintenance drains a host by live migration, and {MIGRATION}",
-    "migrate": MIGRATION,
     "slow_calls": "slowing one host's store, hypervisor or fence calls needs a hook inside "
                   "the agent's process, which the lab does not have",
     "lost_answers": "losing the store's answers after applying a write needs a hook inside the "
                     "agent's store client, which the lab does not have",
     "store_wipe": "wiping the store is not built in the lab yet",
 }
-
-
-def _flap_degrades(scenario: Scenario) -> bool:
-    """Can the events make a host `degraded` through carrier flaps (4 changes in 60 s)?"""
-    changes: dict[tuple[str, str], list[float]] = {}
-    for event in scenario.events:
-        if event.do == "link_flap":
-            return True
-        if event.do in ("link_down", "link_up") and event.host is not None:
-            changes.setdefault((event.host, event.network or "all"), []).append(event.at)
-    return any(len([t for t in times if start <= t < start + 60.0]) >= 4
-               for times in changes.values() for start in times)
 
 
 def refusals(scenario: Scenario) -> list[str]:
@@ -280,16 +295,6 @@ def refusals(scenario: Scenario) -> list[str]:
         if event.do not in FAULTS:
             why = REFUSED.get(event.do, "the lab has no way to do it")
             found.append(f"events[{index}]: do: {event.do}: {why}")
-    policy = scenario.cluster.policy
-    kinds = {event.do for event in scenario.events}
-    if policy.shutdown == "migrate" and kinds & {"reboot", "shutdown"}:
-        found.append(f"policy.shutdown: migrate drains a host that shuts down by live migration, "
-                     f"and {MIGRATION}")
-    if policy.failback and any(vm.prefer for vm in scenario.cluster.vms):
-        found.append(f"policy.failback moves VMs back by live migration, and {MIGRATION}")
-    if policy.evacuate_degraded and ("memory_errors" in kinds or _flap_degrades(scenario)):
-        found.append(f"policy.evacuate_degraded evacuates a degraded host (memory errors, "
-                     f"carrier flaps) by live migration, and {MIGRATION}")
     if scenario.sim.clock_drift_ppm:
         found.append("sim.clock_drift_ppm: the lab's hosts share this machine's clock")
     for index, expectation in enumerate(scenario.expect):

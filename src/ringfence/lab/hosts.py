@@ -92,10 +92,11 @@ class Hosts:
                 "--host", host, "--state-dir", str(self.paths.state(host)),
                 "--watchdog", "process", "--disk-file", str(self.paths.disk),
                 # One parent for every host's process VMs, so that a migrated VM's state is
-                # where the target's agent looks (the lab shares one file system). Its process
-                # still starts in the source's namespace, which is why the lab refuses
-                # scenarios that migrate (docs/lab.md).
-                "--vm-dir", str(self.paths.root / "vms")]
+                # where the target's agent looks (the lab shares one file system), and its
+                # process starts in the target's namespace: it dies with the target, not
+                # with the source, and the target's guest check reaches it.
+                "--vm-dir", str(self.paths.root / "vms"),
+                "--vm-launcher", self.topology.launcher_template()]
 
     def start_agent(self, host: str) -> None:
         spec = self.hosts[host]

@@ -115,6 +115,10 @@ def build_host_states(records: LabRecords, entries: list[JournalEntry],
             states[about].view.set(t, _VIEW_SET[entry.kind])
         elif about in states and entry.kind == "host_alive":
             states[about].view.set(t, None)
+        if about in states and entry.kind in ("maintenance_on", "maintenance_off"):
+            # The leader journals an operator's maintenance request about another host.
+            states[about].maintenance.set(t, entry.kind == "maintenance_on")
+            continue
         if writer is None or writer != about or about not in states:
             if entry.kind == "heartbeat_restored" and writer in states:
                 states[writer].jeopardy.set(t, False)
@@ -133,10 +137,6 @@ def build_host_states(records: LabRecords, entries: list[JournalEntry],
             own.jeopardy.set(t, True)
         elif entry.kind == "heartbeat_restored":
             own.jeopardy.set(t, False)
-        elif entry.kind == "maintenance_on":
-            own.maintenance.set(t, True)
-        elif entry.kind == "maintenance_off":
-            own.maintenance.set(t, False)
     return states
 
 

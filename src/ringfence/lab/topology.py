@@ -85,7 +85,7 @@ class Topology:
         if len(entries) > 250:
             raise LabError("the lab builds at most 250 hosts and witnesses")
         for n, (name, kind) in enumerate(entries):
-            node = Node(name, n, kind, f"{self.prefix}-{name}")
+            node = Node(name, n, kind, self.namespace_of(name))
             spec = cluster.host(name).interfaces if kind == "host" else {}
             for network in cluster.host_networks(name):
                 j = self.net_index[network]
@@ -113,6 +113,15 @@ class Topology:
 
     def address(self, n: int, j: int) -> str:
         return f"{self.subnet(j)}.{n + 1}"
+
+    def namespace_of(self, name: str) -> str:
+        """The network namespace of host or witness `name`."""
+        return f"{self.prefix}-{name}"
+
+    def launcher_template(self) -> str:
+        """A command prefix that runs a process in host ``{host}``'s namespace (the
+        agent's ``--vm-launcher``)."""
+        return f"ip netns exec {self.namespace_of('{host}')}"
 
     def namespaces(self) -> list[str]:
         return [self.switch, *(node.ns for node in self.nodes.values())]

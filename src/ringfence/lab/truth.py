@@ -8,6 +8,13 @@ again). A run starts at its first write and ends at its last, so two runs of one
 if both hosts really wrote in the same interval: that is what the simulator's checker
 (`ringfence.sim.checker.split_brains`) is then given. Nothing an agent believes is used.
 
+A live migration is a handover, as in the simulator (`Run.handed_to`): when a new process of
+a VM (``seq`` 0) first writes from another host within `HANDOVER` of another run's last write,
+the earlier run ends at that first write and hands over to it. The writes sample a VM's life
+every 100 ms, so a switch-over shorter than that can not be seen on the disk: it counts as no
+downtime, not as the 100 ms between two writes. A failover can not look like this (detection
+alone takes longer than `GAP`), and it never hides two writers: the earlier run only grows.
+
 Times are on the lab's clock (seconds since t = 0). Runs are clipped to [0, duration]; a VM
 that still writes at the end of the run (its last write within `GAP` of it) runs until the end.
 """
@@ -21,6 +28,7 @@ from pathlib import Path
 from ringfence.sim.world import Run
 
 GAP = 0.6  # seconds without a write that end a run (six missed writes)
+HANDOVER = 0.15  # at most this from a run's last write to the next host's first: a migration
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,25 @@ def runs_of(writes: list[Write], duration: float) -> tuple[list[Run], dict[str, 
                 first = write
             last = write
         runs.append(Run(vm, host, first.t, duration if duration - last.t <= GAP else last.t))
-    return [_clip(r, duration) for r in runs if r.end is not None and r.end >= 0.0], starts
+    clipped = [_clip(r, duration) for r in runs if r.end is not None and r.end >= 0.0]
+    return _link_handovers(clipped, writes, duration), starts
+
+
+def _link_handovers(runs: list[Run], writes: list[Write], duration: float) -> list[Run]:
+    """Join each migration's source run to its target run (see the module docstring)."""
+    fresh = {(w.vm, w.host, w.t) for w in writes if w.seq == 0}
+    for target in runs:
+        if (target.vm, target.host, target.start) not in fresh:
+            continue
+        for source in runs:
+            end = source.end
+            if (source.vm == target.vm and source.host != target.host and end is not None
+                    and end < duration and 0.0 <= target.start - end <= HANDOVER
+                    and source.handed_to is None):
+                source.end = target.start
+                source.handed_to = target
+                break
+    return runs
 
 
 def _clip(run: Run, duration: float) -> Run:
