@@ -59,6 +59,20 @@ def _url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _size_per_second(text: str) -> int:
+    """An argparse type: a size per second from 1 MiB to 1 TiB (1GiB, 512MiB)."""
+    from ringfence.units import format_size, parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not (1 << 20) <= value <= (1 << 40):
+        raise argparse.ArgumentTypeError(f"expected a size from 1MiB to 1TiB (a rate per "
+                                         f"second), got {text!r} ({format_size(value)})")
+    return value
+
+
 def _vm_launcher(text: str) -> Callable[[str], list[str]]:
     """An argparse type: `--vm-launcher`'s command template (`launcher_from_template`)."""
     from ringfence.hypervisor.process import launcher_from_template
@@ -178,6 +192,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="the process hypervisor's VM state, one directory per host "
                             "(default STATE_DIR/vms; hosts that migrate process VMs to each "
                             "other must share it: demo, tests)")
+    agent.add_argument("--migration-bandwidth", type=_size_per_second, default=None,
+                       metavar="SIZE",
+                       help="the process hypervisor's live migrations copy each VM's memory "
+                            "(from the cluster file) at this rate, e.g. 1GiB (demo, tests, the "
+                            "lab); with --migration-delay both add up")
     agent.add_argument("--vm-launcher", default=None, type=_vm_launcher, metavar="PREFIX",
                        help="the command prefix that starts a migrated process VM on its "
                             "target host, {host} naming it (the lab: 'ip netns exec NS-{host}')")
@@ -415,6 +434,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         disk_file=Path(args.disk_file) if args.disk_file else None,
         vm_dir=Path(args.vm_dir) if args.vm_dir else None,
         migration_delay=args.migration_delay, vm_launcher=args.vm_launcher,
+        migration_bandwidth=args.migration_bandwidth,
         unsafe_migration=args.libvirt_unsafe_migration,
         bootstrap=args.bootstrap, forget_store=args.forget_store)
     return run_agent(config, args.host, options)

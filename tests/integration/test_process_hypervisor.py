@@ -322,7 +322,8 @@ def test_a_migration_target_waits_unseen_until_the_source_is_paused(
     # The copy starts while the source runs (its slow start is not downtime) but shows
     # itself nowhere and writes nothing until the switch-over; aborted, it leaves no trace.
     parent, disk = cluster
-    h1 = ProcessHypervisor("h1", parent / "h1", disk, migration_delay=30.0)
+    copy = {"db": 30.0}  # seconds to "copy" its memory (`--migration-bandwidth`)
+    h1 = ProcessHypervisor("h1", parent / "h1", disk, copy_time=copy.__getitem__)
     h2 = ProcessHypervisor("h2", parent / "h2", disk)
     ok(h1.start("db", 4))
     job = h1.migrate("db", "h2", 6)

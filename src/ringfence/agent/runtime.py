@@ -93,6 +93,8 @@ class AgentOptions:
     # How the process hypervisor starts a migrated VM on another host (`--vm-launcher`, the
     # lab's ``ip netns exec NS-{host}``); None: every host is this machine.
     vm_launcher: Callable[[str], list[str]] | None = None
+    # The process hypervisor's migrations copy each VM's memory at this many bytes a second.
+    migration_bandwidth: int | None = None
     unsafe_migration: bool = False  # libvirt: VIR_MIGRATE_UNSAFE (the QEMU demo's local disks)
     bootstrap: bool = False  # may create the cluster identity in an empty store
     forget_store: bool = False  # forget the remembered store identity (no VM may run)
@@ -171,6 +173,15 @@ def process_vm_dir(options: AgentOptions, host: str) -> Path:
     return (options.vm_dir or options.state_dir / "vms") / host
 
 
+def _copy_time(config: ClusterConfig, bandwidth: int | None
+               ) -> Callable[[str], float] | None:
+    """How long a process VM's migration "copies" its memory (`--migration-bandwidth`)."""
+    if bandwidth is None:
+        return None
+    memory = {vm.name: vm.memory for vm in config.vms}
+    return lambda vm: memory.get(vm, 0) / bandwidth
+
+
 def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: Store
                 ) -> tuple[Hypervisor, GuestChecks | None]:
     spec = config.host(host)
@@ -181,6 +192,7 @@ def _hypervisor(config: ClusterConfig, host: str, options: AgentOptions, store: 
         state = process_vm_dir(options, host)
         disk = options.disk_file or options.state_dir / "disk.jsonl"
         return (ProcessHypervisor(host, state, disk, migration_delay=options.migration_delay,
+                                  copy_time=_copy_time(config, options.migration_bandwidth),
                                   launcher=options.vm_launcher, on_job_done=options.nudge),
                 ProcessGuestChecks(state))
     try:

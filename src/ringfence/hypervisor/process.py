@@ -214,14 +214,16 @@ class ProcessHypervisor:
 
     `host`: this host's name (the VMs' ``--host``); `state_dir`: ``PARENT/HOST``, created if
     missing; `disk_file`: the shared disk every VM appends to; `python`: the interpreter that
-    runs the VMs; `launcher`: the command prefix that starts a process on another host (see the
-    module docstring; None: every host is this machine).
+    runs the VMs; `migration_delay` and `copy_time(vm)`: how long a migration "copies" while
+    the source runs (fixed, and per VM); `launcher`: the command prefix that starts a process
+    on another host (see the module docstring; None: every host is this machine).
     """
 
     def __init__(self, host: str, state_dir: Path, disk_file: Path, *,
                  python: str = sys.executable, start_timeout: float = 10.0,
                  stop_grace: float = 2.0, kill_wait: float = 2.0,
                  migration_delay: float = 0.0,
+                 copy_time: Callable[[str], float] | None = None,
                  launcher: Callable[[str], list[str]] | None = None,
                  on_job_done: Callable[[], None] | None = None) -> None:
         self.host = host
@@ -234,6 +236,7 @@ class ProcessHypervisor:
         self.stop_grace = stop_grace
         self.kill_wait = kill_wait
         self.migration_delay = migration_delay  # how long a migration's "copy" takes
+        self.copy_time = copy_time  # and, per VM, how long copying its memory takes on top
         self.state_dir.mkdir(parents=True, exist_ok=True)
         _claim(self.state_dir, host)
 
@@ -320,7 +323,8 @@ class ProcessHypervisor:
         except HypervisorError as exc:
             raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
                                   f"{self.host}: {exc}") from exc
-        if aborted.wait(self.migration_delay):
+        copying = self.migration_delay + (self.copy_time(vm) if self.copy_time else 0.0)
+        if aborted.wait(copying):
             self._kill_incoming(incoming)
             raise HypervisorError(f"the migration of {vm} to {target} was aborted; it still "
                                   f"runs on {self.host}")

@@ -68,8 +68,12 @@ Schedule = Callable[[float, Callable[[], None]], None]
 
 class Hosts:
     def __init__(self, topology: Topology, store: LabStore, paths: LabPaths,
-                 records: LabRecords, boot_time: float, schedule: Schedule) -> None:
+                 records: LabRecords, boot_time: float, schedule: Schedule, *,
+                 migration_bandwidth: int | None = None) -> None:
         self.topology = topology
+        # The scenario's `sim.migration_bandwidth`: process VMs' migrations take as long to
+        # "copy" as the simulator's, so that a fault can land during one.
+        self.migration_bandwidth = migration_bandwidth
         self.store = store
         self.paths = paths
         self.records = records
@@ -96,7 +100,9 @@ class Hosts:
                 # process starts in the target's namespace: it dies with the target, not
                 # with the source, and the target's guest check reaches it.
                 "--vm-dir", str(self.paths.root / "vms"),
-                "--vm-launcher", self.topology.launcher_template()]
+                "--vm-launcher", self.topology.launcher_template(),
+                *(["--migration-bandwidth", str(self.migration_bandwidth)]
+                  if self.migration_bandwidth else [])]
 
     def start_agent(self, host: str) -> None:
         spec = self.hosts[host]

@@ -248,7 +248,8 @@ class LabRun:
                        and not cluster.host(e.host).datastores for e in self.scenario.events)
         write_cluster_files(cluster, topology, store, paths, implicit_datastore=implicit)
         self.hosts = Hosts(topology, store, paths, self.records, self.scenario.sim.boot_time,
-                           self.scheduler.after)
+                           self.scheduler.after,
+                           migration_bandwidth=self.scenario.sim.migration_bandwidth)
         settings = self.scenario.sim
         topology.loss_all = settings.packet_loss
         delays = {**{(h.name, n): settings.link_jitter for h in cluster.hosts
