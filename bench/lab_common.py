@@ -18,17 +18,24 @@ from ringfence.lab.truth import Write
 from ringfence.sim.scenario import Event, parse_scenario
 from ringfence.sim.world import JournalEntry
 
+TIMINGS: dict[str, dict[str, str]] = {
+    # ringfence's defaults
+    "default": {"heartbeat_interval": "200ms", "host_lease_ttl": "6s", "watchdog_timeout": "4s"},
+    # shorter leases for a LAN whose etcd elects in 0.5-1 s (the lab's: 50 ms heartbeat,
+    # 500 ms election timeout); `ringfence check` accepts them without a timing warning
+    "lan": {"heartbeat_interval": "200ms", "host_lease_ttl": "4s", "watchdog_timeout": "2500ms"},
+}
+
 
 def three_hosts(*, fencing: bool, duration: str = "24h", boot_time: str = "5s",
-                vms: int = 1, hosts: int = 3) -> dict[str, Any]:
+                vms: int = 1, hosts: int = 3, timing: str = "default") -> dict[str, Any]:
     names = [f"host{i + 1}" for i in range(hosts)]
     data: dict[str, Any] = {
         "name": "bench",
         "duration": duration,
         "sim": {"boot_time": boot_time},
         "cluster": {
-            "timing": {"heartbeat_interval": "200ms", "host_lease_ttl": "6s",
-                       "watchdog_timeout": "4s"},
+            "timing": dict(TIMINGS[timing]),
             "networks": [{"name": "ring0", "role": "heartbeat"},
                          {"name": "ring1", "role": "heartbeat"}],
             "hosts": [{"name": n, "cpus": 16, "memory": "64GiB"} for n in names],
@@ -88,11 +95,43 @@ HELD_KINDS = ("neither", "etcd leader", "ringfence leader", "both")
 def held_by(lab: LabRun, victim: str) -> str:
     """Which leaders `victim` holds right now: the ringfence leader (the newest
     `manager_elected` in the journals) and the etcd leader (asked of the members)."""
-    entries, _ = lab.journal_entries_now()
-    elected = [e for e in entries if e.kind == "manager_elected"]
-    ringfence = bool(elected) and elected[-1].host == victim
+    ringfence = ringfence_leader(lab) == victim
     etcd = lab.store is not None and lab.store.leader() == victim
     return HELD_KINDS[int(etcd) + 2 * int(ringfence)]
+
+
+def ringfence_leader(lab: LabRun) -> str | None:
+    """The host of the newest `manager_elected` in the journals."""
+    entries, _ = lab.journal_entries_now()
+    elected = [e for e in entries if e.kind == "manager_elected"]
+    return elected[-1].host if elected else None
+
+
+def arrange(lab: LabRun, vm: str, want: str, settle: float) -> None:
+    """Make the host that runs `vm` hold what `want` (one of `HELD_KINDS`) says: the VM is
+    live-migrated to (or away from) the ringfence leader, and etcd's leadership is moved to
+    (or away from) that host. Then wait `settle` seconds, so that the leases restarted by
+    etcd's leader change are renewed as usual before the trial."""
+    host = settled(lab, vm)
+    leader = ringfence_leader(lab)
+    assert host is not None and leader is not None
+    others = [h for h in lab.records.hosts if h != leader]
+    target = leader if want in ("ringfence leader", "both") else (
+        host if host != leader else others[0])
+    if target != host:
+        lab.apply(Event(at=0.0, do="migrate", vm=vm, to=target))
+        if not lab.wait_until(lambda: settled(lab, vm) == target, 60.0):
+            raise RuntimeError(f"{vm} did not move to {target}")
+    assert lab.store is not None
+    members = list(lab.store.members)
+    etcd_to = target if want in ("etcd leader", "both") else next(
+        m for m in members if m != target)
+    if lab.store.leader() != etcd_to:
+        lab.store.move_leader(etcd_to)
+        if not lab.wait_until(lambda: lab.store is not None
+                              and lab.store.leader() == etcd_to, 20.0):
+            raise RuntimeError(f"etcd's leadership did not move to {etcd_to}")
+    lab.wait(settle)
 
 
 def first(entries: list[JournalEntry], kind: str, since: float, *, host: str | None = None,
@@ -104,12 +143,16 @@ def first(entries: list[JournalEntry], kind: str, since: float, *, host: str | N
     return float("nan")
 
 
-def power_off_trial(lab: LabRun, vm: str, path: str, timeout: float = 90.0) -> Trial:
-    """Kill the host that runs `vm`, wait until it runs elsewhere and answers, power the
-    victim on again and wait until the cluster is settled once more."""
+def power_off_trial(lab: LabRun, vm: str, path: str, timeout: float = 90.0, *,
+                    victim_kind: str | None = None, settle: float = 8.0) -> Trial:
+    """Kill the host that runs `vm` (with `victim_kind`, one of `HELD_KINDS`, first arranged
+    to hold that), wait until it runs elsewhere and answers, power the victim on again and
+    wait until the cluster is settled once more."""
     if not lab.wait_until(lambda: settled(lab, vm) is not None, 120.0):
         raise RuntimeError("the cluster did not settle")
     lab.wait(2.0)
+    if victim_kind is not None:
+        arrange(lab, vm, victim_kind, settle)
     victim = settled(lab, vm)
     assert victim is not None
     held = held_by(lab, victim)

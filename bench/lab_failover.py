@@ -18,6 +18,11 @@ Paths: ``fence`` (the lab's fence agent on every host) and ``watchdog`` (none). 
 printed, never asserted.
 
     python bench/lab_failover.py [--trials 10] [--paths fence watchdog]
+        [--victims any|neither|etcd|ringfence|both ...] [--timing default|lan]
+
+With ``--victims``, each trial first makes the VM's host hold what it names (the VM is
+live-migrated to or away from the ringfence leader, etcd's leadership is moved with etcd's
+MoveLeader, then the cluster settles for 8 s), so every kind of victim can be measured.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 
 from lab_common import (
     HELD_KINDS,
+    TIMINGS,
     Trial,
     machine_line,
     open_lab,
@@ -34,12 +40,16 @@ from lab_common import (
     three_hosts,
 )
 
+VICTIMS = {"any": None, "neither": "neither", "etcd": "etcd leader",
+           "ringfence": "ringfence leader", "both": "both"}
 
-def run(path: str, trials: int) -> list[Trial]:
+
+def run(path: str, trials: int, victims: list[str], timing: str) -> list[Trial]:
     results = []
-    with open_lab(three_hosts(fencing=path == "fence")) as lab:
+    with open_lab(three_hosts(fencing=path == "fence", timing=timing)) as lab:
         for n in range(trials):
-            trial = power_off_trial(lab, "vm1", path)
+            kind = VICTIMS[victims[n % len(victims)]]
+            trial = power_off_trial(lab, "vm1", path, victim_kind=kind)
             print(f"  trial {n + 1}: {trial.row()}", flush=True)
             results.append(trial)
     return results
@@ -50,11 +60,18 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--paths", nargs="+", default=["fence", "watchdog"],
                         choices=["fence", "watchdog"])
+    parser.add_argument("--victims", nargs="+", default=["any"], choices=list(VICTIMS),
+                        help="what the victim holds, trial by trial in turn (any: whichever "
+                             "host runs the VM; otherwise the VM and etcd's leadership are "
+                             "moved first)")
+    parser.add_argument("--timing", default="default", choices=list(TIMINGS),
+                        help="the cluster's timing: ringfence's defaults, or the LAN values")
     args = parser.parse_args()
-    print(f"lab failover, {args.trials} trials per path; {machine_line()}")
+    print(f"lab failover, {args.trials} trials per path, victims {' '.join(args.victims)}, "
+          f"timing {args.timing} ({TIMINGS[args.timing]}); {machine_line()}")
     for path in args.paths:
         print(f"{path} path:", flush=True)
-        results = run(path, args.trials)
+        results = run(path, args.trials, args.victims, args.timing)
         for name in ("detection", "fenced", "running", "answering"):
             print(f"  {name:10} {summary([getattr(t, name) for t in results])}")
         # What died with the host changes the time (issue 17): each kind of victim apart.

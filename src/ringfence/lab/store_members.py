@@ -45,6 +45,13 @@ STATUS = (  # asked inside a member's namespace; prints "<member id> <leader id>
     "except Exception:\n"
     "    pass\n")
 
+MOVE = (  # asked inside the leader's namespace: hand the leadership to member argv[1]
+    "import json, sys, urllib.request\n"
+    f"url = 'http://127.0.0.1:{CLIENT_PORT}/v3/maintenance/transfer-leadership'\n"
+    "body = json.dumps({'targetID': sys.argv[1]}).encode()\n"
+    "req = urllib.request.Request(url, data=body, method='POST')\n"
+    "print(urllib.request.urlopen(req, timeout=5).read().decode())\n")
+
 
 @dataclass
 class EtcdMember:
@@ -145,10 +152,31 @@ class LabStore:
     def leader(self) -> str | None:
         """The member that leads the store now, as its running members say (None: no etcd,
         or no answer). For the benchmarks: what died with a host."""
-        if self.kind != "etcd":
-            return None
+        ids, leaders = self._status()
+        named = [ids[leader] for leader in leaders if leader in ids]
+        return named[0] if len(named) == 1 else None
+
+    def move_leader(self, to: str) -> bool:
+        """Ask the leader to hand its leadership to member `to` (etcd's MoveLeader). For the
+        benchmarks, which choose what dies with a host. False: no leader, or `to` is no
+        running member; the move itself is confirmed by `leader`."""
+        ids, leaders = self._status()
+        target = next((member_id for member_id, name in ids.items() if name == to), None)
+        leader = ids.get(next(iter(leaders))) if len(leaders) == 1 else None
+        if target is None or leader is None:
+            return False
+        if leader == to:
+            return True
+        done = netns.in_ns(self.members[leader].ns, sys.executable, "-c", MOVE, target,
+                           check=False)
+        return done.returncode == 0
+
+    def _status(self) -> tuple[dict[str, str], set[str]]:
+        """(member id: name, the leader ids the running members name)."""
         ids: dict[str, str] = {}
         leaders: set[str] = set()
+        if self.kind != "etcd":
+            return ids, leaders
         for member in self.members.values():
             if not member.running():
                 continue
@@ -157,8 +185,7 @@ class LabStore:
             if len(words) == 2:
                 ids[words[0]] = member.name
                 leaders.add(words[1])
-        named = [ids[leader] for leader in leaders if leader in ids]
-        return named[0] if len(named) == 1 else None
+        return ids, leaders
 
     def wait_ready(self, within: float = 30.0) -> None:
         """Block until the store has a leader, asked from inside a member's namespace."""
