@@ -317,6 +317,18 @@ def _incoming_pids(vm: str, host: str) -> list[int]:
     return found
 
 
+def _waiting(vm: str, host: str) -> list[int]:
+    """Incoming VMs that said so (their standard output is closed)."""
+    found = []
+    for pid in _incoming_pids(vm, host):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/1") == os.devnull:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def test_a_migration_target_waits_unseen_until_the_source_is_paused(
         cluster: tuple[Path, Path]) -> None:
     # The copy starts while the source runs (its slow start is not downtime) but shows
@@ -327,8 +339,8 @@ def test_a_migration_target_waits_unseen_until_the_source_is_paused(
     h2 = ProcessHypervisor("h2", parent / "h2", disk)
     ok(h1.start("db", 4))
     job = h1.migrate("db", "h2", 6)
-    assert wait_for(lambda: len(_incoming_pids("db", "h2")) == 1, timeout=10)
-    (incoming,) = _incoming_pids("db", "h2")
+    assert wait_for(lambda: len(_waiting("db", "h2")) == 1, timeout=10)
+    (incoming,) = _waiting("db", "h2")
     written = len(disk_lines(disk))
     assert wait_for(lambda: len(disk_lines(disk)) >= written + 3)  # the source still runs
     assert h2.list_running() == {}
@@ -341,3 +353,35 @@ def test_a_migration_target_waits_unseen_until_the_source_is_paused(
     assert h1.list_running() == {"db": 4} and h2.list_running() == {}
     assert {line["host"] for line in disk_lines(disk)} == {"h1"}
     h1.destroy("db")
+
+
+def test_a_migration_to_a_target_that_hangs_during_the_copy_leaves_the_source_running(
+        cluster: tuple[Path, Path]) -> None:
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk, copy_time=lambda vm: 3.0)
+    h2 = ProcessHypervisor("h2", parent / "h2", disk)
+    ok(h1.start("db", 4))
+    job = h1.migrate("db", "h2", 6)
+    # It has said "incoming" once its standard output is closed (/dev/null): the copy runs.
+    assert wait_for(lambda: len(_waiting("db", "h2")) == 1, timeout=10)
+    (incoming,) = _waiting("db", "h2")
+    os.kill(incoming, signal.SIGSTOP)  # the target host hangs during the copy
+    failed(job, "does not answer")
+    assert wait_for(lambda: not alive(incoming))
+    assert h1.list_running() == {"db": 4} and h2.list_running() == {}
+    written = len(disk_lines(disk))
+    assert wait_for(lambda: len(disk_lines(disk)) >= written + 3)  # never paused
+    h1.destroy("db")
+
+
+def test_an_incoming_vm_nobody_resumes_gives_up_without_a_trace(tmp_path: Path) -> None:
+    # Its source died mid-migration: no copy may wait for ever (or take over later).
+    state, port = tmp_path / "db.json", tmp_path / "db.port"
+    done = subprocess.run(
+        [sys.executable, "-m", "ringfence.hypervisor.process_vm", "--vm", "db", "--host", "h2",
+         "--token", "3", "--disk", str(tmp_path / "disk"), "--port-file", str(port),
+         "--state-file", str(state), "--incoming", "--incoming-for", "0.5"],
+        capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0 and done.stdout.decode().startswith("incoming ")
+    assert not state.exists() and not port.exists()
+    assert not (tmp_path / "disk").read_bytes()  # it never wrote

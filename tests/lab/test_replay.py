@@ -83,3 +83,15 @@ def test_two_operators_forcing_one_vm_without_quorum_for_real(no_new_namespaces:
     assert not document["violations"]
     hosts = {run["host"] for run in document["runs"] if run["vm"] == "app"}
     assert hosts == {"node0"}, document["runs"]
+
+
+def test_a_drained_vm_survives_the_power_cut_of_the_host_it_left(no_new_namespaces: None
+                                                                  ) -> None:
+    # Issue 11: a live-migrated process VM used to start in the source host's namespace, so
+    # cutting the source's power (here 25 s after the drain) killed it. Now the copy runs in
+    # the target's namespace: no downtime, no recovery, and host1's VMs never come back there.
+    document = replay("drain-then-power-cut.yaml")
+    assert document["passed"], failures(document)
+    assert not document["violations"]
+    moved = {run["host"] for run in document["runs"] if run["vm"] in ("web", "db")}
+    assert "host1" in moved and moved - {"host1"}, document["runs"]

@@ -73,6 +73,12 @@ from ringfence.hypervisor.jobs import ThreadJob
 from ringfence.hypervisor.process_vm import proc_starttime
 
 VM_MODULE = "ringfence.hypervisor.process_vm"
+# How long the paused source waits for the target to take over (it needs one signal and two
+# small files); past it, the source runs on.
+SWITCHOVER_TIMEOUT = 2.0
+# An incoming VM gives up this long after its copy and switch-over should have ended (its
+# source died mid-migration, and nobody is left to tell it).
+INCOMING_SLACK = 5.0
 
 __all__ = [
     "ProcessGuestChecks",
@@ -318,23 +324,30 @@ class ProcessHypervisor:
                 f"runs on {self.host}")
         if any(r.vm == vm for r in self._running(target_dir, target)):
             raise HypervisorError(f"{vm} already runs on {target}; not migrating")
+        copying = self.migration_delay + (self.copy_time(vm) if self.copy_time else 0.0)
         try:
-            incoming = self._launch(vm, target, target_dir, token, incoming=True)
+            incoming = self._launch(vm, target, target_dir, token,
+                                    incoming_for=copying + SWITCHOVER_TIMEOUT + INCOMING_SLACK)
         except HypervisorError as exc:
             raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
                                   f"{self.host}: {exc}") from exc
-        copying = self.migration_delay + (self.copy_time(vm) if self.copy_time else 0.0)
         if aborted.wait(copying):
             self._kill_incoming(incoming)
             raise HypervisorError(f"the migration of {vm} to {target} was aborted; it still "
                                   f"runs on {self.host}")
+        if not is_ours(incoming) or _proc_state(incoming.pid) == "T":
+            # The target stopped answering during the copy (it hangs, or died): a real
+            # migration's stream stalls and fails there, before the source is paused.
+            self._kill_incoming(incoming)
+            raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
+                                  f"{self.host}: the copy on {target} does not answer")
         _signal(record.pid, signal.SIGSTOP)
         if not self._take_over(incoming, target_dir):
             self._kill_incoming(incoming)
             _signal(record.pid, signal.SIGCONT)
             raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
                                   f"{self.host}: the copy did not take over within "
-                                  f"{self.start_timeout:g}s: {_tail(target_dir / f'{vm}.log')}")
+                                  f"{SWITCHOVER_TIMEOUT:g}s: {_tail(target_dir / f'{vm}.log')}")
         _signal(record.pid, signal.SIGKILL)
         if not _wait_gone(record.pid, self.kill_wait):
             raise HypervisorError(f"{vm} started on {target} but the paused source (pid "
@@ -381,9 +394,11 @@ class ProcessHypervisor:
                 path.unlink()
 
     def _launch(self, vm: str, host: str, state_dir: Path, token: int, *,
-                incoming: bool = False) -> VMRecord:
-        """Start a VM process for `host` and wait until it serves (`incoming`: until it waits
-        to take over, see `process_vm`). Returns what its state file will say."""
+                incoming_for: float | None = None) -> VMRecord:
+        """Start a VM process for `host` and wait until it serves (`incoming_for`: an
+        incoming VM, until it waits, at most that long, to take over; see `process_vm`).
+        Returns what its state file will say."""
+        incoming = incoming_for is not None
         state, port, log = (state_dir / f"{vm}.json", state_dir / f"{vm}.port",
                             state_dir / f"{vm}.log")
         if not incoming:
@@ -393,7 +408,8 @@ class ProcessHypervisor:
         argv = [*prefix, self.python, "-m", VM_MODULE, "--vm", vm, "--host", host,
                 "--token", str(token), "--disk", str(self.disk_file), "--port-file", str(port),
                 "--state-file", str(state), "--log", str(log), "--detach",
-                *(["--incoming"] if incoming else [])]
+                *(["--incoming", "--incoming-for", f"{incoming_for:.3f}"]
+                  if incoming_for is not None else [])]
         env = dict(os.environ)
         package_root = str(Path(ringfence.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -421,7 +437,7 @@ class ProcessHypervisor:
         if not is_ours(incoming):
             return False
         _signal(incoming.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + self.start_timeout
+        deadline = time.monotonic() + SWITCHOVER_TIMEOUT
         while time.monotonic() < deadline:
             if any(r.pid == incoming.pid for r in self._running(target_dir, incoming.host)):
                 return True

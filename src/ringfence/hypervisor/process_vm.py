@@ -27,7 +27,10 @@ the ``--log`` file.
 With ``--incoming`` it is the target of a migration (QEMU's ``-incoming``): it starts, opens its
 disk and binds its port, prints ``incoming PID`` instead of ``ready PID``, and then waits, writing
 nothing and showing itself nowhere (no state file, no port file), until SIGUSR1 says that the
-source is paused: only then does it write its state and port files and its first disk line. So
+source is paused: only then does it write its state and port files and its first disk line. It
+waits at most ``--incoming-for`` seconds: a migration whose source died (its host lost power
+mid-copy) leaves no copy waiting for ever, as libvirt tears down an incoming guest whose
+migration failed. So
 the slow part of a start (the interpreter, the imports) happens while the source still runs, and
 the switch-over costs one signal. SIGTERM while it waits ends it without a trace.
 
@@ -202,6 +205,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="fork into a new session; print 'ready PID' once serving")
     parser.add_argument("--incoming", action="store_true",
                         help="a migration's target: print 'incoming PID', wait for SIGUSR1")
+    parser.add_argument("--incoming-for", type=float, default=60.0, metavar="SECONDS",
+                        help="--incoming: give up (exit 0, no trace) after this long")
     return parser.parse_args(argv)
 
 
@@ -238,16 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
-    if args.incoming and not _take_over(vm):
+    if args.incoming and not _take_over(vm, args.incoming_for):
         return 0
     vm.run()
     return 0
 
 
-def _take_over(vm: _VM) -> bool:
-    """--incoming: wait for SIGUSR1 (True, the VM is shown) or SIGTERM (False, gone)."""
+def _take_over(vm: _VM, patience: float) -> bool:
+    """--incoming: wait for SIGUSR1 (True, the VM is shown), or SIGTERM or `patience`
+    seconds (False, gone)."""
+    deadline = time.monotonic() + patience
     while not vm.resumed.is_set():
-        if vm.stopping.is_set():
+        if vm.stopping.is_set() or time.monotonic() >= deadline:
             vm._shutdown(shown=False)
             return False
         # A short wait, not signal.pause(): a signal that lands between the check and the

@@ -121,7 +121,7 @@ def downtime(world: World, vm: str, duration: float) -> float:
         if end > cursor:
             covered += end - max(start, cursor)
             cursor = end
-    return (duration - spans[0][0]) - covered
+    return max(0.0, (duration - spans[0][0]) - covered)  # no -0.0 from rounding
 
 
 def evaluate(world: World, expectation: Expectation, duration: float) -> Outcome:
