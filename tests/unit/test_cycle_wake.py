@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 
-from ringfence.agent.wakeup import MIN_GAP, Nudge, pause, relay_changes
+from ringfence.agent.wakeup import MIN_GAP, Nudge, pause, relay_changes, request_stop
 
 
 def test_a_life_cycle_event_ends_the_pause_and_is_used_up() -> None:
@@ -38,13 +38,25 @@ def test_a_life_cycle_event_ends_the_pause_and_is_used_up() -> None:
     assert not still_set
 
 
-def test_a_stop_ends_the_pause() -> None:
-    async def run() -> bool:
+def test_a_stop_ends_the_pause_and_is_not_taken_for_news() -> None:
+    async def run() -> tuple[bool, bool]:
         stop, wake = asyncio.Event(), asyncio.Event()
-        asyncio.get_running_loop().call_later(0.01, stop.set)
+        asyncio.get_running_loop().call_later(0.01, request_stop, stop, wake)
         waited = asyncio.ensure_future(pause(stop, wake, 3600.0))
         done, _ = await asyncio.wait([waited], timeout=30)
-        return waited in done
+        return waited in done, waited in done and waited.result()
+
+    ended, woken = asyncio.run(run())
+    assert ended, "the stop did not end the pause"
+    assert not woken, "a stop was taken for news (the slot waited for is not still ahead)"
+
+
+def test_a_stop_before_the_pause_ends_it_at_once() -> None:
+    async def run() -> bool:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        request_stop(stop, wake)
+        await asyncio.wait_for(pause(stop, wake, 3600.0), 30)
+        return stop.is_set()
 
     assert asyncio.run(run())
 

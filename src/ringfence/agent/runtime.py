@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
-from ringfence.agent.wakeup import Nudge, pause, relay_changes
+from ringfence.agent.wakeup import Nudge, pause, relay_changes, request_stop
 from ringfence.alerts.watch import checks_of
 from ringfence.alerts.worker import AlertWorker, RoutedAlerts
 from ringfence.config import ClusterConfig
@@ -447,12 +447,13 @@ def _lease_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) 
 async def _drive(agent: Agent, options: AgentOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    wake = asyncio.Event()  # ends the decision cycle's pause: news (`options.nudge`), or a stop
     interrupts = 0
 
     def on_signal() -> None:
         nonlocal interrupts
         interrupts += 1
-        stop.set()
+        request_stop(stop, wake)
         if interrupts > 1:
             os._exit(1)  # a second signal: stop now, whatever runs
 
@@ -474,7 +475,6 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
                                 name="ringfence-beat", daemon=True),
                threading.Thread(target=_lease_loop, args=(agent, gate, origin, halt),
                                 name="ringfence-lease", daemon=True)]
-    wake = asyncio.Event()
     options.nudge.bind(loop, wake)
     changed = getattr(agent.parts.hypervisor, "changed", None)
     if isinstance(changed, threading.Event):

@@ -25,7 +25,7 @@ import contextlib
 import threading
 import time
 
-__all__ = ["MIN_GAP", "Nudge", "pause", "relay_changes"]
+__all__ = ["MIN_GAP", "Nudge", "pause", "relay_changes", "request_stop"]
 
 MIN_GAP = 0.02  # seconds between the starts of two woken decision cycles, at least
 
@@ -63,22 +63,38 @@ def relay_changes(changed: threading.Event, nudge: Nudge, halt: threading.Event)
             nudge()
 
 
+def request_stop(stop: asyncio.Event, wake: asyncio.Event) -> None:
+    """Stop the decision cycle's loop: `stop`, and `wake` to end the pause it is in (a pause
+    waits on `wake` alone, see `pause`)."""
+    stop.set()
+    wake.set()
+
+
 async def pause(stop: asyncio.Event, wake: asyncio.Event, delay: float,
                 last_start: float | None = None) -> bool:
-    """Wait `delay` seconds, or less if `stop` or `wake` is set meanwhile; a wake never
-    ends the pause sooner than `MIN_GAP` after `last_start` (the monotonic start of the
-    previous cycle), so that news arriving in a burst runs one cycle, not one per item.
-    True if a wake ended it before its time (the slot it waited for is still ahead)."""
+    """Wait `delay` seconds, or less if `wake` is set meanwhile (`request_stop` sets it with
+    `stop`); a wake never ends the pause sooner than `MIN_GAP` after `last_start` (the
+    monotonic start of the previous cycle), so that news arriving in a burst runs one cycle,
+    not one per item. True if a wake, not a stop, ended it before its time (the slot it
+    waited for is still ahead).
+
+    One event and one timer (`asyncio.timeout`), no tasks: waiting on `stop` and `wake` at
+    once took two tasks, their cancellation and `asyncio.wait` five times a second, most of
+    the event loop's idle CPU (issue 17)."""
     deadline = time.monotonic() + delay
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
     try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        await _until(wake, delay)
         if not stop.is_set() and wake.is_set() and last_start is not None:
             early = last_start + MIN_GAP - time.monotonic()
             if early > 0:
-                await asyncio.wait([waiters[0]], timeout=min(early, deadline - time.monotonic()))
-        return wake.is_set() and time.monotonic() < deadline
+                await asyncio.sleep(min(early, deadline - time.monotonic()))
+        return not stop.is_set() and wake.is_set() and time.monotonic() < deadline
     finally:
-        for waiter in waiters:
-            waiter.cancel()
         wake.clear()
+
+
+async def _until(event: asyncio.Event, timeout: float) -> None:
+    """Until `event` is set or `timeout` seconds have passed, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, timeout)):
+            await event.wait()
