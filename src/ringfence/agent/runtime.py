@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fnmatch
 import json
 import math
 import os
@@ -575,13 +577,34 @@ def reboot_queued(jobs: str) -> bool:
 def _operator_requests(state_dir: Path) -> list[dict[str, Any]]:
     """Forced starts handed to this agent by `ringfence vm force-start` when the store has no
     quorum (see `ringfence.operator`). Each request file is read once and removed."""
-    inbox = state_dir / "requests"
+    inbox = os.path.join(state_dir, "requests")
     requests = []
-    for path in sorted(inbox.glob("force-*.json")) if inbox.is_dir() else []:
+    for name in _request_files(inbox):
+        path = Path(inbox, name)
         with contextlib.suppress(OSError, json.JSONDecodeError):
             requests.append(json.loads(path.read_text()))
         path.unlink(missing_ok=True)
     return requests
+
+
+# What pathlib's glob took for "no inbox" (its is_dir() and a PermissionError).
+_NO_INBOX = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP, errno.EACCES,
+                       errno.EPERM})
+
+
+def _request_files(inbox: str) -> list[str]:
+    """The sorted names ``glob("force-*.json")`` found in `inbox` (none if it is not a
+    directory or may not be read), with os.scandir: the decision cycle looks at every cycle,
+    and pathlib's is_dir and glob cost more than the rest of an idle cycle's bookkeeping
+    (issue 17)."""
+    try:
+        with os.scandir(inbox) as entries:
+            return sorted(entry.name for entry in entries
+                          if fnmatch.fnmatchcase(entry.name, "force-*.json"))
+    except OSError as exc:
+        if exc.errno in _NO_INBOX:
+            return []
+        raise
 
 
 def _force(agent: Agent, request: dict[str, Any]) -> None:
