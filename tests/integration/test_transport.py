@@ -338,3 +338,44 @@ def test_a_heartbeat_counts_from_when_it_arrived_not_when_it_was_read() -> None:
     finally:
         for t in (a, b):
             t.close()
+
+
+def test_a_batch_holds_each_senders_last_view_and_newest_number() -> None:
+    # receive() gathers in lists and builds the arrays once (issue 17): several heartbeats
+    # from one sender in one read still give its last view, flags and store, its newest
+    # number, and a stamp on every link it was heard on; a silent sender stays invalid.
+    a, b, _ = pair()
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # each learns the other's life
+            a.send(np.array([True, True]), 0)
+            b.send(np.array([True, True]), 0)
+            time.sleep(0.01)
+            if np.isfinite(b.receive().heard_at[0]).all():
+                break
+            a.receive()
+        first = a.send(np.array([True, False]), 1, 5)
+        last = a.send(np.array([False, True]), 2, 6)
+        time.sleep(0.05)
+        batch = b.receive()
+        assert last == first + 1 and batch.peer_seqs[0] == last
+        assert batch.peer_views[0].tolist() == [False, True]
+        assert (batch.peer_flags[0], batch.peer_stores[0]) == (2, 6)
+        assert np.isfinite(batch.heard_at[0]).all() and batch.heard_at.shape == (2, 2)
+        assert not batch.view_valid[1] and np.isneginf(batch.heard_at[1]).all()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_decoded_views_are_shared_read_only() -> None:
+    from ringfence.agent.transport import decode
+
+    key = cluster_key(b"k" * 32, "")
+    one, two = (encode_for(key, link=0, sender=1, epoch=5, seq=seq, flags=0, store=0,
+                           heard=[True, False, True], receivers=[(0, 3)])[0] for seq in (1, 2))
+    first, second = decode(key, one, 3), decode(key, two, 3)
+    assert first.heard.tolist() == [True, False, True]
+    assert first.heard is second.heard  # one bitmap, unpacked once
+    with pytest.raises(ValueError):
+        first.heard[0] = False  # shared: nobody may change it

@@ -93,3 +93,20 @@ def test_unknown_names_are_still_refused_without_asking_the_store(
     with pytest.raises(ConfigError, match="node9"):
         force_start(None, "app", "node0", ["node9"], "alice", tmp_path)
     assert not (tmp_path / "requests").exists()
+
+
+def test_the_agent_takes_each_request_of_its_inbox_once_in_order(tmp_path: Path) -> None:
+    from ringfence.agent.runtime import _operator_requests
+
+    assert _operator_requests(tmp_path) == []  # no inbox yet
+    inbox = tmp_path / "requests"
+    inbox.mkdir()
+    for name, vm in (("force-b.json", "b"), ("force-a.json", "a"), ("force-.json", "")):
+        (inbox / name).write_text(json.dumps({"vm": vm}))
+    (inbox / "force-c.json.tmp").write_text("{}")  # not (yet) a request
+    (inbox / "other.json").write_text("{}")
+    (inbox / "force-broken.json").write_text("{")
+    taken = _operator_requests(tmp_path)
+    assert [request["vm"] for request in taken] == ["", "a", "b"]  # the broken one: dropped
+    assert sorted(p.name for p in inbox.iterdir()) == ["force-c.json.tmp", "other.json"]
+    assert _operator_requests(tmp_path) == []

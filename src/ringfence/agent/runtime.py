@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import errno
+import fnmatch
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
 from ringfence.agent.journal import FileJournal, JournalAlerts
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
-from ringfence.agent.wakeup import Nudge, pause, relay_changes
+from ringfence.agent.wakeup import Nudge, pause, relay_changes, request_stop
 from ringfence.alerts.watch import checks_of
 from ringfence.alerts.worker import AlertWorker, RoutedAlerts
 from ringfence.config import ClusterConfig
@@ -460,37 +461,30 @@ def _lease_loop(agent: Agent, gate: Gate, origin: float, halt: threading.Event) 
 
 
 async def _drive(agent: Agent, options: AgentOptions) -> int:
+    """The event loop's part: the signals, while the cycles run in threads of their own. It
+    has nothing to do between signals (see `agent.wakeup` for why: every wake costs CPU)."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = threading.Event()
+    wake = threading.Event()  # ends the decision cycle's pause: news (`options.nudge`), a stop
     interrupts = 0
 
     def on_signal() -> None:
         nonlocal interrupts
         interrupts += 1
-        stop.set()
+        request_stop(stop, wake)
         if interrupts > 1:
             os._exit(1)  # a second signal: stop now, whatever runs
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    gate = options.gate
-    interval = agent.timing.heartbeat_interval
-
-    def gated(work: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            with gate.held():
-                return work()
-        return run
-
-    origin, count = time.monotonic(), 0
-    chained = False  # this cycle was run at once for the manager's own writes
+    origin = time.monotonic()
     halt = threading.Event()
-    helpers = [threading.Thread(target=_beat_loop, args=(agent, gate, origin, halt, options.nudge),
+    helpers = [threading.Thread(target=_beat_loop, args=(agent, options.gate, origin, halt,
+                                                         options.nudge),
                                 name="ringfence-beat", daemon=True),
-               threading.Thread(target=_lease_loop, args=(agent, gate, origin, halt),
+               threading.Thread(target=_lease_loop, args=(agent, options.gate, origin, halt),
                                 name="ringfence-lease", daemon=True)]
-    wake = asyncio.Event()
-    options.nudge.bind(loop, wake)
+    options.nudge.bind(wake)
     changed = getattr(agent.parts.hypervisor, "changed", None)
     if isinstance(changed, threading.Event):
         helpers.append(threading.Thread(target=relay_changes,
@@ -500,34 +494,70 @@ async def _drive(agent: Agent, options: AgentOptions) -> int:
         helper.start()
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringfence-cycle") as executor:
-            while not stop.is_set():
-                started = time.monotonic()
-                for request in _operator_requests(options.state_dir):
-                    await loop.run_in_executor(executor, gated(functools.partial(
-                        _force, agent, request)))
-                status = await loop.run_in_executor(executor, gated(agent.tick))
-                if options.on_status is not None:
-                    options.on_status(status)
-                # The manager's own writes: one more cycle at once, never a chain of them.
-                chained = agent.take_own_writes() and not chained
-                if chained:
-                    wake.set()
-                count, delay = _on_grid(origin, interval, count)
-                if await pause(stop, wake, delay, started):
-                    count -= 1  # woken early: the slot waited for is still the next one
-            reboot = host_is_rebooting()
-            done = await loop.run_in_executor(
-                executor, gated(lambda: agent.begin_shutdown(reboot=reboot)))
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
-                await loop.run_in_executor(executor, gated(agent.tick))
-                await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(executor, _decide_loop, agent, options, origin,
+                                           Pacing(stop, wake, halt))
+            finally:
+                wake.set()  # if this was cancelled: `halt` (below) ends the cycle's thread
+                halt.set()
     finally:
         options.nudge.unbind()
         halt.set()
         for helper in helpers:
-            helper.join(timeout=2 * interval + 1.0)
+            helper.join(timeout=2 * agent.timing.heartbeat_interval + 1.0)
     return 0
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What the decision cycle's thread waits on: `stop` (a signal: the shutdown policy runs),
+    `wake` (news, or a stop: ends its pause) and `halt` (the runtime ends: it returns at once,
+    without a shutdown)."""
+
+    stop: threading.Event
+    wake: threading.Event
+    halt: threading.Event
+
+
+def _decide_loop(agent: Agent, options: AgentOptions, origin: float, pacing: Pacing) -> None:
+    """The decision cycle's thread: a cycle at each slot of the grid, or sooner when woken
+    (`agent.wakeup`), until a stop; then the shutdown policy. One thread from slot to slot:
+    handing each cycle to a worker and back cost more CPU than an idle cycle's work (issue 17)."""
+    gate = options.gate
+    interval = agent.timing.heartbeat_interval
+    count = 0
+    chained = False  # this cycle was run at once for the manager's own writes
+    while not pacing.stop.is_set() and not pacing.halt.is_set():
+        started = time.monotonic()
+        for request in _operator_requests(options.state_dir):
+            with gate.held():
+                _force(agent, request)
+        with gate.held():
+            status = agent.tick()
+        if options.on_status is not None:
+            options.on_status(status)
+        # The manager's own writes: one more cycle at once, never a chain of them.
+        chained = agent.take_own_writes() and not chained
+        if chained:
+            pacing.wake.set()
+        count, delay = _on_grid(origin, interval, count)
+        if pause(pacing.stop, pacing.wake, delay, started):
+            count -= 1  # woken early: the slot waited for is still the next one
+    if not pacing.halt.is_set():
+        _shut_down(agent, gate, interval)
+
+
+def _shut_down(agent: Agent, gate: Gate, interval: float) -> None:
+    """The shutdown policy (`Agent.begin_shutdown`), then cycles until the agent has stopped,
+    bounded by `STOP_TIMEOUT`."""
+    reboot = host_is_rebooting()
+    with gate.held():
+        done = agent.begin_shutdown(reboot=reboot)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while not done and agent.mode != AgentMode.STOPPED and time.monotonic() < deadline:
+        with gate.held():
+            agent.tick()
+        time.sleep(interval)
 
 
 def host_is_rebooting() -> bool:
@@ -562,13 +592,34 @@ def reboot_queued(jobs: str) -> bool:
 def _operator_requests(state_dir: Path) -> list[dict[str, Any]]:
     """Forced starts handed to this agent by `ringfence vm force-start` when the store has no
     quorum (see `ringfence.operator`). Each request file is read once and removed."""
-    inbox = state_dir / "requests"
+    inbox = os.path.join(state_dir, "requests")
     requests = []
-    for path in sorted(inbox.glob("force-*.json")) if inbox.is_dir() else []:
+    for name in _request_files(inbox):
+        path = Path(inbox, name)
         with contextlib.suppress(OSError, json.JSONDecodeError):
             requests.append(json.loads(path.read_text()))
         path.unlink(missing_ok=True)
     return requests
+
+
+# What pathlib's glob took for "no inbox" (its is_dir() and a PermissionError).
+_NO_INBOX = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP, errno.EACCES,
+                       errno.EPERM})
+
+
+def _request_files(inbox: str) -> list[str]:
+    """The sorted names ``glob("force-*.json")`` found in `inbox` (none if it is not a
+    directory or may not be read), with os.scandir: the decision cycle looks at every cycle,
+    and pathlib's is_dir and glob cost more than the rest of an idle cycle's bookkeeping
+    (issue 17)."""
+    try:
+        with os.scandir(inbox) as entries:
+            return sorted(entry.name for entry in entries
+                          if fnmatch.fnmatchcase(entry.name, "force-*.json"))
+    except OSError as exc:
+        if exc.errno in _NO_INBOX:
+            return []
+        raise
 
 
 def _force(agent: Agent, request: dict[str, Any]) -> None:

@@ -39,13 +39,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
+import math
 import os
 import socket
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,8 +180,7 @@ def decode(key: bytes, data: bytes, hosts: int) -> Heartbeat:
     tail_format = TAIL if version == VERSION else TAIL_V2
     if len(body) != HEADER.size + size + tail_format.size:
         raise ValueError("truncated heartbeat")
-    bits = np.frombuffer(body[HEADER.size:HEADER.size + size], dtype=np.uint8)
-    heard: BoolArray = np.unpackbits(bits)[:count].astype(np.bool_)
+    heard = _heard_of(body[HEADER.size:HEADER.size + size], count)
     report = None
     if version == VERSION:
         receiver, echo, lease, echoed, remaining_ms = TAIL.unpack_from(body, HEADER.size + size)
@@ -188,6 +189,17 @@ def decode(key: bytes, data: bytes, hosts: int) -> Heartbeat:
     else:
         receiver, echo = TAIL_V2.unpack_from(body, HEADER.size + size)
     return Heartbeat(link, sender, epoch, seq, flags, store, heard, receiver, echo, report)
+
+
+@functools.lru_cache(maxsize=256)
+def _heard_of(bits: bytes, count: int) -> BoolArray:
+    """The heard bitmap as booleans, read-only. Cached: a cluster's bitmaps are few and
+    change only when a host is lost or found, and unpacking one with numpy cost more than
+    the rest of a datagram's checks (issue 17: an idle agent decodes 10-40 a second per
+    peer network)."""
+    heard: BoolArray = np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:count].astype(np.bool_)
+    heard.setflags(write=False)  # shared between heartbeats: nobody may change it
+    return heard
 
 
 def next_epoch(path: Path | None) -> int:
@@ -299,39 +311,46 @@ class UdpTransport:
             return None
 
     def receive(self) -> HeartbeatBatch:
-        n = self.hosts
-        heard_at = np.full((n, len(self.links)), -np.inf)
-        views = np.zeros((n, n), dtype=np.bool_)
-        valid = np.zeros(n, dtype=np.bool_)
-        flags = np.zeros(n, dtype=np.int64)
-        stores = np.zeros(n, dtype=np.int64)
-        seqs = np.zeros(n, dtype=np.int64)
+        # Gathered in Python lists, made arrays once at the end: numpy's per-element
+        # indexing, for every datagram, cost more than building the arrays (issue 17).
+        heard_at = [[-math.inf] * len(self.links) for _ in range(self.hosts)]
+        last: dict[int, Heartbeat] = {}  # sender -> its last believed heartbeat
+        seqs = [0] * self.hosts
         reports: dict[int, LeaseReport] = {}
         now, wall = time.monotonic(), time.time()
         for j, sock in enumerate(self.sockets):
             if sock is None:
                 continue
-            while True:
-                try:
-                    data, ancillary, _, _ = sock.recvmsg(2048, _STAMP_SPACE)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break
+            for data, ancillary in _pending(sock):
                 beat = self._check(data, j)
                 if beat is None:
                     continue
                 arrived = now - self._age(ancillary, wall)
-                heard_at[beat.sender, j] = max(heard_at[beat.sender, j], arrived)
-                views[beat.sender] = beat.heard
-                valid[beat.sender] = True
-                flags[beat.sender] = beat.flags
-                stores[beat.sender] = beat.store
+                heard_at[beat.sender][j] = max(heard_at[beat.sender][j], arrived)
+                last[beat.sender] = beat
                 # The sequence is the sender's, shared by its links; an epoch's numbers grow.
-                seqs[beat.sender] = max(int(seqs[beat.sender]), beat.seq)
+                seqs[beat.sender] = max(seqs[beat.sender], beat.seq)
                 if beat.report is not None:
                     reports[beat.sender] = beat.report
-        return HeartbeatBatch(heard_at, views, valid, flags, stores, seqs, reports)
+        return self._batch(heard_at, last, seqs, reports)
+
+    def _batch(self, heard_at: list[list[float]], last: Mapping[int, Heartbeat],
+               seqs: list[int], reports: dict[int, LeaseReport]) -> HeartbeatBatch:
+        """The batch of `receive`: views, flags and stores from each sender's last believed
+        heartbeat (valid where there is one)."""
+        n = self.hosts
+        views = np.zeros((n, n), dtype=np.bool_)
+        valid = np.zeros(n, dtype=np.bool_)
+        flags = np.zeros(n, dtype=np.int64)
+        stores = np.zeros(n, dtype=np.int64)
+        for sender, beat in last.items():
+            views[sender] = beat.heard
+            valid[sender] = True
+            flags[sender] = beat.flags
+            stores[sender] = beat.store
+        return HeartbeatBatch(np.array(heard_at, dtype=np.float64).reshape(n, len(self.links)),
+                              views, valid, flags, stores, np.array(seqs, dtype=np.int64),
+                              reports)
 
     def _age(self, ancillary: list[tuple[int, int, bytes]], wall: float) -> float:
         """How long before `wall` (the wall clock read with the monotonic one) the datagram
@@ -378,3 +397,14 @@ class UdpTransport:
         for sock in self.sockets:
             if sock is not None:
                 sock.close()
+
+
+def _pending(sock: socket.socket) -> Iterator[tuple[bytes, list[tuple[int, int, bytes]]]]:
+    """The datagrams waiting on a non-blocking socket, with their ancillary data (the arrival
+    stamp); none once it would block or fails."""
+    while True:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(2048, _STAMP_SPACE)
+        except OSError:  # BlockingIOError: nothing more; InterruptedError; anything else
+            return
+        yield data, ancillary

@@ -53,6 +53,7 @@ NS``) that the copy is started under, for every host but this one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -70,7 +71,7 @@ from typing import Any
 import ringfence
 from ringfence.hypervisor.base import HypervisorError
 from ringfence.hypervisor.jobs import ThreadJob
-from ringfence.hypervisor.process_vm import proc_starttime
+from ringfence.hypervisor.process_vm import proc_stat, starttime_in
 
 VM_MODULE = "ringfence.hypervisor.process_vm"
 # How long the paused source waits for the target to take over (it needs one signal and two
@@ -135,12 +136,15 @@ def _parse_record(path: Path, data: object) -> VMRecord:
 
 
 def read_records(state_dir: Path) -> list[VMRecord]:
-    """Every VM state file in `state_dir` (sorted by VM name). Raises OSError if the directory
-    can not be read and ValueError naming the file if a state file is not one."""
+    """Every VM state file in `state_dir` (sorted by VM name); none if `state_dir` is not a
+    directory or may not be read. Raises OSError if reading it fails otherwise and ValueError
+    naming the file if a state file is not one."""
     records = []
-    for path in sorted(state_dir.glob("*.json")):
+    for name in _state_files(state_dir):
+        path = state_dir / name
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
         except FileNotFoundError:
             continue  # removed between listing and reading: that VM just stopped
         try:
@@ -150,28 +154,45 @@ def read_records(state_dir: Path) -> list[VMRecord]:
     return records
 
 
-def _proc_state(pid: int) -> str | None:
+def _state_files(state_dir: Path) -> list[str]:
+    """The sorted names of the ``*.json`` entries of `state_dir`, as ``glob("*.json")`` found
+    them (nothing for a missing, non-directory or unreadable one), without pathlib's glob
+    machinery: the agent lists them at every cycle (issue 17)."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :][:1].decode()
+        with os.scandir(state_dir) as entries:
+            return sorted(entry.name for entry in entries if entry.name.endswith(".json"))
+    except OSError as exc:
+        if exc.errno in _NOT_A_DIRECTORY:
+            return []
+        raise
+
+
+# What pathlib's glob took for "no such directory" (its is_dir() and PermissionError).
+_NOT_A_DIRECTORY = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP,
+                              errno.EACCES, errno.EPERM})
+
+
+def _alive_in(stat: bytes | None) -> bool:
+    """A `proc_stat` of a process that exists and is not a zombie (paused is alive)."""
+    return stat is not None and stat[:1] not in (b"Z", b"X")
 
 
 def is_alive(pid: int) -> bool:
     """The process exists and is not a zombie (a paused process is alive)."""
-    return _proc_state(pid) not in (None, "Z", "X")
+    return _alive_in(proc_stat(pid))
 
 
 def is_ours(record: VMRecord) -> bool:
     """Is the process `record` names alive, the same process (start time) and a process VM of
-    that name on that host?"""
-    if not is_alive(record.pid):
+    that name on that host? (/proc/PID/stat read once for both.)"""
+    stat = proc_stat(record.pid)
+    if stat is None or not _alive_in(stat):
         return False
-    if record.starttime is not None and proc_starttime(record.pid) != record.starttime:
+    if record.starttime is not None and starttime_in(stat) != record.starttime:
         return False
     try:
-        argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
+        with open(f"/proc/{record.pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
     except OSError:
         return False
     words = [word.decode(errors="replace") for word in argv]

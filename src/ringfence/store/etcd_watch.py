@@ -3,8 +3,8 @@ at every decision cycle, and a busy one hears of another host's write at once.
 
 Why: the decision cycle asks the store's revision at every cycle (`Agent.revision`) to skip
 re-reading an unchanged store. Five linearizable reads a second per host were most of an idle
-agent's CPU time (issue 17: HTTP through `requests` costs about a millisecond of CPU a call),
-and a record another host wrote (a VM recovered here) still waited for the next cycle. One
+agent's CPU time (issue 17: each is an HTTP round trip to etcd), and a record another host
+wrote (a VM recovered here) still waited for the next cycle. One
 watch stream (``/v3/watch`` on the JSON gateway, the whole keyspace) tells both: its `seen`
 revision rises with every write anyone makes, and `on_change` wakes the decision cycle when a
 key the cycle reads changed (`WATCHED`; not the journal's copy, which changes all the time).
@@ -25,23 +25,24 @@ thread.
 
 Why hand-written: etcd3gw's `Watcher` decodes every event and runs callbacks in a thread
 pool, but does not expose the response headers' revision, which is all this needs; the
-stream itself is one streaming POST with `requests` (through etcd3gw's session).
+stream itself is one streaming POST on a connection of its own (`EtcdStore.open_stream`, the
+store's own HTTP transport, `store.etcd_http`).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 if TYPE_CHECKING:
     from ringfence.store.etcd import EtcdStore
+    from ringfence.store.etcd_http import GatewayStream
 
 __all__ = ["MAX_BACKOFF", "WATCHED", "EtcdWatch"]
 
@@ -65,13 +66,13 @@ class EtcdWatch:
 
     def __init__(self, store: EtcdStore, on_change: Callable[[], None], *,
                  idle: float = 5.0) -> None:
-        self._store = store.clone()  # sessions of its own: a requests session is not shared
+        self._store = store.clone()  # connections of its own: never the cycles' store lock
         self._on_change = on_change
         self._idle = idle
         self._seen: int | None = None
         self._lock = threading.Lock()
         self._halt = threading.Event()
-        self._response: Any = None
+        self._response: GatewayStream | None = None
         self.streams = 0  # streams opened so far (tests, `ringfence status`)
         self._thread = threading.Thread(target=self._run, name="ringfence-store-watch",
                                         daemon=True)
@@ -92,7 +93,7 @@ class EtcdWatch:
             response, self._seen = self._response, None
         if response is not None:
             with contextlib.suppress(Exception):
-                response.close()  # unblocks the thread's read
+                response.interrupt()  # unblocks the thread's read; the thread closes it
         self._thread.join(timeout=self._idle + 2.0)
         self._store.close()
 
@@ -114,23 +115,25 @@ class EtcdWatch:
                     self._seen, self._response = None, None
 
     def _follow(self, index: int) -> None:
-        session, url = self._store.stream_session(index, "watch")
         payload = {"create_request": {"key": _b64("\0"), "range_end": _b64("\0")}}
-        response = session.post(url, json=payload, stream=True,
-                                timeout=(self._store.timeout, self._idle))
+        response = self._store.open_stream(index, "watch", payload, idle=self._idle)
         with self._lock:
             self._response = response
-        if self._halt.is_set():
-            return
-        response.raise_for_status()
-        self.streams += 1
         try:
-            for line in response.iter_lines(chunk_size=None):
+            if self._halt.is_set():
+                return
+            self.streams += 1
+            self._read(response)
+        finally:
+            response.close()
+
+    def _read(self, response: GatewayStream) -> None:
+        try:
+            for line in response.lines():
                 if self._halt.is_set():
                     return
-                if line:
-                    self._message(json.loads(line))
-        except requests.exceptions.RequestException:
+                self._message(json.loads(line))
+        except (OSError, http.client.HTTPException):
             if self._seen is None:
                 raise  # it never even said it was created: a failure, try another member
             # Idle for `idle` seconds (or cut): open it again, on the same member.

@@ -11,7 +11,7 @@ Everything checkable without contacting the store is checked here and reported a
 `ConfigError` naming the field and the fix (``store.endpoints: etcd needs at least one
 endpoint``); whether the store answers is the store's business (`StoreUnavailable` on use).
 Opening never contacts the store, so an agent can start while the store is down. The etcd
-client (and ``requests``) is imported only when an etcd store is opened.
+client (`http.client`, `ssl`) is imported only when an etcd store is opened.
 
 Timeouts follow the host lease: one store call (over every endpoint) waits at most
 ``timing.effective_store_timeout`` (by default the longest that lets a due renewal be tried
@@ -83,7 +83,7 @@ def _open_sqlite(config: ClusterConfig, create: bool) -> SqliteStore:
 
 
 def _open_etcd(config: ClusterConfig, host: str | None) -> EtcdStore:
-    from ringfence.store.etcd import EtcdStore, parse_endpoint  # requests etc.: only for etcd
+    from ringfence.store.etcd import EtcdStore, parse_endpoint  # only for etcd
 
     store = config.store
     problems: list[Problem] = []
