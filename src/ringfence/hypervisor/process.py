@@ -356,7 +356,7 @@ class ProcessHypervisor:
             self._kill_incoming(incoming)
             raise HypervisorError(f"the migration of {vm} to {target} was aborted; it still "
                                   f"runs on {self.host}")
-        if not is_ours(incoming) or _proc_state(incoming.pid) == "T":
+        if not is_ours(incoming) or (proc_stat(incoming.pid) or b"")[:1] == b"T":
             # The target stopped answering during the copy (it hangs, or died): a real
             # migration's stream stalls and fails there, before the source is paused.
             self._kill_incoming(incoming)
@@ -451,7 +451,9 @@ class ProcessHypervisor:
             why = _tail(log) or done.stderr.decode(errors="replace").strip()[-400:]
             raise HypervisorError(f"{vm} failed to start on {host}: {why or 'no output'}")
         pid = int(out[1])
-        return VMRecord(vm, host, pid, proc_starttime(pid), token, str(port), state)
+        stat = proc_stat(pid)
+        return VMRecord(vm, host, pid, starttime_in(stat) if stat is not None else None, token,
+                        str(port), state)
 
     def _take_over(self, incoming: VMRecord, target_dir: Path) -> bool:
         """Tell an incoming VM to take over; True once its state file names it."""
