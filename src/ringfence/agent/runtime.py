@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fnmatch
 import json
 import math
@@ -54,6 +53,7 @@ from ringfence.core.topology import Topology
 from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
 from ringfence.hypervisor.base import Hypervisor, HypervisorError
+from ringfence.listing import names_in
 from ringfence.store.base import Compare, Put, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -602,24 +602,10 @@ def _operator_requests(state_dir: Path) -> list[dict[str, Any]]:
     return requests
 
 
-# What pathlib's glob took for "no inbox" (its is_dir() and a PermissionError).
-_NO_INBOX = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP, errno.EACCES,
-                       errno.EPERM})
-
-
 def _request_files(inbox: str) -> list[str]:
-    """The sorted names ``glob("force-*.json")`` found in `inbox` (none if it is not a
-    directory or may not be read), with os.scandir: the decision cycle looks at every cycle,
-    and pathlib's is_dir and glob cost more than the rest of an idle cycle's bookkeeping
-    (issue 17)."""
-    try:
-        with os.scandir(inbox) as entries:
-            return sorted(entry.name for entry in entries
-                          if fnmatch.fnmatchcase(entry.name, "force-*.json"))
-    except OSError as exc:
-        if exc.errno in _NO_INBOX:
-            return []
-        raise
+    """The sorted names ``glob("force-*.json")`` would find in `inbox` (`listing.names_in`:
+    the decision cycle looks at every cycle)."""
+    return names_in(inbox, lambda name: fnmatch.fnmatchcase(name, "force-*.json"))
 
 
 def _force(agent: Agent, request: dict[str, Any]) -> None:

@@ -53,7 +53,6 @@ NS``) that the copy is started under, for every host but this one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import http.client
 import json
 import os
@@ -72,6 +71,7 @@ import ringfence
 from ringfence.hypervisor.base import HypervisorError
 from ringfence.hypervisor.jobs import ThreadJob
 from ringfence.hypervisor.process_vm import proc_stat, starttime_in
+from ringfence.listing import names_in
 
 VM_MODULE = "ringfence.hypervisor.process_vm"
 # How long the paused source waits for the target to take over (it needs one signal and two
@@ -156,20 +156,8 @@ def read_records(state_dir: Path) -> list[VMRecord]:
 
 def _state_files(state_dir: Path) -> list[str]:
     """The sorted names of the ``*.json`` entries of `state_dir`, as ``glob("*.json")`` found
-    them (nothing for a missing, non-directory or unreadable one), without pathlib's glob
-    machinery: the agent lists them at every cycle (issue 17)."""
-    try:
-        with os.scandir(state_dir) as entries:
-            return sorted(entry.name for entry in entries if entry.name.endswith(".json"))
-    except OSError as exc:
-        if exc.errno in _NOT_A_DIRECTORY:
-            return []
-        raise
-
-
-# What pathlib's glob took for "no such directory" (its is_dir() and PermissionError).
-_NOT_A_DIRECTORY = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP,
-                              errno.EACCES, errno.EPERM})
+    them (`listing.names_in`: the agent lists them at every cycle)."""
+    return names_in(state_dir, lambda name: name.endswith(".json"))
 
 
 def _alive_in(stat: bytes | None) -> bool:
