@@ -9,8 +9,8 @@ random time in [0, 200 ms) (the lab's user-space relay); every ``--flap-every`` 
 turn), the first after a minute. Nothing should fail over: the figures are the fences
 (``fence_started``), hosts proven fenced (``host_fenced``), self-fences and VM restarts (VM
 processes started after each VM's first), with a target of 0 for all. Degraded-host evacuation
-is off (its live migration is not replayable with process VMs; flaps here stay below the
-degradation threshold anyway).
+is off: it moves VMs on purpose, which is not what this run counts (and the flaps here stay
+below the degradation threshold anyway).
 
     python bench/lab_soak.py [--duration 2m] [--flap-every 45s] [--store-every 3m]
 
