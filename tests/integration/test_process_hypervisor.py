@@ -385,3 +385,28 @@ def test_an_incoming_vm_nobody_resumes_gives_up_without_a_trace(tmp_path: Path) 
     assert done.returncode == 0 and done.stdout.decode().startswith("incoming ")
     assert not state.exists() and not port.exists()
     assert not (tmp_path / "disk").read_bytes()  # it never wrote
+
+
+def test_the_targets_self_fence_ends_an_incoming_copy_and_the_migration_fails_at_once(
+        cluster: tuple[Path, Path]) -> None:
+    # Lab finding F (migration-into-a-host-that-fences-itself): libvirt lists a migration's
+    # paused copy on the target, so the target's self-fence destroys it and the source's
+    # migration call fails there and then. The copy must be listed, and its end noticed
+    # during the copy, not when the 30 s copy would have ended.
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk, copy_time=lambda vm: 30.0)
+    h2 = ProcessHypervisor("h2", parent / "h2", disk)
+    ok(h1.start("db", 4))
+    job = h1.migrate("db", "h2", 6)
+    assert wait_for(lambda: h2.list_running() == {"db": 6}, timeout=10)
+    assert not (parent / "h2" / "db.port").exists()  # listed, but not a guest that answers
+    assert not ProcessGuestChecks(parent / "h2").check("db")
+    h2.destroy("db")  # what h2's self-fence does to everything it lists
+    assert h2.list_running() == {}
+    result = job.wait(5)
+    assert result is not None and not result.ok and "still runs on h1" in result.detail, result
+    assert h1.list_running() == {"db": 4}
+    written = len(disk_lines(disk))
+    assert wait_for(lambda: len(disk_lines(disk)) >= written + 3)  # never paused
+    assert {line["host"] for line in disk_lines(disk)} == {"h1"}
+    h1.destroy("db")
