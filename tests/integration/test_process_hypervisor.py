@@ -331,8 +331,9 @@ def _waiting(vm: str, host: str) -> list[int]:
 
 def test_a_migration_target_waits_unseen_until_the_source_is_paused(
         cluster: tuple[Path, Path]) -> None:
-    # The copy starts while the source runs (its slow start is not downtime) but shows
-    # itself nowhere and writes nothing until the switch-over; aborted, it leaves no trace.
+    # The copy starts while the source runs (its slow start is not downtime) but writes
+    # nothing and answers no check until the switch-over (the target lists it, as libvirt
+    # lists a migration's paused copy); aborted, it leaves no trace.
     parent, disk = cluster
     copy = {"db": 30.0}  # seconds to "copy" its memory (`--migration-bandwidth`)
     h1 = ProcessHypervisor("h1", parent / "h1", disk, copy_time=copy.__getitem__)
@@ -343,8 +344,9 @@ def test_a_migration_target_waits_unseen_until_the_source_is_paused(
     (incoming,) = _waiting("db", "h2")
     written = len(disk_lines(disk))
     assert wait_for(lambda: len(disk_lines(disk)) >= written + 3)  # the source still runs
-    assert h2.list_running() == {}
+    assert h2.list_running() == {"db": 6}
     assert not (parent / "h2" / "db.port").exists()
+    failed(h2.start("db", 6), "arriving on h2 by live migration")
     assert {line["host"] for line in disk_lines(disk)} == {"h1"}
     job.cancel()
     result = job.wait(10)
@@ -383,7 +385,7 @@ def test_an_incoming_vm_nobody_resumes_gives_up_without_a_trace(tmp_path: Path) 
          "--state-file", str(state), "--incoming", "--incoming-for", "0.5"],
         capture_output=True, timeout=30, check=False)
     assert done.returncode == 0 and done.stdout.decode().startswith("incoming ")
-    assert not state.exists() and not port.exists()
+    assert not state.exists() and not port.exists()  # its incoming state file went too
     assert not (tmp_path / "disk").read_bytes()  # it never wrote
 
 
@@ -410,3 +412,21 @@ def test_the_targets_self_fence_ends_an_incoming_copy_and_the_migration_fails_at
     assert wait_for(lambda: len(disk_lines(disk)) >= written + 3)  # never paused
     assert {line["host"] for line in disk_lines(disk)} == {"h1"}
     h1.destroy("db")
+
+
+def test_an_incoming_copy_ends_with_its_source(cluster: tuple[Path, Path]) -> None:
+    # The source's host lost power mid-copy: libvirt tears the incoming domain down, so the
+    # target's agent never takes a copy that will not run for the VM it is to recover.
+    parent, disk = cluster
+    h1 = ProcessHypervisor("h1", parent / "h1", disk, copy_time=lambda vm: 30.0)
+    h2 = ProcessHypervisor("h2", parent / "h2", disk)
+    ok(h1.start("db", 4))
+    (source,) = read_records(parent / "h1")
+    job = h1.migrate("db", "h2", 6)
+    assert wait_for(lambda: h2.list_running() == {"db": 6}, timeout=10)
+    (incoming,) = _incoming_pids("db", "h2")
+    os.kill(source.pid, signal.SIGKILL)
+    assert wait_for(lambda: not alive(incoming), timeout=3)
+    assert h2.list_running() == {} and not (parent / "h2" / "db.json").exists()
+    failed(job, "still runs on h1|ended during the copy")
+    assert {line["host"] for line in disk_lines(disk)} == {"h1"}

@@ -95,3 +95,15 @@ def test_a_drained_vm_survives_the_power_cut_of_the_host_it_left(no_new_namespac
     assert not document["violations"]
     moved = {run["host"] for run in document["runs"] if run["vm"] in ("web", "db")}
     assert "host1" in moved and moved - {"host1"}, document["runs"]
+
+
+def test_a_migration_into_a_host_that_fences_itself_fails_at_once_for_real(
+        no_new_namespaces: None) -> None:
+    # Issue 11, cause F (docs/lab.md): the process hypervisor's incoming copy was listed
+    # nowhere, so h3's self-fence left it alone and the migration failed only when its 64 s
+    # copy ended (95 s). Now h3 lists the copy, as libvirt lists a migration's paused
+    # domain, its self-fence destroys it, and the migration fails there and then.
+    document = replay("migration-into-a-host-that-fences-itself.yaml")
+    assert document["passed"], failures(document)
+    assert not document["violations"]
+    assert {run["host"] for run in document["runs"] if run["vm"] == "erp"} == {"h2"}

@@ -29,8 +29,11 @@ start's job waits at most `start_timeout` for the VM to serve, a stop's at most 
 
 `migrate` is a stand-in for libvirt's live migration, not a live migration. Like QEMU's, it
 starts the target first and switches over last: a new VM process is started for the target
-(``--incoming``: ready, but writing nothing and invisible to every listing) while the source
-keeps running (and, with `migration_delay`, "copies" for that long); then the source is paused
+(``--incoming``: ready, but writing nothing to the disk and answering no guest check; its state
+file is marked incoming, so the target lists it as libvirt lists a migration's paused copy, and
+the target's self-fence destroys it) while the source keeps running (and, with
+`migration_delay`, "copies" for that long, watching the copy: a copy that ends fails the
+migration at once, as does the source's end for the copy); then the source is paused
 (SIGSTOP, the final stop-and-copy phase), the target is told to take over (SIGUSR1: it writes its
 state file under ``PARENT/TARGET`` with the new token and its first disk line), and the paused
 source is killed. The guest restarts (no memory is copied; its ``seq`` starts again at 0), but
@@ -80,6 +83,9 @@ SWITCHOVER_TIMEOUT = 2.0
 # An incoming VM gives up this long after its copy and switch-over should have ended (its
 # source died mid-migration, and nobody is left to tell it).
 INCOMING_SLACK = 5.0
+# How often the source looks at its copy during the "memory copy" (a copy destroyed on the
+# target fails the migration within this).
+COPY_POLL = 0.05
 
 __all__ = [
     "ProcessGuestChecks",
@@ -101,6 +107,7 @@ class VMRecord:
     token: int
     port_file: str
     path: Path
+    incoming: bool = False  # a migration's copy that waits for the switch-over
 
 
 def launcher_from_template(template: str) -> Callable[[str], list[str]]:
@@ -132,7 +139,11 @@ def _parse_record(path: Path, data: object) -> VMRecord:
         raise ValueError("pid and token must be integers")
     if starttime is not None and not isinstance(starttime, int):
         raise ValueError("starttime must be an integer")
-    return VMRecord(vm, host, pid, starttime, token, str(data.get("port_file", "")), path)
+    incoming = data.get("incoming", False)
+    if not isinstance(incoming, bool):
+        raise ValueError("incoming must be true or false")
+    return VMRecord(vm, host, pid, starttime, token, str(data.get("port_file", "")), path,
+                    incoming)
 
 
 def read_records(state_dir: Path) -> list[VMRecord]:
@@ -257,8 +268,9 @@ class ProcessHypervisor:
 
     # ------------------------------------------------------------------ protocol
     def list_running(self) -> dict[str, int]:
-        """VMs whose state file names a live process VM of this host (paused ones included).
-        State files of dead VMs are removed."""
+        """VMs whose state file names a live process VM of this host (paused ones and
+        migrations' incoming copies included, as libvirt lists them). State files of dead VMs
+        are removed."""
         return {record.vm: record.token for record in self._running(self.state_dir, self.host)}
 
     def start(self, vm: str, token: int) -> ThreadJob:
@@ -270,6 +282,10 @@ class ProcessHypervisor:
 
     def _start_now(self, vm: str, token: int) -> str:
         record = self._record(vm)
+        if record is not None and record.incoming:
+            # libvirt refuses to start a domain that is active as a migration's target
+            raise HypervisorError(f"{vm} is arriving on {self.host} by live migration (pid "
+                                  f"{record.pid}); not starting it")
         if record is not None:
             if record.token != token:
                 data = self._record_data(record, token=token)
@@ -336,14 +352,15 @@ class ProcessHypervisor:
         copying = self.migration_delay + (self.copy_time(vm) if self.copy_time else 0.0)
         try:
             incoming = self._launch(vm, target, target_dir, token,
-                                    incoming_for=copying + SWITCHOVER_TIMEOUT + INCOMING_SLACK)
+                                    incoming_for=copying + SWITCHOVER_TIMEOUT + INCOMING_SLACK,
+                                    source=record)
         except HypervisorError as exc:
             raise HypervisorError(f"migration of {vm} to {target} failed, it still runs on "
                                   f"{self.host}: {exc}") from exc
-        if aborted.wait(copying):
+        ended = self._copy(incoming, copying, aborted)
+        if ended is not None:
             self._kill_incoming(incoming)
-            raise HypervisorError(f"the migration of {vm} to {target} was aborted; it still "
-                                  f"runs on {self.host}")
+            raise HypervisorError(f"{ended}; {vm} still runs on {self.host}")
         if not is_ours(incoming) or (proc_stat(incoming.pid) or b"")[:1] == b"T":
             # The target stopped answering during the copy (it hangs, or died): a real
             # migration's stream stalls and fails there, before the source is paused.
@@ -363,6 +380,22 @@ class ProcessHypervisor:
                                   f"{record.pid}) survived SIGKILL: it may run in both places")
         self._forget(record)
         return f"{vm} moved from {self.host} to {target}"
+
+    @staticmethod
+    def _copy(incoming: VMRecord, copying: float, aborted: threading.Event) -> str | None:
+        """The "memory copy": `copying` seconds while the source runs on. None when it is
+        done; else why the migration ends here: aborted, or the copy is gone (the target
+        destroyed it, fenced itself or lost power: libvirt's migration call fails at once)."""
+        deadline = time.monotonic() + copying
+        while True:
+            left = deadline - time.monotonic()
+            if aborted.wait(min(max(left, 0.0), COPY_POLL)):
+                return f"the migration of {incoming.vm} to {incoming.host} was aborted"
+            if not is_ours(incoming):
+                return (f"the migration of {incoming.vm} to {incoming.host} failed: the copy "
+                        f"on {incoming.host} ended during the copy")
+            if left <= COPY_POLL:
+                return None
 
     # ------------------------------------------------------------------ helpers
     def _record(self, vm: str) -> VMRecord | None:
@@ -394,6 +427,8 @@ class ProcessHypervisor:
         data: dict[str, Any] = {"vm": record.vm, "host": record.host, "pid": record.pid,
                                 "starttime": record.starttime, "token": record.token,
                                 "port_file": record.port_file}
+        if record.incoming:
+            data["incoming"] = True
         data.update(changes)
         return data
 
@@ -403,10 +438,10 @@ class ProcessHypervisor:
                 path.unlink()
 
     def _launch(self, vm: str, host: str, state_dir: Path, token: int, *,
-                incoming_for: float | None = None) -> VMRecord:
+                incoming_for: float | None = None, source: VMRecord | None = None) -> VMRecord:
         """Start a VM process for `host` and wait until it serves (`incoming_for`: an
-        incoming VM, until it waits, at most that long, to take over; see `process_vm`).
-        Returns what its state file will say."""
+        incoming VM, until it waits, at most that long and while the `source` process runs,
+        to take over; see `process_vm`). Returns what its state file will say."""
         incoming = incoming_for is not None
         state, port, log = (state_dir / f"{vm}.json", state_dir / f"{vm}.port",
                             state_dir / f"{vm}.log")
@@ -418,7 +453,10 @@ class ProcessHypervisor:
                 "--token", str(token), "--disk", str(self.disk_file), "--port-file", str(port),
                 "--state-file", str(state), "--log", str(log), "--detach",
                 *(["--incoming", "--incoming-for", f"{incoming_for:.3f}"]
-                  if incoming_for is not None else [])]
+                  if incoming_for is not None else []),
+                *(["--source-pid", str(source.pid)] if source is not None else []),
+                *(["--source-starttime", str(source.starttime)]
+                  if source is not None and source.starttime is not None else [])]
         env = dict(os.environ)
         package_root = str(Path(ringfence.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -441,7 +479,7 @@ class ProcessHypervisor:
         pid = int(out[1])
         stat = proc_stat(pid)
         return VMRecord(vm, host, pid, starttime_in(stat) if stat is not None else None, token,
-                        str(port), state)
+                        str(port), state, incoming)
 
     def _take_over(self, incoming: VMRecord, target_dir: Path) -> bool:
         """Tell an incoming VM to take over; True once its state file names it."""
@@ -450,7 +488,8 @@ class ProcessHypervisor:
         _signal(incoming.pid, signal.SIGUSR1)
         deadline = time.monotonic() + SWITCHOVER_TIMEOUT
         while time.monotonic() < deadline:
-            if any(r.pid == incoming.pid for r in self._running(target_dir, incoming.host)):
+            if any(r.pid == incoming.pid and not r.incoming
+                   for r in self._running(target_dir, incoming.host)):
                 return True
             if not is_alive(incoming.pid):
                 return False
@@ -458,11 +497,19 @@ class ProcessHypervisor:
         return False
 
     def _kill_incoming(self, incoming: VMRecord) -> None:
-        """Kill an incoming VM (if it is still that process) and remove what it wrote."""
+        """Kill an incoming VM (if it is still that process) and remove its state file (if
+        it still names that process: the target may have started a VM of its own since)."""
         if is_ours(incoming):
             _signal(incoming.pid, signal.SIGKILL)
             _wait_gone(incoming.pid, self.kill_wait)
-        self._kill_half_started(incoming.path, incoming.vm, incoming.host)
+        try:
+            record = _parse_record(incoming.path,
+                                   json.loads(incoming.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return
+        if record.pid == incoming.pid and not is_ours(record):
+            with contextlib.suppress(OSError):
+                incoming.path.unlink()
 
     def _kill_half_started(self, state: Path, vm: str, host: str) -> None:
         try:

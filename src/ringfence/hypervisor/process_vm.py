@@ -2,7 +2,8 @@
 and the integration tests.
 
     python -m ringfence.hypervisor.process_vm --vm NAME --host HOST --token T --disk FILE \
-        --port-file F [--state-file S] [--log L] [--detach] [--incoming]
+        --port-file F [--state-file S] [--log L] [--detach]
+        [--incoming [--incoming-for SECONDS] [--source-pid PID [--source-starttime TICKS]]]
 
 While it runs it
 
@@ -25,14 +26,17 @@ output once it serves HTTP, then closes standard output; anything it has to say 
 the ``--log`` file.
 
 With ``--incoming`` it is the target of a migration (QEMU's ``-incoming``): it starts, opens its
-disk and binds its port, prints ``incoming PID`` instead of ``ready PID``, and then waits, writing
-nothing and showing itself nowhere (no state file, no port file), until SIGUSR1 says that the
-source is paused: only then does it write its state and port files and its first disk line. It
-waits at most ``--incoming-for`` seconds: a migration whose source died (its host lost power
-mid-copy) leaves no copy waiting for ever, as libvirt tears down an incoming guest whose
-migration failed. So
-the slow part of a start (the interpreter, the imports) happens while the source still runs, and
-the switch-over costs one signal. SIGTERM while it waits ends it without a trace.
+disk and binds its port, writes its state file marked ``"incoming": true``, prints ``incoming
+PID`` instead of ``ready PID``, and then waits, writing nothing to the disk and answering no
+guest check (no port file), until SIGUSR1 says that the source is paused: only then does it
+rewrite its state file as a running VM's, write its port file and its first disk line. The
+marked state file is libvirt's paused incoming domain: the target's hypervisor lists it, so the
+target's self-fence (and its process watchdog) ends it like any VM of that host, and the source,
+which watches its copy during the copy, fails the migration at once. It waits at most
+``--incoming-for`` seconds: a migration whose source died (its host lost power mid-copy) leaves
+no copy waiting for ever, as libvirt tears down an incoming guest whose migration failed. So the
+slow part of a start (the interpreter, the imports) happens while the source still runs, and the
+switch-over costs one signal. SIGTERM while it waits ends it, and it removes its state file.
 
 Failure semantics: any error while starting (port file or state file not writable, disk file
 not openable) ends the program with exit status 1 and a message on stderr (the log file), and
@@ -89,6 +93,14 @@ def proc_starttime(pid: int) -> int | None:
     return None if stat is None else starttime_in(stat)
 
 
+def _runs(pid: int, starttime: int | None) -> bool:
+    """Process `pid` (started at `starttime`, when given) exists and is not a zombie."""
+    stat = proc_stat(pid)
+    if stat is None or stat[:1] in (b"Z", b"X"):
+        return False
+    return starttime is None or starttime_in(stat) == starttime
+
+
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -136,11 +148,17 @@ class _VM:
 
     def show(self) -> None:
         """Make the running VM findable: its port file, then its state file (a migration
-        waits for the state file: the VM is then complete)."""
+        waits for the state file without the incoming mark: the VM is then complete)."""
         assert self.server is not None
         _write_atomically(self.port_file, f"{self.server.server_address[1]}\n")
         if self.state_file is not None:
             _write_atomically(self.state_file, json.dumps(self.identity()) + "\n")
+
+    def arrive(self) -> None:
+        """--incoming: the state file of a copy that waits (listed, not yet running)."""
+        if self.state_file is not None:
+            _write_atomically(self.state_file,
+                              json.dumps({**self.identity(), "incoming": True}) + "\n")
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -190,10 +208,9 @@ class _VM:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
-        if not shown:
-            return  # an incoming VM that never took over left no files
-        with contextlib.suppress(OSError):
-            self.port_file.unlink()
+        if shown:  # an incoming VM that never took over wrote no port file
+            with contextlib.suppress(OSError):
+                self.port_file.unlink()
         if self.state_file is not None:
             try:
                 record = json.loads(self.state_file.read_text(encoding="utf-8"))
@@ -220,6 +237,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="a migration's target: print 'incoming PID', wait for SIGUSR1")
     parser.add_argument("--incoming-for", type=float, default=60.0, metavar="SECONDS",
                         help="--incoming: give up (exit 0, no trace) after this long")
+    parser.add_argument("--source-pid", type=int, metavar="PID",
+                        help="--incoming: give up at once when this process (the source) ends")
+    parser.add_argument("--source-starttime", type=int, metavar="TICKS",
+                        help="--incoming: the source's start time (/proc/PID/stat field 22)")
     return parser.parse_args(argv)
 
 
@@ -245,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, on_usr1)
     try:
         vm.start()
-        if not args.incoming:
+        if args.incoming:
+            vm.arrive()
+        else:
             vm.show()
     except OSError as exc:
         print(f"vm {args.vm}: can not start: {exc}", file=sys.stderr, flush=True)
@@ -256,18 +279,24 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
-    if args.incoming and not _take_over(vm, args.incoming_for):
+    if args.incoming and not _take_over(vm, args.incoming_for, args.source_pid,
+                                        args.source_starttime):
         return 0
     vm.run()
     return 0
 
 
-def _take_over(vm: _VM, patience: float) -> bool:
-    """--incoming: wait for SIGUSR1 (True, the VM is shown), or SIGTERM or `patience`
-    seconds (False, gone)."""
+def _take_over(vm: _VM, patience: float, source_pid: int | None,
+               source_start: int | None) -> bool:
+    """--incoming: wait for SIGUSR1 (True, the VM is shown), or SIGTERM, `patience` seconds
+    or the end of the source process (False, gone: as libvirt tears down the incoming domain
+    of a migration whose source died, so the target's agent does not take a copy that will
+    never run for its VM). The source is killed only after the switch-over (our state file
+    without the incoming mark), so its end while we wait is always a failed migration."""
     deadline = time.monotonic() + patience
     while not vm.resumed.is_set():
-        if vm.stopping.is_set() or time.monotonic() >= deadline:
+        if (vm.stopping.is_set() or time.monotonic() >= deadline
+                or (source_pid is not None and not _runs(source_pid, source_start))):
             vm._shutdown(shown=False)
             return False
         # A short wait, not signal.pause(): a signal that lands between the check and the
