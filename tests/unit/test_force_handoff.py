@@ -96,17 +96,22 @@ def test_unknown_names_are_still_refused_without_asking_the_store(
 
 
 def test_the_agent_takes_each_request_of_its_inbox_once_in_order(tmp_path: Path) -> None:
-    from ringfence.agent.runtime import _operator_requests
+    from ringfence.agent.runtime import OperatorInbox
 
-    assert _operator_requests(tmp_path) == []  # no inbox yet
+    _operator_requests = OperatorInbox(tmp_path).take
+    assert _operator_requests() == []  # an empty inbox, made by the agent
     inbox = tmp_path / "requests"
-    inbox.mkdir()
+    assert inbox.is_dir()
     for name, vm in (("force-b.json", "b"), ("force-a.json", "a"), ("force-.json", "")):
         (inbox / name).write_text(json.dumps({"vm": vm}))
     (inbox / "force-c.json.tmp").write_text("{}")  # not (yet) a request
     (inbox / "other.json").write_text("{}")
     (inbox / "force-broken.json").write_text("{")
-    taken = _operator_requests(tmp_path)
+    taken = _operator_requests()
     assert [request["vm"] for request in taken] == ["", "a", "b"]  # the broken one: dropped
     assert sorted(p.name for p in inbox.iterdir()) == ["force-c.json.tmp", "other.json"]
-    assert _operator_requests(tmp_path) == []
+    assert _operator_requests() == []
+    # A request renamed into place later is taken, however soon after the last look.
+    (inbox / "force-d.tmp").write_text(json.dumps({"vm": "d"}))
+    (inbox / "force-d.tmp").rename(inbox / "force-d.json")
+    assert [request["vm"] for request in _operator_requests()] == ["d"]

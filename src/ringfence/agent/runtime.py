@@ -53,7 +53,7 @@ from ringfence.core.topology import Topology
 from ringfence.errors import ConfigError
 from ringfence.fence.base import FenceAgent, Watchdog
 from ringfence.hypervisor.base import Hypervisor, HypervisorError
-from ringfence.listing import names_in
+from ringfence.listing import Stamp, names_in
 from ringfence.store.base import Compare, Put, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -524,12 +524,13 @@ def _decide_loop(agent: Agent, options: AgentOptions, origin: float, pacing: Pac
     (`agent.wakeup`), until a stop; then the shutdown policy. One thread from slot to slot:
     handing each cycle to a worker and back cost more CPU than an idle cycle's work (issue 17)."""
     gate = options.gate
+    inbox = OperatorInbox(options.state_dir)
     interval = agent.timing.heartbeat_interval
     count = 0
     chained = False  # this cycle was run at once for the manager's own writes
     while not pacing.stop.is_set() and not pacing.halt.is_set():
         started = time.monotonic()
-        for request in _operator_requests(options.state_dir):
+        for request in inbox.take():
             with gate.held():
                 _force(agent, request)
         with gate.held():
@@ -589,17 +590,31 @@ def reboot_queued(jobs: str) -> bool:
     return any(line.split()[1:2] == ["reboot.target"] for line in jobs.splitlines())
 
 
-def _operator_requests(state_dir: Path) -> list[dict[str, Any]]:
+class OperatorInbox:
     """Forced starts handed to this agent by `ringfence vm force-start` when the store has no
-    quorum (see `ringfence.operator`). Each request file is read once and removed."""
-    inbox = os.path.join(state_dir, "requests")
-    requests = []
-    for name in _request_files(inbox):
-        path = Path(inbox, name)
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            requests.append(json.loads(path.read_text()))
-        path.unlink(missing_ok=True)
-    return requests
+    quorum (see `ringfence.operator`, which renames each request file into place). Each
+    request file is read once and removed. The decision cycle looks at every cycle, so the
+    inbox is listed only when it may have changed (`listing.Stamp`)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = os.path.join(state_dir, "requests")
+        self.stamp = Stamp(self.path)
+        # Made here, as `ringfence vm force-start` would: a missing inbox can not vouch for
+        # itself (its creation changes its parent), so it would be listed at every cycle.
+        with contextlib.suppress(OSError):
+            os.makedirs(self.path, exist_ok=True)
+
+    def take(self) -> list[dict[str, Any]]:
+        if self.stamp.unchanged():
+            return []
+        self.stamp.reading()
+        requests = []
+        for name in _request_files(self.path):
+            path = Path(self.path, name)
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                requests.append(json.loads(path.read_text()))
+            path.unlink(missing_ok=True)
+        return requests
 
 
 def _request_files(inbox: str) -> list[str]:

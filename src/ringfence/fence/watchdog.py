@@ -43,6 +43,10 @@ import ringfence
 __all__ = ["LinuxWatchdog", "ProcessWatchdog", "SystemdWatchdog"]
 
 WDIOC_SETTIMEOUT = 0xC0045706  # <linux/watchdog.h>: _IOWR('W', 6, int)
+# `ProcessWatchdog`: pets closer together than this are one pet; the beat file's mtime is
+# moved at most this often.
+PET_GAP = 0.1
+BEAT_FILE_EVERY = 1.0
 
 
 class LinuxWatchdog:
@@ -167,8 +171,9 @@ class ProcessWatchdog:
     the armed timeout. See `ringfence.fence.process_watchdog` for how it decides and why.
 
     The countdown runs on a pipe to the supervisor, not on a file's mtime (see there why).
-    `beat_file`, if given, is touched by every `pet` as well: its mtime shows an operator when
-    the agent last petted; the supervisor does not read it.
+    `beat_file`, if given, is touched by a `pet` as well, at most once a second
+    (`BEAT_FILE_EVERY`): its mtime shows an operator when the agent last petted; the
+    supervisor does not read it.
 
     `arm` returns once the supervisor watches (OSError if it does not within
     `start_timeout`); `pet` writes a byte to its input without ever blocking; `disarm` writes
@@ -186,6 +191,7 @@ class ProcessWatchdog:
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.last_error: OSError | None = None
+        self.last_pet = self.last_touch = -math.inf
 
     def arm(self, timeout: float) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -218,17 +224,28 @@ class ProcessWatchdog:
         process.stdout.close()
         os.set_blocking(process.stdin.fileno(), False)
         self.process = process
+        self.last_pet = self.last_touch = -math.inf
 
     def pet(self) -> None:
+        """A pet within `PET_GAP` of the previous one is dropped: the agent pets from its
+        heartbeat cycle, its decision cycle and after each renewal, up to ten times a second,
+        and every pet wakes the supervisor. A dropped pet leaves the deadline where the
+        previous pet put it, at most `PET_GAP` earlier than this one would have: a reset
+        only ever comes sooner, never later, than the lease rule allows."""
         if self.process is None or self.process.stdin is None:
             return
+        now = time.monotonic()
+        if now - self.last_pet < PET_GAP:
+            return
+        self.last_pet = now
         try:
             os.write(self.process.stdin.fileno(), b".")
         except BlockingIOError:
             pass  # the supervisor is not reading: a lost pet only brings the reset closer
         except OSError as exc:
             self.last_error = exc
-        if self.beat_file is not None:
+        if self.beat_file is not None and now - self.last_touch >= BEAT_FILE_EVERY:
+            self.last_touch = now
             try:
                 self.beat_file.touch()
             except OSError as exc:

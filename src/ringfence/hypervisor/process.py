@@ -74,7 +74,7 @@ import ringfence
 from ringfence.hypervisor.base import HypervisorError
 from ringfence.hypervisor.jobs import ThreadJob
 from ringfence.hypervisor.process_vm import proc_stat, starttime_in
-from ringfence.listing import names_in
+from ringfence.listing import Stamp, names_in
 
 VM_MODULE = "ringfence.hypervisor.process_vm"
 # How long the paused source waits for the target to take over (it needs one signal and two
@@ -86,6 +86,8 @@ INCOMING_SLACK = 5.0
 # How often the source looks at its copy during the "memory copy" (a copy destroyed on the
 # target fails the migration within this).
 COPY_POLL = 0.05
+# At most this many VM processes are remembered as checked (`ProcessHypervisor._is_ours`).
+VERIFIED_LIMIT = 4096
 
 __all__ = [
     "ProcessGuestChecks",
@@ -265,6 +267,12 @@ class ProcessHypervisor:
         self.copy_time = copy_time  # and, per VM, how long copying its memory takes on top
         self.state_dir.mkdir(parents=True, exist_ok=True)
         _claim(self.state_dir, host)
+        # The agent lists its VMs at every cycle: a state directory is read again only when
+        # it may have changed (`listing.Stamp`: state files are only ever replaced whole), and
+        # a VM process's command line is read once per process (pid and start time). What
+        # is left per listing is one stat and one /proc/PID/stat per VM (issue 17).
+        self._listings: dict[Path, tuple[Stamp, list[VMRecord]]] = {}
+        self._verified: set[tuple[int, int, str, str]] = set()
 
     # ------------------------------------------------------------------ protocol
     def list_running(self) -> dict[str, int]:
@@ -405,22 +413,51 @@ class ProcessHypervisor:
                 return record
         return None
 
-    @staticmethod
-    def _running(state_dir: Path, host: str) -> list[VMRecord]:
-        try:
-            records = read_records(state_dir)
-        except (OSError, ValueError) as exc:
-            raise HypervisorError(f"can not read VM state in {state_dir}: {exc}") from exc
+    def _running(self, state_dir: Path, host: str) -> list[VMRecord]:
         alive = []
-        for record in records:
+        for record in self._records(state_dir):
             if record.host != host or record.path.stem != record.vm:
                 continue  # not a file this hypervisor wrote: leave it alone
-            if is_ours(record):
+            if self._is_ours(record):
                 alive.append(record)
             else:  # the VM died (or its pid now belongs to another process): forget it
                 with contextlib.suppress(OSError):
                     record.path.unlink()
         return alive
+
+    def _records(self, state_dir: Path) -> list[VMRecord]:
+        """`read_records(state_dir)`, read again only if the directory may have changed."""
+        listing = self._listings.get(state_dir)
+        if listing is not None and listing[0].unchanged():
+            return listing[1]
+        stamp = Stamp(state_dir)
+        stamp.reading()
+        try:
+            records = read_records(state_dir)
+        except (OSError, ValueError) as exc:
+            self._listings.pop(state_dir, None)
+            raise HypervisorError(f"can not read VM state in {state_dir}: {exc}") from exc
+        self._listings[state_dir] = (stamp, records)
+        return records
+
+    def _is_ours(self, record: VMRecord) -> bool:
+        """`is_ours(record)`, with the command line read once per process: a process found
+        ours stays ours while it lives with the same start time (pid reuse changes it)."""
+        if record.starttime is None:
+            return is_ours(record)
+        key = (record.pid, record.starttime, record.vm, record.host)
+        if key in self._verified:
+            stat = proc_stat(record.pid)
+            if _alive_in(stat) and stat is not None and starttime_in(stat) == record.starttime:
+                return True
+            self._verified.discard(key)
+            return False
+        if not is_ours(record):
+            return False
+        if len(self._verified) >= VERIFIED_LIMIT:
+            self._verified.clear()  # a bound, not a policy: they are checked once again
+        self._verified.add(key)
+        return True
 
     @staticmethod
     def _record_data(record: VMRecord, **changes: Any) -> dict[str, Any]:
