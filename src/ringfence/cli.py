@@ -453,11 +453,11 @@ def _check_secrets(config: ClusterConfig, args: argparse.Namespace) -> None:
     warnings = secrets.check_secrets(config, file=args.config, lines=lines)
     if not warnings or args.host not in [h.name for h in config.hosts]:
         return
-    from ringfence.agent.journal import FileJournal, JournalAlerts
+    from ringfence.agent.journal import FileJournal, JournalAlerts, journal_file
 
     state_dir = Path(args.state_dir)
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    journal = FileJournal(state_dir / f"journal-{args.host}.jsonl", args.host,
+    journal = FileJournal(journal_file(state_dir, args.host), args.host,
                           echo_json=args.log_json)
     journal.cluster = config.name
     for warning in warnings:

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from ringfence.agent.journal import read_journal
+from ringfence.agent.journal import journal_file, read_journal
 from ringfence.fence.demo_power import pids_of as _pids_of
 from ringfence.status import remove_demo_pointer, write_demo_pointer
 
@@ -361,7 +361,7 @@ class Demo:
     def journal(self) -> list[dict[str, Any]]:
         entries = []
         for host in self.hosts:
-            entries += read_journal(self.state / f"journal-{host.name}.jsonl")
+            entries += read_journal(journal_file(self.state, host.name))
         return sorted(entries, key=lambda e: (e["t"], e["by"], e["seq"]))
 
     def write_report(self, summary: dict[str, Any]) -> Path:
@@ -485,7 +485,7 @@ def serve_api(demo: Demo, port: int) -> Any:
     # The API's own refusals go to a journal of their own beside the hosts' ones.
     refusals = FileJournal(demo.state / "journal-demo-api.jsonl", "demo-api", echo=None)
     source = StoreSource(config, open_cluster_store(config),
-                         journal_files=[refusals.path, *(demo.state / f"journal-{h.name}.jsonl"
+                         journal_files=[refusals.path, *(journal_file(demo.state, h.name)
                                                          for h in demo.hosts)],
                          record=refusals.record)
     server = ApiServer(create_app(source, tokens=Tokens(demo.token_file), title="ringfence demo"),

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ringfence.agent.journal import read_journal
+from ringfence.agent.journal import journal_file, read_journal
 from ringfence.config import ClusterConfig, load_cluster
 from ringfence.core import leases
 from ringfence.core.audit import audit_put, new_request_id
@@ -338,7 +338,7 @@ def agent_without_quorum(state_dir: Path, host: str) -> float | None:
     """When `host`'s agent last said it lost (or could not reach) the store's quorum, by the
     latest quorum event of its own journal in `state_dir`; None when its latest says it has
     the store, it stopped cleanly since, or there is no journal (then the store is asked)."""
-    tail = read_journal(state_dir / f"journal-{host}.jsonl", tail=JOURNAL_TAIL)
+    tail = read_journal(journal_file(state_dir, host), tail=JOURNAL_TAIL)
     for entry in reversed(tail):
         if not isinstance(entry, dict) or entry.get("host") != host:
             continue
@@ -369,7 +369,7 @@ def _force_without_quorum(state_dir: Path, host: str, vm: str, who: str,
     tmp.rename(request)
     _say(f"no store quorum: asked {host}'s agent to force {vm} on (it fences the hosts you "
          f"confirmed down where it can)")
-    journal = state_dir / f"journal-{host}.jsonl"
+    journal = journal_file(state_dir, host)
     while time.time() - started < FORCE_WAIT:
         for entry in read_journal(journal):
             if entry.get("vm") != vm or entry.get("t", 0) < started - 1:

@@ -24,6 +24,12 @@ from ringfence.core.ports import Journal
 JOURNAL_VERSION = 2
 
 
+def journal_file(state_dir: str | Path, host: str) -> Path:
+    """Where `host`'s agent writes its journal in its state directory: the one spelling of
+    ``journal-HOST.jsonl`` (`ringfence.journal.events.journal_files` finds these again)."""
+    return Path(state_dir) / f"journal-{host}.jsonl"
+
+
 class FileJournal:
     def __init__(self, path: Path, host: str, *, echo: TextIO | None = sys.stderr,
                  echo_json: bool = False) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ringfence.agent.gate import Gate, GatedHypervisor, GatedStore
-from ringfence.agent.journal import FileJournal, JournalAlerts
+from ringfence.agent.journal import FileJournal, JournalAlerts, journal_file
 from ringfence.agent.transport import DEFAULT_PORT, LinkEndpoints, TransportError, UdpTransport
 from ringfence.agent.wakeup import Nudge, pause, relay_changes, request_stop
 from ringfence.alerts.watch import checks_of
@@ -322,7 +322,7 @@ def build_agent(config: ClusterConfig, host: str, options: AgentOptions) -> Agen
     from ringfence.store.factory import open_store
 
     options.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # journals, state: private
-    journal = FileJournal(options.state_dir / f"journal-{host}.jsonl", host,
+    journal = FileJournal(journal_file(options.state_dir, host), host,
                           echo_json=options.log_json)
     key = read_key(config)
     links = heartbeat_links(config)
@@ -664,7 +664,7 @@ def start_api(config: ClusterConfig, host: str, options: AgentOptions, agent: Ag
 
     store = IdentifiedStore(open_store(config, host=host), agent.identity, strict=True)
     source = StoreSource(config, store,
-                         journal_files=[options.state_dir / f"journal-{host}.jsonl"],
+                         journal_files=[journal_file(options.state_dir, host)],
                          record=record)
     address, port = split_listen(api.listen)
     server = ApiServer(create_app(source, tokens=tokens, title=f"ringfence {config.name}",

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ringfence.agent.journal import journal_file
+
 
 @dataclass(frozen=True)
 class LabPaths:
@@ -69,7 +71,7 @@ class LabPaths:
         return self.host(host) / "rebooting"
 
     def journal(self, host: str) -> Path:
-        return self.state(host) / f"journal-{host}.jsonl"
+        return journal_file(self.state(host), host)
 
     def make(self, hosts: list[str]) -> None:
         for directory in (self.root / "config", self.netns, self.power, self.root / "bin",
