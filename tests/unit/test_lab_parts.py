@@ -200,7 +200,8 @@ def test_partitions_drop_between_groups_and_loss_is_random() -> None:
     assert 'iifname "n0p0" oifname { "n1p0", "n2p0", "n3p0" } drop' in script
     assert 'iifname "n2p0" oifname { "n0p0", "n1p0" } drop' in script
     assert "n3p0\" oifname" in script and "ring1" not in script
-    assert 'udp dport 5406 numgen random mod 1000000 < 300000 drop' in script
+    # ring1 on the agent's default port for the second network (not corosync's 5405)
+    assert 'udp dport 5421 numgen random mod 1000000 < 300000 drop' in script
     topology.heal(None)
     topology.loss.clear()
     assert "drop" not in topology.filter_script()

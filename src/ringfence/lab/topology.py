@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringfence.agent.transport import DEFAULT_PORT
 from ringfence.config import ClusterConfig
 from ringfence.lab import netns
 from ringfence.lab.netns import LabError
@@ -76,7 +77,9 @@ class Topology:
         self.switch = f"{self.prefix}-switch"
         self.networks = cluster.network_list()
         self.net_index = {name: j for j, name in enumerate(self.networks)}
-        self.ports = {n.name: n.port or 5405 + j for j, n in enumerate(cluster.networks)}
+        # The agent's own default ports, not corosync's 5404-5405 (the Pacemaker bench runs
+        # corosync in the same namespaces); written into the lab's cluster file.
+        self.ports = {n.name: n.port or DEFAULT_PORT + j for j, n in enumerate(cluster.networks)}
         self.heartbeat = cluster.heartbeat_networks()
         self.nodes: dict[str, Node] = {}
         given = {i.mac for h in cluster.hosts for i in h.interfaces.values() if i.mac}
