@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from ringfence.hypervisor.process import is_ours, read_records
+from ringfence.hypervisor.process_state import is_ours, read_records
 from ringfence.hypervisor.process_vm import proc_starttime
 
 SWEEP = 1.0  # seconds to keep killing VMs of the state directory after firing

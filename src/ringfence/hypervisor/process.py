@@ -66,17 +66,27 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ringfence
 from ringfence.hypervisor.base import HypervisorError
 from ringfence.hypervisor.jobs import ThreadJob
+from ringfence.hypervisor.process_state import (
+    VM_MODULE,
+    VMRecord,
+    alive_in,
+    claim,
+    claimant,
+    is_alive,
+    is_ours,
+    parse_record,
+    read_records,
+    write_json_atomically,
+)
 from ringfence.hypervisor.process_vm import proc_stat, starttime_in
-from ringfence.listing import Stamp, names_in
+from ringfence.listing import Stamp
 
-VM_MODULE = "ringfence.hypervisor.process_vm"
 # How long the paused source waits for the target to take over (it needs one signal and two
 # small files); past it, the source runs on.
 SWITCHOVER_TIMEOUT = 2.0
@@ -98,20 +108,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class VMRecord:
-    """One VM's state file."""
-
-    vm: str
-    host: str
-    pid: int
-    starttime: int | None
-    token: int
-    port_file: str
-    path: Path
-    incoming: bool = False  # a migration's copy that waits for the switch-over
-
-
 def launcher_from_template(template: str) -> Callable[[str], list[str]]:
     """The `ProcessHypervisor` launcher of a command template such as ``ip netns exec
     lab-{host}``: split like a shell would, ``{host}`` replaced by the target host's name.
@@ -128,88 +124,6 @@ def launcher_from_template(template: str) -> Callable[[str], list[str]]:
         return [word.replace("{host}", host) for word in words]
 
     return launcher
-
-
-def _parse_record(path: Path, data: object) -> VMRecord:
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    vm, host, pid, token = data.get("vm"), data.get("host"), data.get("pid"), data.get("token")
-    starttime = data.get("starttime")
-    if not isinstance(vm, str) or not isinstance(host, str):
-        raise ValueError("vm and host must be strings")
-    if not isinstance(pid, int) or not isinstance(token, int) or pid <= 0:
-        raise ValueError("pid and token must be integers")
-    if starttime is not None and not isinstance(starttime, int):
-        raise ValueError("starttime must be an integer")
-    incoming = data.get("incoming", False)
-    if not isinstance(incoming, bool):
-        raise ValueError("incoming must be true or false")
-    return VMRecord(vm, host, pid, starttime, token, str(data.get("port_file", "")), path,
-                    incoming)
-
-
-def read_records(state_dir: Path) -> list[VMRecord]:
-    """Every VM state file in `state_dir` (sorted by VM name); none if `state_dir` is not a
-    directory or may not be read. Raises OSError if reading it fails otherwise and ValueError
-    naming the file if a state file is not one."""
-    records = []
-    for name in _state_files(state_dir):
-        path = state_dir / name
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except FileNotFoundError:
-            continue  # removed between listing and reading: that VM just stopped
-        try:
-            records.append(_parse_record(path, json.loads(text)))
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a VM state file ({exc})") from None
-    return records
-
-
-def _state_files(state_dir: Path) -> list[str]:
-    """The sorted names of the ``*.json`` entries of `state_dir`, as ``glob("*.json")`` found
-    them (`listing.names_in`: the agent lists them at every cycle)."""
-    return names_in(state_dir, lambda name: name.endswith(".json"))
-
-
-def _alive_in(stat: bytes | None) -> bool:
-    """A `proc_stat` of a process that exists and is not a zombie (paused is alive)."""
-    return stat is not None and stat[:1] not in (b"Z", b"X")
-
-
-def is_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a paused process is alive)."""
-    return _alive_in(proc_stat(pid))
-
-
-def is_ours(record: VMRecord) -> bool:
-    """Is the process `record` names alive, the same process (start time) and a process VM of
-    that name on that host? (/proc/PID/stat read once for both.)"""
-    stat = proc_stat(record.pid)
-    if stat is None or not _alive_in(stat):
-        return False
-    if record.starttime is not None and starttime_in(stat) != record.starttime:
-        return False
-    try:
-        with open(f"/proc/{record.pid}/cmdline", "rb") as handle:
-            argv = handle.read().split(b"\0")
-    except OSError:
-        return False
-    words = [word.decode(errors="replace") for word in argv]
-    if VM_MODULE not in words:
-        return False
-    pairs = dict(zip(words, [*words[1:], ""], strict=True))
-    return pairs.get("--vm") == record.vm and pairs.get("--host") == record.host
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _tail(path: Path, limit: int = 400) -> str:
@@ -266,7 +180,7 @@ class ProcessHypervisor:
         self.migration_delay = migration_delay  # how long a migration's "copy" takes
         self.copy_time = copy_time  # and, per VM, how long copying its memory takes on top
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _claim(self.state_dir, host)
+        claim(self.state_dir, host)
         # The agent lists its VMs at every cycle: a state directory is read again only when
         # it may have changed (`listing.Stamp`: state files are only ever replaced whole), and
         # a VM process's command line is read once per process (pid and start time). What
@@ -298,7 +212,7 @@ class ProcessHypervisor:
             if record.token != token:
                 data = self._record_data(record, token=token)
                 try:
-                    _write_json_atomically(record.path, data)
+                    write_json_atomically(record.path, data)
                 except OSError as exc:
                     raise HypervisorError(f"{vm}: can not record token {token}: {exc}") from exc
             return f"{vm} runs on {self.host} with token {token}"
@@ -350,7 +264,7 @@ class ProcessHypervisor:
         if target == self.host:
             raise HypervisorError(f"{vm}: can not migrate from {self.host} to itself")
         target_dir = self.state_dir.parent / target
-        if _claimant(target_dir) != target:
+        if claimant(target_dir) != target:
             raise HypervisorError(
                 f"{vm}: {target}'s agent does not keep its VMs in {target_dir} (process VMs "
                 f"move only between hosts that share one --vm-dir); not migrating, it still "
@@ -448,7 +362,7 @@ class ProcessHypervisor:
         key = (record.pid, record.starttime, record.vm, record.host)
         if key in self._verified:
             stat = proc_stat(record.pid)
-            if _alive_in(stat) and stat is not None and starttime_in(stat) == record.starttime:
+            if alive_in(stat) and stat is not None and starttime_in(stat) == record.starttime:
                 return True
             self._verified.discard(key)
             return False
@@ -540,7 +454,7 @@ class ProcessHypervisor:
             _signal(incoming.pid, signal.SIGKILL)
             _wait_gone(incoming.pid, self.kill_wait)
         try:
-            record = _parse_record(incoming.path,
+            record = parse_record(incoming.path,
                                    json.loads(incoming.path.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return
@@ -550,7 +464,7 @@ class ProcessHypervisor:
 
     def _kill_half_started(self, state: Path, vm: str, host: str) -> None:
         try:
-            record = _parse_record(state, json.loads(state.read_text(encoding="utf-8")))
+            record = parse_record(state, json.loads(state.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return
         if record.vm == vm and record.host == host and is_ours(record):
@@ -593,25 +507,3 @@ class ProcessGuestChecks:
         finally:
             connection.close()
         return response.status == 200 and body.startswith(f"vm {vm} on {self.host} token ")
-
-
-HOST_MARK = ".host"
-
-
-def _claim(state_dir: Path, host: str) -> None:
-    """Say in `state_dir` that `host`'s hypervisor keeps its VMs there (atomically)."""
-    mark = state_dir / HOST_MARK
-    with contextlib.suppress(OSError):
-        if mark.read_text().strip() == host:
-            return
-    tmp = state_dir / f".{HOST_MARK}.{os.getpid()}.tmp"
-    tmp.write_text(f"{host}\n")
-    os.replace(tmp, mark)
-
-
-def _claimant(state_dir: Path) -> str | None:
-    """The host whose hypervisor keeps its VMs in `state_dir` (None: nobody's, or unreadable)."""
-    try:
-        return (state_dir / HOST_MARK).read_text().strip() or None
-    except OSError:
-        return None
