@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import ringfence.hypervisor.process as process
+import ringfence.hypervisor.process_vm as process_vm
 from ringfence.fence.watchdog import PET_GAP, ProcessWatchdog
 from ringfence.hypervisor.process import ProcessHypervisor
 from ringfence.hypervisor.process_vm import proc_starttime
@@ -110,7 +111,7 @@ def test_a_vm_that_died_is_not_listed_from_an_unchanged_directory(
     assert hypervisor.list_running() == {"db": 4}
     # The process is found again by pid and start time alone; a start time that differs is
     # another process under a reused pid: not the VM.
-    monkeypatch.setattr(process, "starttime_in", lambda stat: -1)
+    monkeypatch.setattr(process_vm, "starttime_in", lambda stat: -1)
     assert hypervisor.list_running() == {}
     assert not (state / "db.json").exists()
 

@@ -75,7 +75,6 @@ from ringfence.hypervisor.jobs import ThreadJob
 from ringfence.hypervisor.process_state import (
     VM_MODULE,
     VMRecord,
-    alive_in,
     claim,
     claimant,
     is_alive,
@@ -84,7 +83,7 @@ from ringfence.hypervisor.process_state import (
     read_records,
     write_json_atomically,
 )
-from ringfence.hypervisor.process_vm import proc_stat, starttime_in
+from ringfence.hypervisor.process_vm import proc_stat, runs, starttime_in
 from ringfence.listing import Stamp
 
 # How long the paused source waits for the target to take over (it needs one signal and two
@@ -144,6 +143,14 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def _state_record(path: Path) -> VMRecord | None:
+    """The record in one state file; None if it is gone or not one."""
+    try:
+        return parse_record(path, json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -361,8 +368,7 @@ class ProcessHypervisor:
             return is_ours(record)
         key = (record.pid, record.starttime, record.vm, record.host)
         if key in self._verified:
-            stat = proc_stat(record.pid)
-            if alive_in(stat) and stat is not None and starttime_in(stat) == record.starttime:
+            if runs(record.pid, record.starttime):
                 return True
             self._verified.discard(key)
             return False
@@ -453,19 +459,14 @@ class ProcessHypervisor:
         if is_ours(incoming):
             _signal(incoming.pid, signal.SIGKILL)
             _wait_gone(incoming.pid, self.kill_wait)
-        try:
-            record = parse_record(incoming.path,
-                                   json.loads(incoming.path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            return
-        if record.pid == incoming.pid and not is_ours(record):
+        record = _state_record(incoming.path)
+        if record is not None and record.pid == incoming.pid and not is_ours(record):
             with contextlib.suppress(OSError):
                 incoming.path.unlink()
 
     def _kill_half_started(self, state: Path, vm: str, host: str) -> None:
-        try:
-            record = parse_record(state, json.loads(state.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
+        record = _state_record(state)
+        if record is None:
             return
         if record.vm == vm and record.host == host and is_ours(record):
             _signal(record.pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ringfence.hypervisor.process_vm import proc_stat, starttime_in
+from ringfence.hypervisor.process_vm import alive_in, proc_stat, runs, starttime_in
 from ringfence.listing import names_in
 
 __all__ = [
@@ -91,14 +91,9 @@ def _state_files(state_dir: Path) -> list[str]:
     return names_in(state_dir, lambda name: name.endswith(".json"))
 
 
-def alive_in(stat: bytes | None) -> bool:
-    """A `proc_stat` of a process that exists and is not a zombie (paused is alive)."""
-    return stat is not None and stat[:1] not in (b"Z", b"X")
-
-
 def is_alive(pid: int) -> bool:
     """The process exists and is not a zombie (a paused process is alive)."""
-    return alive_in(proc_stat(pid))
+    return runs(pid, None)
 
 
 def is_ours(record: VMRecord) -> bool:

@@ -93,10 +93,16 @@ def proc_starttime(pid: int) -> int | None:
     return None if stat is None else starttime_in(stat)
 
 
-def _runs(pid: int, starttime: int | None) -> bool:
-    """Process `pid` (started at `starttime`, when given) exists and is not a zombie."""
+def alive_in(stat: bytes | None) -> bool:
+    """A `proc_stat` of a process that exists and is not a zombie (paused is alive)."""
+    return stat is not None and stat[:1] not in (b"Z", b"X")
+
+
+def runs(pid: int, starttime: int | None) -> bool:
+    """Process `pid` (started at `starttime`, when given) exists and is not a zombie (a
+    paused process runs): one /proc read."""
     stat = proc_stat(pid)
-    if stat is None or stat[:1] in (b"Z", b"X"):
+    if stat is None or not alive_in(stat):
         return False
     return starttime is None or starttime_in(stat) == starttime
 
@@ -296,7 +302,7 @@ def _take_over(vm: _VM, patience: float, source_pid: int | None,
     deadline = time.monotonic() + patience
     while not vm.resumed.is_set():
         if (vm.stopping.is_set() or time.monotonic() >= deadline
-                or (source_pid is not None and not _runs(source_pid, source_start))):
+                or (source_pid is not None and not runs(source_pid, source_start))):
             vm._shutdown(shown=False)
             return False
         # A short wait, not signal.pause(): a signal that lands between the check and the
