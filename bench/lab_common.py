@@ -107,11 +107,37 @@ def ringfence_leader(lab: LabRun) -> str | None:
     return elected[-1].host if elected else None
 
 
+class NotArranged(RuntimeError):
+    """The cluster could not be brought into the state a trial needs; the message says what
+    the journals show, and the bench goes on with the next trial."""
+
+
+def unsettled(lab: LabRun, vm: str, since: float) -> str:
+    """Why `settled` does not hold, from the records: hosts not up or not joined since their
+    boot, where `vm` writes, and the journal's facts about `vm` since `since` (lab time)."""
+    entries, by = lab.journal_entries_now()
+    said = []
+    for host in lab.records.hosts:
+        power = lab.records.power_at(host)
+        booted = lab.records.power[host].times[-1]
+        if power != "up":
+            said.append(f"{host} is {power}")
+        elif not any(e.kind == "host_joined" and by.get(id(e)) == host and e.t >= booted
+                     for e in entries):
+            said.append(f"{host} has not joined since its boot at {booted:.1f}s")
+    writer = where(lab.writes(), vm, lab.records.now() - 0.5)
+    said.append(f"{vm} writes on {writer or 'no host'}")
+    facts = [f"{e.t:.1f}s {e.kind} ({by.get(id(e), '?')}): {e.text}" for e in entries
+             if e.t >= since and (e.vm == vm or "refused" in e.kind)]
+    return "; ".join(said) + ("; since the request: " + " | ".join(facts[-12:]) if facts
+                             else "; nothing about it journaled since the request")
+
+
 def arrange(lab: LabRun, vm: str, want: str, settle: float) -> None:
     """Make the host that runs `vm` hold what `want` (one of `HELD_KINDS`) says: the VM is
     live-migrated to (or away from) the ringfence leader, and etcd's leadership is moved to
     (or away from) that host. Then wait `settle` seconds, so that the leases restarted by
-    etcd's leader change are renewed as usual before the trial."""
+    etcd's leader change are renewed as usual before the trial. Raises NotArranged."""
     host = settled(lab, vm)
     leader = ringfence_leader(lab)
     assert host is not None and leader is not None
@@ -119,9 +145,11 @@ def arrange(lab: LabRun, vm: str, want: str, settle: float) -> None:
     target = leader if want in ("ringfence leader", "both") else (
         host if host != leader else others[0])
     if target != host:
+        asked = lab.records.now()
         lab.apply(Event(at=0.0, do="migrate", vm=vm, to=target))
         if not lab.wait_until(lambda: settled(lab, vm) == target, 60.0):
-            raise RuntimeError(f"{vm} did not move to {target}")
+            raise NotArranged(f"{vm} did not move from {host} to {target} in 60 s: "
+                              f"{unsettled(lab, vm, asked)}")
     assert lab.store is not None
     members = list(lab.store.members)
     etcd_to = target if want in ("etcd leader", "both") else next(
@@ -130,7 +158,7 @@ def arrange(lab: LabRun, vm: str, want: str, settle: float) -> None:
         lab.store.move_leader(etcd_to)
         if not lab.wait_until(lambda: lab.store is not None
                               and lab.store.leader() == etcd_to, 20.0):
-            raise RuntimeError(f"etcd's leadership did not move to {etcd_to}")
+            raise NotArranged(f"etcd's leadership did not move to {etcd_to} in 20 s")
     lab.wait(settle)
 
 

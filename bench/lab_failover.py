@@ -32,6 +32,7 @@ import argparse
 from lab_common import (
     HELD_KINDS,
     TIMINGS,
+    NotArranged,
     Trial,
     machine_line,
     open_lab,
@@ -49,7 +50,13 @@ def run(path: str, trials: int, victims: list[str], timing: str) -> list[Trial]:
     with open_lab(three_hosts(fencing=path == "fence", timing=timing)) as lab:
         for n in range(trials):
             kind = VICTIMS[victims[n % len(victims)]]
-            trial = power_off_trial(lab, "vm1", path, victim_kind=kind)
+            try:
+                trial = power_off_trial(lab, "vm1", path, victim_kind=kind)
+            except NotArranged as exc:
+                # Not a failover figure: the set-up before the power cut failed. Said, with
+                # what the journals show, and the run goes on (the next trial settles first).
+                print(f"  trial {n + 1}: not run: {exc}", flush=True)
+                continue
             print(f"  trial {n + 1}: {trial.row()}", flush=True)
             results.append(trial)
     return results
