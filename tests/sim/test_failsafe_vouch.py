@@ -21,6 +21,7 @@ from ringfence.sim.scenario import load_scenario, parse_scenario
 
 STAGGERED = SCENARIOS / "failsafe-staggered-store-return.yaml"
 ONE_HOST_ONLY = SCENARIOS / "failsafe-store-back-for-one-host-only.yaml"
+JUST_BEFORE = SCENARIOS / "failsafe-store-back-just-before-a-lease-goes-stale.yaml"
 
 
 def _simulate(path: Path) -> SimulationResult:
@@ -67,6 +68,16 @@ def test_the_flag_sent_before_the_reports_makes_the_late_host_self_fence(
     monkeypatch.setattr(LeaseReporter, "owed", lambda self, fingerprint: False)
     result = _simulate(STAGGERED)
     assert "self_fence" in _kinds(result, "nodeB")
+
+
+def test_a_return_just_before_a_peer_goes_stale_reports_that_peer_first() -> None:
+    # Found in the lab (issue 17): the store came back for nodeA while nodeB, cut off from it,
+    # was not yet in failsafe; nodeA owed nodeB no report, and nodeB self-fenced when its
+    # lease went stale 0.6 s later, 0.4 s before the store came back for it.
+    result = _simulate(JUST_BEFORE)
+    assert not result.violations, [v.text() for v in result.violations]
+    assert result.passed, [o.detail for o in result.outcomes if not o.passed]
+    assert "failsafe_vouched" in _kinds(result, "nodeB")
 
 
 def _variant(rng: random.Random) -> dict[str, Any]:
