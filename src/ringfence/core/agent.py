@@ -404,8 +404,10 @@ class Agent:
         """Until when (own clock) failsafe lets this host keep its VMs and pet its watchdog,
         if that is not forever why, and the peer whose report gives the time (`core.failsafe`):
         forever while nobody is missing and nobody reaches the store; once a peer reaches it,
-        until the latest deadline that a peer's report about our lease gives (only for a host
-        already in failsafe)."""
+        until the latest deadline that a peer's report about our lease gives. A host not yet
+        in failsafe has such a report only from a peer that reached the store again while we
+        had no fresh news of it either (`LeaseReporter.uncertain`): the store was lost for
+        both, not only for us."""
         view = failsafe_view(self.membership, self.manager.host_names, self.host,
                              self.departed, self.fresh_seen if self.failsafe else None)
         if view.broken is not None:
@@ -414,13 +416,13 @@ class Agent:
             return float("inf"), None, None
         reaches = f"{', '.join(view.back)} {'reach' if len(view.back) > 1 else 'reaches'} " \
                   f"the store"
-        if not self.failsafe:
-            return float("-inf"), reaches, None
         mine = self._fingerprint()
         reports = {peer: report for peer, report in self.membership.reports.items()
                    if peer in view.back and self.membership.store_of(peer) == mine}
         until, peer = vouched_until(reports, self.lease_id, self.sent, self.timing)
         if peer is None:
+            if not self.failsafe:
+                return float("-inf"), reaches, None
             return until, f"{reaches}, and none vouches for {self.host}'s lease there", None
         return until, f"{reaches}; {peer} vouched for {self.host}'s lease only so long", peer
 
@@ -450,7 +452,7 @@ class Agent:
                 self.failsafe = True
                 self.fresh_seen = set()
                 self.parts.journal.record("failsafe_entered", host=self.host,
-                                          count=len(self.vms.seen))
+                                          count=len(self.vms.seen), peer=voucher)
                 self.parts.alerts.send("critical", f"store lost: {self.host} in failsafe",
                                        host=self.host)
                 self.vms.abort_migrations("failsafe: nothing moves without the store")
@@ -793,6 +795,9 @@ class Agent:
             lost_for = now - self.store_lost_since
             self.parts.journal.record("quorum_gained", host=self.host, duration=lost_for)
             self.store_lost_since = None
+            # A report the decision cycle tried (and failed) after the last heartbeat's
+            # `store_lost` must not count as tried either: owe every first attempt again.
+            self.reporter.returned()
         self.foreign_said = None
         if self.mode != AgentMode.ACTIVE:
             return  # self-fenced while the call was under way (the heartbeat cycle's guard)

@@ -214,9 +214,11 @@ _RENDER: dict[str, Callable[[Fact], str]] = {
     "cycle_overrun": lambda f: (f"{_s(f.host)}'s decision cycle took {_secs(f.duration, '.2f')} "
                                 f"(budget {_secs(f.limit, 'g')}): "
                                 f"{_s(f.detail, 'no single part')}"),
-    "failsafe_entered": lambda f: (f"{_s(f.host)}: the store is lost for every host and every "
-                                   f"host hears every other; keeping {_s(f.count, '0')} VM(s), "
-                                   f"starting nothing"),
+    "failsafe_entered": lambda f: (
+        f"{_s(f.host)}: the store is lost for every host and every host hears every other; "
+        f"keeping {_s(f.count, '0')} VM(s), starting nothing" if f.peer is None else
+        f"{_s(f.host)}: the store is lost for it, and {f.peer}, which reaches it again, vouches "
+        f"for its lease there; keeping {_s(f.count, '0')} VM(s), starting nothing"),
     "failsafe_left": lambda f: (f"{_s(f.host)} reaches the store again" if f.cause == "store_back"
                                 else f"{_s(f.host)}: failsafe broken: {_s(f.reason)}"),
     "failsafe_vouched": lambda f: (f"{_s(f.host)}: {_s(f.peer)} reaches the store and reads "

@@ -45,6 +45,17 @@ decides:
   answered that the lease is gone, and that answer makes its news fresh for the whole window,
   longer than the heartbeat timeout in which we must hear it (or self-fence anyway).
 
+The store can also come back for a peer a moment *before* our own lease goes stale, while our
+own path to it is still cut off (the lab, 7 December: an etcd member that rejoined after a
+reboot forced an election; the store answered one host 0.05 s before the other's lease went
+stale, and that host self-fenced 4 ms before its own renewal went through). Not yet in
+failsafe, we would count that peer as back and self-fence with no report to keep us. So a host
+that reaches the store again owes its first report also to every peer heard without fresh news
+of the store (`LeaseReporter.uncertain`), and a host whose lease goes stale may enter failsafe
+on such a report: the same proof as above, about a store that was lost for both of us. A host
+cut off from a store that never left the others gets no such report (nobody returned), and
+self-fences as before.
+
 A host that shuts down cleanly while the store is lost says so in its last heartbeats
 (`FLAG_LEAVING`, VMs already stopped), and promises on its own disk not to rejoin before it
 hears those hosts again (`core.agent`). Only then do the others stop counting on hearing it.
@@ -172,7 +183,16 @@ class LeaseReporter:
     "reaches the store" before the report would have to self-fence. Holding the flag back
     that long is safe because nothing can move meanwhile: the reports come first in the
     decision cycle, before the VM keeper and the manager, and a failed attempt counts as
-    tried."""
+    tried.
+
+    "Such peers", at the return, are also those heard without fresh news of the store that
+    are not in failsafe yet (`uncertain`): the store was lost for them too, and their lease
+    may go stale a moment after our return, before the report a failsafe flag would ask for
+    could reach them (the lab saw a host self-fence that way, 0.4 s before the store came back
+    for it). Each of them gets one report at the return, kept (a report never goes stale)
+    until the peer has fresh news again; from the moment it says failsafe, it is read again
+    at every cycle like the others. A peer cut off from the store alone, while we keep it,
+    gets nothing: we never returned, so nothing is owed."""
 
     def __init__(self, membership: Membership, hosts: list[str], me: str) -> None:
         self.membership = membership
@@ -180,6 +200,9 @@ class LeaseReporter:
         self.me = me
         self.reports: dict[int, LeaseReport] = {}
         self.tried: set[str] = set()  # peers tried since this host reached the store again
+        # Lost (or not yet reached) the store since the last reports: the next ones owe the
+        # peers without fresh news their first report too.
+        self.returning = True
 
     def wanted(self, fingerprint: int) -> list[str]:
         """Peers heard now, on our store, that say they keep their VMs in failsafe."""
@@ -188,30 +211,53 @@ class LeaseReporter:
                 and membership.flags_of(h) & FLAG_FAILSAFE
                 and membership.store_of(h) == fingerprint]
 
+    def uncertain(self, fingerprint: int) -> list[str]:
+        """Peers heard now, on our store, not in failsafe, whose heartbeats bring no fresh
+        news of the store: owed one report when we reach the store again."""
+        membership = self.membership
+        return [h for h in self.hosts if h != self.me and membership.hears(h)
+                and not membership.flags_of(h) & FLAG_FAILSAFE
+                and not has_fresh_news(membership.flags_of(h))
+                and membership.store_of(h) == fingerprint]
+
     def owed(self, fingerprint: int) -> bool:
-        """Is a first attempt still owed to a peer in failsafe?"""
-        return any(h not in self.tried for h in self.wanted(fingerprint))
+        """Is a first attempt still owed to a peer in failsafe, or (after our return) to one
+        without fresh news?"""
+        if any(h not in self.tried for h in self.wanted(fingerprint)):
+            return True
+        return self.returning and any(h not in self.tried for h in self.uncertain(fingerprint))
 
     def store_lost(self) -> None:
         """This host lost the store: the next return owes every peer a first attempt again
         (the reports made stay: each is a lower bound that never goes stale)."""
         self.tried.clear()
+        self.returning = True
+
+    def returned(self) -> None:
+        """This host reaches the store again (its lease renewed after a loss): attempts made
+        before, which failed, are not the first attempts the return owes."""
+        self.store_lost()
 
     def refresh(self, store: Store, fingerprint: int) -> None:
-        """Read the leases of the peers in failsafe. Raises StoreUnavailable; every peer
-        then counts as tried."""
+        """Read the leases of the peers in failsafe, and once since our return those of the
+        peers without fresh news (`uncertain`). Raises StoreUnavailable; every peer then
+        counts as tried."""
         wanted = self.wanted(fingerprint)
-        keep = {self.membership.topology.index(h) for h in wanted}
-        for index in list(self.reports):
-            if index not in keep:
-                del self.reports[index]
-        self.tried &= set(wanted)
+        uncertain = self.uncertain(fingerprint)
+        first = [h for h in uncertain if h not in self.tried] if self.returning else []
+        self.returning = False  # the peers uncertain now are the ones this return owes
+        index = self.membership.topology.index
+        keep = {index(h) for h in (*wanted, *uncertain)}
+        for known in list(self.reports):
+            if known not in keep:
+                del self.reports[known]
+        self.tried &= {*wanted, *uncertain}
         try:
-            for host in wanted:
+            for host in (*wanted, *first):
                 self._report(store, host)
                 self.tried.add(host)
         finally:
-            self.tried |= set(wanted)
+            self.tried |= {*wanted, *uncertain}
 
     def _report(self, store: Store, host: str) -> None:
         index = self.membership.topology.index(host)
