@@ -80,6 +80,28 @@ def test_a_return_just_before_a_peer_goes_stale_reports_that_peer_first() -> Non
     assert "failsafe_vouched" in _kinds(result, "nodeB")
 
 
+def test_a_report_that_failed_before_the_return_does_not_count_for_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # nodeA's decision cycle tried nodeB's report at 22.4 s, while the store still elected;
+    # that failed attempt must not count once nodeA's renewal gets through at 22.6 s, or
+    # nodeA says "reaches the store" with nothing for nodeB.
+    monkeypatch.setattr(LeaseReporter, "returned", lambda self: None)
+    assert "self_fence" in _kinds(_simulate(JUST_BEFORE), "nodeB")
+
+
+def test_a_host_cut_off_alone_gets_no_report_and_stops_as_before() -> None:
+    # Only a return owes the peers without fresh news a report: without one (nodeA never lost
+    # the store), nodeB, cut off from it alone, self-fences when its lease goes stale.
+    data = yaml.safe_load(JUST_BEFORE.read_text())
+    data["events"] = [{"at": "21s", "do": "partition", "networks": ["san"],
+                       "groups": [["nodeB"], ["nodeA", "cp1", "cp2", "cp3"]]}]
+    data["expect"] = []
+    result = simulate(parse_scenario(data))
+    assert not result.violations, [v.text() for v in result.violations]
+    kinds = _kinds(result, "nodeB")
+    assert "self_fence" in kinds and "failsafe_entered" not in kinds
+
+
 def _variant(rng: random.Random) -> dict[str, Any]:
     """The staggered return drawn at random: who is cut off from the store and for how long
     (or for good), lossy and jittery heartbeats, drifting clocks, slow store calls, a slow
