@@ -40,6 +40,13 @@ def _term(member: Member) -> int:
     return int(str(_status(member)["raftTerm"]))
 
 
+def _leads(member: Member) -> bool:
+    status = _status(member)
+    header = status["header"]
+    assert isinstance(header, dict)
+    return str(status["leader"]) == str(header["member_id"])
+
+
 def _settled_term(members: list[Member], within: float = 10.0) -> int:
     """The raft term once every member reports the same leader and term."""
     deadline = time.monotonic() + within
@@ -57,8 +64,10 @@ def _settled_term(members: list[Member], within: float = 10.0) -> int:
 
 def test_a_member_that_rejoins_after_being_cut_off_forces_no_election(tmp_path: Path) -> None:
     with running_cluster(tmp_path, 3) as cluster:
-        first, second, late = cluster.members
         before = _settled_term(cluster.members)
+        # A follower: stopping the leader would itself cost an election.
+        late = next(m for m in cluster.members if not _leads(m))
+        first, second = (m for m in cluster.members if m is not late)
         late.kill()
         peers = [m.process for m in (first, second) if m.process is not None]
         for process in peers:
