@@ -120,7 +120,9 @@ def test_every_operation_answers_as_its_document_says(api_schema: Any) -> None:
         if operation.path == "/api/v1/events":
             continue  # a stream: it ends only at its `duration`
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
+        # Derandomized: the same examples every run. Drawn afresh, 15 examples per operation
+        # once hit no seeded VM name for force-start at all (only 404s; the run of 7 December).
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:
