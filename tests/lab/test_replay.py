@@ -73,6 +73,17 @@ def test_failsafe_survives_a_staggered_store_return_for_real(no_new_namespaces: 
                for e in document["events"]), returns
 
 
+def test_a_store_back_just_before_a_lease_goes_stale_stops_nothing_for_real(
+        no_new_namespaces: None) -> None:
+    # Issue 17, found in the lab on 7 December: the store came back for one host a moment
+    # before the other's lease went stale, while the other was cut off from it still. With the
+    # code of that day nodeB self-fenced here at 23.2 s and web was down 10.6 s; now nodeA
+    # reports nodeB's lease at its return, and nodeB keeps web until it reaches the store.
+    document = replay("failsafe-store-back-just-before-a-lease-goes-stale.yaml")
+    assert document["passed"], failures(document)
+    assert not any(e["kind"] == "self_fence" for e in document["events"])
+
+
 def test_two_operators_forcing_one_vm_without_quorum_for_real(no_new_namespaces: None) -> None:
     # Issue 11, cause C (docs/lab.md): for real, alice's forced start came 3.7 s after her
     # request (the decision cycle was held by registration attempts on a store without
