@@ -203,6 +203,7 @@ class LeaseReporter:
         # Lost (or not yet reached) the store since the last reports: the next ones owe the
         # peers without fresh news their first report too.
         self.returning = True
+        self.losses = 0  # counts `store_lost` calls: a try that spans one does not count
 
     def wanted(self, fingerprint: int) -> list[str]:
         """Peers heard now, on our store, that say they keep their VMs in failsafe."""
@@ -232,6 +233,7 @@ class LeaseReporter:
         (the reports made stay: each is a lower bound that never goes stale)."""
         self.tried.clear()
         self.returning = True
+        self.losses += 1
 
     def returned(self) -> None:
         """This host reaches the store again (its lease renewed after a loss): attempts made
@@ -241,7 +243,9 @@ class LeaseReporter:
     def refresh(self, store: Store, fingerprint: int) -> None:
         """Read the leases of the peers in failsafe, and once since our return those of the
         peers without fresh news (`uncertain`). Raises StoreUnavailable; every peer then
-        counts as tried."""
+        counts as tried, unless the store was lost or came back while we tried (the lease
+        cycle runs while this one waits in a store call): then nothing does."""
+        losses = self.losses
         wanted = self.wanted(fingerprint)
         uncertain = self.uncertain(fingerprint)
         first = [h for h in uncertain if h not in self.tried] if self.returning else []
@@ -255,9 +259,11 @@ class LeaseReporter:
         try:
             for host in (*wanted, *first):
                 self._report(store, host)
-                self.tried.add(host)
+                if self.losses == losses:
+                    self.tried.add(host)
         finally:
-            self.tried |= {*wanted, *uncertain}
+            if self.losses == losses:
+                self.tried |= {*wanted, *uncertain}
 
     def _report(self, store: Store, host: str) -> None:
         index = self.membership.topology.index(host)
