@@ -65,12 +65,17 @@ def settled(lab: LabRun, vm: str) -> str | None:
         if lab.records.power_at(host) != "up":
             return None
     entries, by = lab.journal_entries_now()
-    for host in lab.records.hosts:
-        booted = lab.records.power[host].times[-1]
-        if not any(e.kind == "host_joined" and by.get(id(e)) == host and e.t >= booted
-                   for e in entries):
-            return None
+    if not all(joined_since_boot(lab, host, entries, by) for host in lab.records.hosts):
+        return None
     return where(lab.writes(), vm, now - 0.5)
+
+
+def joined_since_boot(lab: LabRun, host: str, entries: list[JournalEntry],
+                      by: dict[int, str]) -> bool:
+    """Has `host` journaled its `host_joined` since its last boot?"""
+    booted = lab.records.power[host].times[-1]
+    return any(e.kind == "host_joined" and by.get(id(e)) == host and e.t >= booted
+               for e in entries)
 
 
 @dataclass
@@ -119,12 +124,11 @@ def unsettled(lab: LabRun, vm: str, since: float) -> str:
     said = []
     for host in lab.records.hosts:
         power = lab.records.power_at(host)
-        booted = lab.records.power[host].times[-1]
         if power != "up":
             said.append(f"{host} is {power}")
-        elif not any(e.kind == "host_joined" and by.get(id(e)) == host and e.t >= booted
-                     for e in entries):
-            said.append(f"{host} has not joined since its boot at {booted:.1f}s")
+        elif not joined_since_boot(lab, host, entries, by):
+            said.append(f"{host} has not joined since its boot at "
+                        f"{lab.records.power[host].times[-1]:.1f}s")
     writer = where(lab.writes(), vm, lab.records.now() - 0.5)
     said.append(f"{vm} writes on {writer or 'no host'}")
     facts = [f"{e.t:.1f}s {e.kind} ({by.get(id(e), '?')}): {e.text}" for e in entries

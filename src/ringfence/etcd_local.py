@@ -27,6 +27,12 @@ ETCD = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists(
 # Fast elections for tests: etcd's minimum lease TTL becomes 1 s (1.5 x election timeout).
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
+# The timers above, and pre-vote: a member back from a reboot or a partition raises its term
+# only once a quorum would elect it, instead of deposing the leader it finds (etcd 3.4 defaults
+# to off; issue 17: the store was silent for two seconds after a lab host's reboot). Every etcd
+# the project starts (here and the lab's members) runs with these.
+TUNING = ["--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
+          "--pre-vote"]
 
 
 # ----------------------------------------------------------------------------- etcd processes
@@ -70,11 +76,7 @@ class Member:
             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
             "--initial-cluster-token", "ringfence-test",
-            "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
-            # A member back from a reboot or a partition raises its term only once a quorum
-            # would elect it, instead of deposing the leader it finds (etcd 3.4 defaults to
-            # off; issue 17: the store was silent for two seconds after a lab host's reboot).
-            "--pre-vote",
+            *TUNING,
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
             *self.extra,
         ]

@@ -205,21 +205,21 @@ class LeaseReporter:
         self.returning = True
         self.losses = 0  # counts `store_lost` calls: a try that spans one does not count
 
+    def _heard_on(self, fingerprint: int) -> list[tuple[str, int]]:
+        """The peers heard now whose heartbeats name our store, with their flags."""
+        membership = self.membership
+        return [(h, membership.flags_of(h)) for h in self.hosts if h != self.me
+                and membership.hears(h) and membership.store_of(h) == fingerprint]
+
     def wanted(self, fingerprint: int) -> list[str]:
         """Peers heard now, on our store, that say they keep their VMs in failsafe."""
-        membership = self.membership
-        return [h for h in self.hosts if h != self.me and membership.hears(h)
-                and membership.flags_of(h) & FLAG_FAILSAFE
-                and membership.store_of(h) == fingerprint]
+        return [h for h, flags in self._heard_on(fingerprint) if flags & FLAG_FAILSAFE]
 
     def uncertain(self, fingerprint: int) -> list[str]:
         """Peers heard now, on our store, not in failsafe, whose heartbeats bring no fresh
         news of the store: owed one report when we reach the store again."""
-        membership = self.membership
-        return [h for h in self.hosts if h != self.me and membership.hears(h)
-                and not membership.flags_of(h) & FLAG_FAILSAFE
-                and not has_fresh_news(membership.flags_of(h))
-                and membership.store_of(h) == fingerprint]
+        return [h for h, flags in self._heard_on(fingerprint)
+                if not flags & FLAG_FAILSAFE and not has_fresh_news(flags)]
 
     def owed(self, fingerprint: int) -> bool:
         """Is a first attempt still owed to a peer in failsafe, or (after our return) to one

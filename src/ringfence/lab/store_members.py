@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ringfence.etcd_local import ELECTION_MS, ETCD, HEARTBEAT_MS
+from ringfence.etcd_local import ETCD, TUNING
 from ringfence.lab import netns
 from ringfence.lab.netns import LabError
 from ringfence.lab.topology import Topology
@@ -81,11 +81,7 @@ class EtcdMember:
             "--initial-advertise-peer-urls", ",".join(self.peer_urls()),
             "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
             "--initial-cluster-token", token,
-            "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
-            # A member back from a reboot or a partition raises its term only once a quorum
-            # would elect it, instead of deposing the leader it finds (etcd 3.4 defaults to
-            # off; issue 17: the store was silent for two seconds after a lab host's reboot).
-            "--pre-vote",
+            *TUNING,
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
         ]
         with self.log.open("ab") as log:
